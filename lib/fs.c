@@ -1,0 +1,846 @@
+/*
+ * fs.c - the filesystem store.
+ *
+ * Containment: the root directory is opened once; every key is resolved
+ * relative to that descriptor with openat2(RESOLVE_BENEATH |
+ * RESOLVE_NO_MAGICLINKS), so neither a key nor a symlink planted under the
+ * root can reach outside it.  Where the kernel lacks openat2 (or
+ * IMGSYNC_FS_NO_OPENAT2=1 asks for it, to test the fallback), the path is
+ * walked one segment at a time with O_NOFOLLOW, which refuses every
+ * symlink: stricter, never looser.  Keys are validated with key_validate()
+ * first, so "..", empty segments and NUL never reach the kernel.
+ *
+ * Durability: a put writes to ".NAME.imgsync-XXXXXX" in the target
+ * directory, fsyncs it, renames it over NAME and fsyncs the directory, so a
+ * crash leaves either the old file or the new one, never a torn one, and
+ * listings skip leftover temporary files.
+ *
+ * Every operation runs on the worker pool (workq.h); the loop only sees
+ * completions.  Listing walks directories in the byte order of the keys
+ * they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
+ * token with no state kept between calls.
+ */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "key.h"
+
+#define FS_TMP_TAG ".imgsync-"
+#define FS_LIST_PAGE 1000
+
+struct fs_store {
+	struct store base;
+	int rootfd;
+	bool fsync;
+	bool no_openat2;
+};
+
+enum fs_op { FS_PUT, FS_GET, FS_STAT, FS_DEL, FS_LIST };
+
+struct store_req {
+	struct workq_job job;
+	struct fs_store *st;
+	enum fs_op op;
+	char *key;   /* or the list prefix */
+	char *token; /* list */
+	int fd;
+	uint64_t size;
+	struct obj_info *info;
+	struct store_list *list;
+	store_done_fn done;
+	void *arg;
+	bool ok, cancelled;
+	struct err err;
+};
+
+/* --- resolution beneath the root --- */
+
+static int fs_openat2(int dirfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how = {
+		.flags = (uint64_t)flags | O_CLOEXEC,
+		.mode = mode,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+}
+
+/* Fallback: one segment at a time, no symlink anywhere. */
+static int fs_walk(int rootfd, const char *path, int flags, mode_t mode)
+{
+	char seg[NAME_MAX + 1];
+	const char *p = path, *slash;
+	int cur = rootfd, next;
+
+	while ((slash = strchr(p, '/')) != NULL) {
+		size_t n = (size_t)(slash - p);
+
+		if (n == 0 || n > NAME_MAX) {
+			errno = n ? ENAMETOOLONG : EINVAL;
+			goto fail;
+		}
+		memcpy(seg, p, n);
+		seg[n] = '\0';
+		next = openat(cur, seg, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (cur != rootfd)
+			close(cur);
+		if (next < 0)
+			return -1;
+		cur = next;
+		p = slash + 1;
+	}
+	next = openat(cur, p, flags | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (cur != rootfd) {
+		int saved = errno;
+
+		close(cur);
+		errno = saved;
+	}
+	return next;
+fail:
+	if (cur != rootfd)
+		close(cur);
+	return -1;
+}
+
+static int fs_open(struct fs_store *st, const char *path, int flags, mode_t mode)
+{
+	int fd;
+
+	if (!st->no_openat2) {
+		fd = fs_openat2(st->rootfd, path, flags, mode);
+		if (fd >= 0 || errno != ENOSYS)
+			return fd;
+		st->no_openat2 = true; /* old kernel: walk from now on */
+	}
+	return fs_walk(st->rootfd, path, flags, mode);
+}
+
+static bool fs_check_key(const char *key, struct err *e)
+{
+	const char *p = key, *s;
+
+	if (!key_validate(key, strlen(key), e))
+		return false;
+	for (;; p = s + 1) {
+		size_t n;
+
+		s = strchr(p, '/');
+		n = s ? (size_t)(s - p) : strlen(p);
+		if (n > NAME_MAX)
+			return err_set(e, ERR_INVALID,
+				       "a path segment of the key is %zu bytes; a file name "
+				       "holds at most %d",
+				       n, NAME_MAX);
+		/* Names of our temporary files are hidden from listings. */
+		if (p[0] == '.' && memmem(p, n, FS_TMP_TAG, strlen(FS_TMP_TAG)) != NULL)
+			return err_set(e, ERR_INVALID,
+				       "a path segment starting with '.' and containing \"%s\" "
+				       "is reserved for temporary files",
+				       FS_TMP_TAG);
+		if (s == NULL)
+			return true;
+	}
+}
+
+/* Split "a/b/c.jpg" into the directory part and the name. */
+static void split_key(const char *key, char *dir, size_t dirsz, const char **name)
+{
+	const char *slash = strrchr(key, '/');
+
+	if (slash == NULL) {
+		snprintf(dir, dirsz, ".");
+		*name = key;
+	} else {
+		snprintf(dir, dirsz, "%.*s", (int)(slash - key), key);
+		*name = slash + 1;
+	}
+}
+
+/* Open (creating as needed) the directory that holds key. */
+static int fs_open_parent(struct fs_store *st, const char *key, bool create, struct err *e)
+{
+	char dir[KEY_MAX + 1], *p;
+	const char *name;
+	int fd;
+
+	split_key(key, dir, sizeof(dir), &name);
+	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
+	if (fd >= 0 || errno != ENOENT || !create) {
+		if (fd < 0)
+			err_sys(e, errno, "cannot open directory \"%s\" under %s", dir,
+				st->base.cfg->root);
+		return fd;
+	}
+	/* Create missing directories one level at a time, each beneath root. */
+	for (p = dir;; p++) {
+		if (*p == '/' || *p == '\0') {
+			char saved = *p;
+			int parent;
+			char *leaf;
+
+			*p = '\0';
+			leaf = strrchr(dir, '/');
+			leaf = leaf ? leaf + 1 : dir;
+			if (leaf == dir)
+				parent = fcntl(st->rootfd, F_DUPFD_CLOEXEC, 0);
+			else {
+				leaf[-1] = '\0';
+				parent = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
+				leaf[-1] = '/';
+			}
+			if (parent < 0 || (mkdirat(parent, leaf, 0755) < 0 && errno != EEXIST)) {
+				err_sys(e, errno, "cannot create directory \"%s\" under %s", dir,
+					st->base.cfg->root);
+				if (parent >= 0)
+					close(parent);
+				return -1;
+			}
+			if (st->fsync)
+				(void)fsync(parent);
+			close(parent);
+			*p = saved;
+			if (saved == '\0')
+				break;
+		}
+	}
+	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
+	if (fd < 0)
+		err_sys(e, errno, "cannot open directory \"%s\" under %s", dir, st->base.cfg->root);
+	return fd;
+}
+
+/* Copy [0, size) of in to out from offset 0; the kernel copies where it can. */
+static bool copy_fd(int in, int out, uint64_t size, uint64_t *copied, struct err *e)
+{
+	loff_t off_in = 0, off_out = 0;
+	char buf[65536];
+
+	*copied = 0;
+	while (*copied < size) {
+		ssize_t n = copy_file_range(in, &off_in, out, &off_out, size - *copied, 0);
+
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+			      errno == EOPNOTSUPP || errno == EBADF))
+			break;
+		if (n < 0)
+			return err_sys(e, errno, "copy");
+		if (n == 0)
+			return true; /* the source is shorter than said */
+		*copied += (uint64_t)n;
+	}
+	while (*copied < size) {
+		size_t want = size - *copied < sizeof(buf) ? size - *copied : sizeof(buf);
+		ssize_t n = pread(in, buf, want, (off_t)*copied), w;
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return err_sys(e, errno, "read");
+		if (n == 0)
+			return true;
+		for (ssize_t done = 0; done < n; done += w) {
+			w = pwrite(out, buf + done, (size_t)(n - done), (off_t)(*copied + (uint64_t)done));
+			if (w < 0 && errno == EINTR)
+				w = 0;
+			else if (w < 0)
+				return err_sys(e, errno, "write");
+		}
+		*copied += (uint64_t)n;
+	}
+	return true;
+}
+
+static void info_from_stat(struct obj_info *info, const struct stat *sb)
+{
+	memset(info, 0, sizeof(*info));
+	info->size = (uint64_t)sb->st_size;
+	info->mtime = sb->st_mtim.tv_sec;
+}
+
+/* --- operations (on pool threads) --- */
+
+static bool do_put(struct store_req *r)
+{
+	struct fs_store *st = r->st;
+	struct err *e = &r->err;
+	char tmp[NAME_MAX + 1];
+	const char *name = strrchr(r->key, '/');
+	int dirfd = -1, fd = -1;
+	uint64_t copied;
+	struct stat sb;
+	bool ok = false;
+
+	name = name ? name + 1 : r->key;
+	for (int attempt = 0;; attempt++) {
+		dirfd = fs_open_parent(st, r->key, true, e);
+		if (dirfd < 0)
+			return false;
+		if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX) {
+			close(dirfd);
+			return err_set(e, ERR_INVALID, "file name too long for a temporary copy");
+		}
+		/* mkostemp needs a path; build the name and create it in dirfd. */
+		for (int i = 0; i < 100 && fd < 0; i++) {
+			snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", name,
+				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+			fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+				    0644);
+			if (fd < 0 && errno != EEXIST)
+				break;
+		}
+		/* The directory may have been removed by a concurrent delete of its
+		 * last file: resolve it again once. */
+		if (fd < 0 && errno == ENOENT && attempt == 0) {
+			close(dirfd);
+			continue;
+		}
+		break;
+	}
+	if (fd < 0) {
+		err_sys(e, errno, "cannot create a temporary file for \"%s\" under %s", r->key,
+			st->base.cfg->root);
+		goto out;
+	}
+	if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
+		err_prefix(e, "writing \"%s\" under %s: ", r->key, st->base.cfg->root);
+		goto out;
+	}
+	if (copied != r->size) {
+		err_set(e, ERR_INTEGRITY,
+			"the source of \"%s\" ended after %llu of %llu bytes (changed while copying?)",
+			r->key, (unsigned long long)copied, (unsigned long long)r->size);
+		goto out;
+	}
+	if (st->fsync && fsync(fd) < 0) {
+		err_sys(e, errno, "fsync of \"%s\" under %s", r->key, st->base.cfg->root);
+		goto out;
+	}
+	if (fstat(fd, &sb) < 0) {
+		err_sys(e, errno, "fstat");
+		goto out;
+	}
+	if (close(fd) < 0) {
+		fd = -1;
+		err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
+		goto out;
+	}
+	fd = -1;
+	if (renameat(dirfd, tmp, dirfd, name) < 0) {
+		err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
+			st->base.cfg->root);
+		goto out;
+	}
+	tmp[0] = '\0';
+	if (st->fsync && fsync(dirfd) < 0) {
+		err_sys(e, errno, "fsync of the directory of \"%s\"", r->key);
+		goto out;
+	}
+	if (r->info)
+		info_from_stat(r->info, &sb);
+	ok = true;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (!ok && tmp[0] && dirfd >= 0)
+		(void)unlinkat(dirfd, tmp, 0);
+	if (dirfd >= 0)
+		close(dirfd);
+	return ok;
+}
+
+static int open_object(struct store_req *r, int flags)
+{
+	struct stat sb;
+	int fd = fs_open(r->st, r->key, flags, 0);
+
+	if (fd < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			err_set(&r->err, ERR_NOTFOUND, "\"%s\" does not exist under %s", r->key,
+				r->st->base.cfg->root);
+		else if (errno == EXDEV || errno == ELOOP)
+			err_set(&r->err, ERR_INVALID,
+				"\"%s\" resolves outside %s (a symlink?); refused", r->key,
+				r->st->base.cfg->root);
+		else
+			err_sys(&r->err, errno, "cannot open \"%s\" under %s", r->key,
+				r->st->base.cfg->root);
+		return -1;
+	}
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+		close(fd);
+		err_set(&r->err, ERR_NOTFOUND, "\"%s\" under %s is not a regular file", r->key,
+			r->st->base.cfg->root);
+		return -1;
+	}
+	if (r->info)
+		info_from_stat(r->info, &sb);
+	return fd;
+}
+
+static bool do_get(struct store_req *r)
+{
+	struct obj_info local, *info = r->info ? r->info : &local;
+	uint64_t copied;
+	int fd;
+	bool ok;
+
+	r->info = info;
+	fd = open_object(r, O_RDONLY);
+	if (fd < 0)
+		return false;
+	ok = copy_fd(fd, r->fd, info->size, &copied, &r->err);
+	close(fd);
+	if (!ok)
+		err_prefix(&r->err, "reading \"%s\": ", r->key);
+	else if (copied != info->size)
+		ok = err_set(&r->err, ERR_INTEGRITY, "\"%s\" shrank while being read", r->key);
+	if (info == &local)
+		r->info = NULL;
+	return ok;
+}
+
+static bool do_stat(struct store_req *r)
+{
+	int fd = open_object(r, O_PATH);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static bool do_del(struct store_req *r)
+{
+	struct fs_store *st = r->st;
+	char dir[KEY_MAX + 1];
+	const char *name;
+	int dirfd = fs_open_parent(st, r->key, false, &r->err);
+
+	if (dirfd < 0)
+		return r->err.code == ERR_NOTFOUND; /* no directory: nothing to delete */
+	split_key(r->key, dir, sizeof(dir), &name);
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT) {
+		err_sys(&r->err, errno, "cannot delete \"%s\" under %s", r->key, st->base.cfg->root);
+		close(dirfd);
+		return false;
+	}
+	if (st->fsync)
+		(void)fsync(dirfd);
+	close(dirfd);
+	/* Remove directories the delete left empty, up to the root. */
+	while (strcmp(dir, ".") != 0) {
+		char *slash = strrchr(dir, '/');
+		int parent;
+
+		if (slash) {
+			*slash = '\0';
+			parent = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
+			name = slash + 1;
+		} else {
+			parent = fcntl(st->rootfd, F_DUPFD_CLOEXEC, 0);
+			name = dir;
+		}
+		if (parent < 0)
+			break;
+		if (unlinkat(parent, name, AT_REMOVEDIR) < 0) {
+			close(parent);
+			break;
+		}
+		close(parent);
+		if (!slash)
+			break;
+	}
+	return true;
+}
+
+/* --- listing --- */
+
+struct lent {
+	char *name;
+	bool dir;
+	uint64_t size;
+};
+
+static int lent_cmp(const void *a, const void *b)
+{
+	const struct lent *x = a, *y = b;
+	const unsigned char *p = (const unsigned char *)x->name, *q = (const unsigned char *)y->name;
+
+	/* Compare as the keys they lead to: a directory "d" as "d/". */
+	for (;; p++, q++) {
+		int c = *p ? *p : (x->dir ? '/' : 0), d = *q ? *q : (y->dir ? '/' : 0);
+
+		if (c != d || c == 0 || c == '/')
+			return c != d ? c - d : (*p ? 1 : 0) - (*q ? 1 : 0);
+	}
+}
+
+static bool list_add(struct store_req *r, const char *key, uint64_t size)
+{
+	struct store_list *l = r->list;
+
+	if (l->n % 64 == 0) {
+		struct store_list_entry *v = realloc(l->v, (l->n + 64) * sizeof(*v));
+
+		if (v == NULL)
+			return err_set(&r->err, ERR_NOMEM, "out of memory listing");
+		l->v = v;
+	}
+	l->v[l->n].key = strdup(key);
+	if (l->v[l->n].key == NULL)
+		return err_set(&r->err, ERR_NOMEM, "out of memory listing");
+	l->v[l->n++].size = size;
+	return true;
+}
+
+static bool is_tmp_name(const char *name)
+{
+	return name[0] == '.' && strstr(name, FS_TMP_TAG) != NULL;
+}
+
+/* Walk dirfd (holding keys that start with path) in key order. */
+static bool list_dir(struct store_req *r, int dirfd, struct buf *path, bool *full)
+{
+	const char *prefix = r->key, *token = r->token;
+	struct lent *ents = NULL;
+	size_t n = 0, cap = 0, base = path->len;
+	struct dirent *de;
+	bool ok = true;
+	DIR *d;
+	/* A fresh open file description: a dup would share (and move) the
+	 * directory offset of dirfd. */
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return err_sys(&r->err, errno, "cannot list \"%s\" under %s", buf_str(path),
+			       r->st->base.cfg->root);
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct stat sb;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    is_tmp_name(de->d_name))
+			continue;
+		if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+			continue; /* vanished meanwhile */
+		if (!S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
+			continue; /* symlinks and specials are not objects */
+		if (n == cap) {
+			struct lent *v;
+
+			cap = cap ? 2 * cap : 64;
+			v = realloc(ents, cap * sizeof(*v));
+			if (v == NULL) {
+				ok = err_set(&r->err, ERR_NOMEM, "out of memory listing");
+				goto out;
+			}
+			ents = v;
+		}
+		ents[n].name = strdup(de->d_name);
+		if (ents[n].name == NULL) {
+			ok = err_set(&r->err, ERR_NOMEM, "out of memory listing");
+			goto out;
+		}
+		ents[n].dir = S_ISDIR(sb.st_mode);
+		ents[n].size = (uint64_t)sb.st_size;
+		n++;
+	}
+	qsort(ents, n, sizeof(*ents), lent_cmp);
+	for (size_t i = 0; i < n && ok && !*full; i++) {
+		size_t plen = strlen(prefix);
+
+		path->len = base;
+		buf_puts(path, ents[i].name);
+		if (ents[i].dir)
+			buf_putc(path, '/');
+		if (!buf_ok(path, &r->err)) {
+			ok = false;
+			break;
+		}
+		/* Skip what cannot match the prefix or lies at or before the token. */
+		if (strncmp(buf_str(path), prefix, path->len < plen ? path->len : plen) != 0)
+			continue;
+		if (token) {
+			int c = strncmp(buf_str(path), token, path->len);
+
+			if (ents[i].dir ? c < 0 : strcmp(buf_str(path), token) <= 0)
+				continue;
+		}
+		if (ents[i].dir) {
+			int sub = openat(dirfd, ents[i].name,
+					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub < 0)
+				continue;
+			ok = list_dir(r, sub, path, full);
+			close(sub);
+		} else if (path->len >= plen) {
+			ok = list_add(r, buf_str(path), ents[i].size);
+			if (r->list->n == FS_LIST_PAGE)
+				*full = true;
+		}
+	}
+out:
+	path->len = base;
+	if (path->p)
+		path->p[base] = '\0';
+	for (size_t i = 0; i < n; i++)
+		free(ents[i].name);
+	free(ents);
+	closedir(d);
+	return ok;
+}
+
+static bool do_list(struct store_req *r)
+{
+	struct buf path = BUF_INIT;
+	bool full = false, ok;
+	int fd = fcntl(r->st->rootfd, F_DUPFD_CLOEXEC, 0);
+
+	if (fd < 0)
+		return err_sys(&r->err, errno, "dup");
+	ok = list_dir(r, fd, &path, &full);
+	close(fd);
+	buf_free(&path);
+	if (ok && full && r->list->n) {
+		r->list->next = strdup(r->list->v[r->list->n - 1].key);
+		if (r->list->next == NULL)
+			ok = err_set(&r->err, ERR_NOMEM, "out of memory listing");
+	}
+	if (!ok)
+		store_list_free(r->list);
+	return ok;
+}
+
+static void req_work(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)job;
+
+	switch (r->op) {
+	case FS_PUT:
+		r->ok = do_put(r);
+		break;
+	case FS_GET:
+		r->ok = do_get(r);
+		break;
+	case FS_STAT:
+		r->ok = do_stat(r);
+		break;
+	case FS_DEL:
+		r->ok = do_del(r);
+		break;
+	case FS_LIST:
+		r->ok = do_list(r);
+		break;
+	}
+}
+
+static void req_done(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)job;
+
+	if (!r->cancelled)
+		r->done(r->arg, r->ok ? NULL : &r->err);
+	free(r->key);
+	free(r->token);
+	free(r);
+}
+
+static bool req_start(struct fs_store *st, enum fs_op op, const char *key, store_done_fn done,
+		      void *arg, struct store_req **out, struct err *e, struct store_req **rp)
+{
+	struct store_req *r;
+
+	if (op != FS_LIST && !fs_check_key(key, e)) {
+		err_prefix(e, "store \"%s\": ", st->base.cfg->name);
+		return false;
+	}
+	r = calloc(1, sizeof(*r));
+	if (r == NULL || (r->key = strdup(key)) == NULL) {
+		free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	r->job.work = req_work;
+	r->job.done = req_done;
+	r->st = st;
+	r->op = op;
+	r->fd = -1;
+	r->done = done;
+	r->arg = arg;
+	*out = r;
+	*rp = r;
+	return true;
+}
+
+static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
+		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		   void *arg, struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	(void)known;
+	if (!req_start(st, FS_PUT, key, done, arg, req, e, &r))
+		return false;
+	r->fd = fd;
+	r->size = size;
+	r->info = out;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+static bool fs_get(struct store *s, const char *key, int fd, struct obj_info *out,
+		   store_done_fn done, void *arg, struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_GET, key, done, arg, req, e, &r))
+		return false;
+	r->fd = fd;
+	r->info = out;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+static bool fs_stat(struct store *s, const char *key, struct obj_info *out, store_done_fn done,
+		    void *arg, struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_STAT, key, done, arg, req, e, &r))
+		return false;
+	r->info = out;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+static bool fs_del(struct store *s, const char *key, store_done_fn done, void *arg,
+		   struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_DEL, key, done, arg, req, e, &r))
+		return false;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+static bool fs_list(struct store *s, const char *prefix, const char *token,
+		    struct store_list *out, store_done_fn done, void *arg, struct store_req **req,
+		    struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_LIST, prefix ? prefix : "", done, arg, req, e, &r))
+		return false;
+	if (token && (r->token = strdup(token)) == NULL) {
+		free(r->key);
+		free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	memset(out, 0, sizeof(*out));
+	r->list = out;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+static void fs_cancel(struct store *s, struct store_req *r)
+{
+	(void)s;
+	r->cancelled = true; /* the work finishes; nobody is told */
+}
+
+static bool fs_url(struct store *s, const char *key, struct buf *out, struct err *e)
+{
+	const struct store_cfg *c = s->cfg;
+
+	if (c->public_url && c->public_url[0]) {
+		buf_puts(out, c->public_url);
+		if (out->len && out->p[out->len - 1] != '/')
+			buf_putc(out, '/');
+	} else {
+		buf_puts(out, "file://");
+		buf_puts(out, c->root);
+		buf_putc(out, '/');
+	}
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("-._~/", *p))
+			buf_putc(out, (char)*p);
+		else
+			buf_printf(out, "%%%02X", *p);
+	}
+	return buf_ok(out, e);
+}
+
+static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *env,
+			  struct store **out, struct err *e)
+{
+	struct fs_store *st;
+	const char *no = getenv("IMGSYNC_FS_NO_OPENAT2");
+	int fd;
+
+	if (cfg->root == NULL || cfg->root[0] != '/')
+		return err_set(e, ERR_CONFIG, "root must be an absolute directory");
+	fd = open(cfg->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return err_set(e, ERR_NOTFOUND,
+				       "root directory %s does not exist; create it (and check "
+				       "that its file system is mounted)",
+				       cfg->root);
+		return err_sys(e, errno, "cannot open root directory %s", cfg->root);
+	}
+	st = calloc(1, sizeof(*st));
+	if (st == NULL) {
+		close(fd);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	(void)env;
+	st->rootfd = fd;
+	st->fsync = cfg->fsync;
+	st->no_openat2 = no && strcmp(no, "1") == 0;
+	*out = &st->base;
+	return true;
+}
+
+static void fs_close(struct store *s)
+{
+	struct fs_store *st = (struct fs_store *)s;
+
+	close(st->rootfd);
+	free(st);
+}
+
+const struct store_ops fs_store_ops = {
+	.type = "fs",
+	.shape = LAYOUT_SHAPE_FS,
+	.open = fs_open_store,
+	.close = fs_close,
+	.put = fs_put,
+	.get = fs_get,
+	.stat = fs_stat,
+	.del = fs_del,
+	.list = fs_list,
+	.cancel = fs_cancel,
+	.url = fs_url,
+};

@@ -1,0 +1,1567 @@
+/*
+ * s3.c - the S3 store: requests signed with SigV4 (sigv4.c), carried by
+ * libcurl's multi interface on our loop (http.c), answers parsed by expat
+ * (s3_xml.c).
+ *
+ * An operation (struct store_req) is made of one or more HTTP exchanges
+ * (struct s3_call).  Calls of an operation are linked so it can be
+ * cancelled whole.
+ *
+ * Upload integrity, reading every byte of the source once where possible:
+ *  - objects up to S3_BUFFER_MAX are read into memory once, hashed (MD5 and
+ *    SHA-256) in the same pass and sent with Content-MD5 and a signed
+ *    payload: the server refuses corrupted bytes (BadDigest);
+ *  - larger objects up to multipart_threshold stream from the descriptor
+ *    with Content-MD5 taken from the caller (a checksum already known) or
+ *    from a hashing pass on the worker pool;
+ *  - above the threshold, a multipart upload: parts stream from the
+ *    descriptor (pread at their offsets, several in parallel), each part's
+ *    MD5 is computed while sending and checked against the part's ETag, a
+ *    bad part is sent again, and the object becomes visible only when
+ *    CompleteMultipartUpload succeeds.  Any failure aborts the upload.
+ * Downloads are hashed while written and checked against a plain-MD5 ETag.
+ *
+ * Keys are encoded once, by sigv4_uri_encode, for both the URL and the
+ * signature, and curl is told not to touch the path (PATH_AS_IS).
+ */
+#include "store.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "s3_xml.h"
+#include "sigv4.h"
+
+#define S3_BUFFER_MAX (1024 * 1024)
+#define S3_PART_PARALLEL 4
+#define S3_PART_ATTEMPTS 3
+#define S3_MAX_PARTS 10000
+#define S3_MIN_PART (5ull * 1024 * 1024)
+#define S3_LIST_BODY_MAX (32u * 1024 * 1024)
+#define S3_ERROR_BODY_MAX (64u * 1024)
+#define S3_MAX_HEADERS 8
+
+struct s3_store {
+	struct store base;
+	char *url_base;    /* "https://bucket.host:port" or "http://host:port" */
+	char *host_hdr;    /* value of Host: */
+	char *bucket_path; /* raw path of the bucket: "/base/bucket" or "/base" or "" */
+	char *endpoint;    /* for messages */
+	struct sigv4_creds creds;
+	uint64_t threshold, part_size;
+};
+
+enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST };
+
+struct s3_part {
+	unsigned char md5[16];
+	int attempts;
+	bool done;
+};
+
+struct s3_call;
+
+struct store_req {
+	struct s3_store *st;
+	enum s3_kind kind;
+	char *key;
+	store_done_fn done;
+	void *arg;
+	struct obj_info *info;
+	struct store_list *list;
+	struct s3_call *calls; /* in flight */
+	bool cancelled, finished;
+
+	/* put */
+	int fd;
+	uint64_t size;
+	unsigned char md5[16];
+	bool have_md5;
+	char content_type[128];
+	unsigned char *mem;
+	char sha256[65];
+	struct workq_job job;
+	bool in_pool;
+
+	/* multipart */
+	char *upload_id;
+	struct s3_part *parts;
+	uint32_t nparts, next_part, parts_done;
+	int inflight;
+	bool failing;
+	struct err err; /* the first failure of a multipart upload */
+};
+
+typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
+
+struct s3_call {
+	struct store_req *r;
+	struct s3_call *next, **pprev;
+	CURL *easy;
+	struct curl_slist *hdrs;
+	char errbuf[CURL_ERROR_SIZE];
+	const char *method;
+	struct buf resp;
+	size_t resp_max;
+	long status;
+	/* request body: from memory, or from fd at [off, off + len) */
+	const unsigned char *mem;
+	const char *post; /* small POST bodies (XML) */
+	int in_fd;
+	uint64_t off, len, pos;
+	/* response body to a descriptor */
+	int out_fd;
+	uint64_t received;
+	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
+	uint32_t part;
+	call_done_fn on_done;
+};
+
+static void req_finish(struct store_req *r, const struct err *e);
+
+/* --- helpers --- */
+
+static void md5_final(EVP_MD_CTX *ctx, unsigned char out[16])
+{
+	unsigned int n = 16;
+
+	EVP_DigestFinal_ex(ctx, out, &n);
+}
+
+static bool etag_is_md5(const char *etag)
+{
+	if (strlen(etag) != 32)
+		return false;
+	for (const char *p = etag; *p; p++)
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+		      (*p >= 'A' && *p <= 'F')))
+			return false;
+	return true;
+}
+
+static bool etag_matches(const char *etag, const unsigned char md5[16])
+{
+	char hex[33];
+
+	hex_encode(md5, 16, hex);
+	return strcasecmp(etag, hex) == 0;
+}
+
+static void header_value(CURL *easy, const char *name, char *out, size_t size)
+{
+	struct curl_header *h;
+
+	out[0] = '\0';
+	if (curl_easy_header(easy, name, 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h->value)
+		snprintf(out, size, "%s", h->value);
+}
+
+/* ETag without quotes. */
+static void response_etag(CURL *easy, char *out, size_t size)
+{
+	size_t n;
+
+	header_value(easy, "ETag", out, size);
+	n = strlen(out);
+	if (n >= 2 && out[0] == '"' && out[n - 1] == '"') {
+		memmove(out, out + 1, n - 2);
+		out[n - 2] = '\0';
+	}
+}
+
+/* SSE-KMS and SSE-C objects have ETags that are not the MD5 of the content. */
+static bool etag_comparable(CURL *easy)
+{
+	char v[64];
+
+	header_value(easy, "x-amz-server-side-encryption", v, sizeof(v));
+	if (strcmp(v, "aws:kms") == 0 || strcmp(v, "aws:kms:dsse") == 0)
+		return false;
+	header_value(easy, "x-amz-server-side-encryption-customer-algorithm", v, sizeof(v));
+	return v[0] == '\0';
+}
+
+static void fill_info(struct s3_call *c, struct obj_info *info)
+{
+	curl_off_t len = -1;
+	long ft = -1;
+	char *ct = NULL;
+
+	memset(info, 0, sizeof(*info));
+	curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+	if (len >= 0)
+		info->size = (uint64_t)len;
+	response_etag(c->easy, info->etag, sizeof(info->etag));
+	if (etag_is_md5(info->etag) && etag_comparable(c->easy)) {
+		info->has_md5 = hex_decode(info->etag, 32, info->md5);
+	}
+	curl_easy_getinfo(c->easy, CURLINFO_FILETIME, &ft);
+	if (ft > 0)
+		info->mtime = ft;
+	curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
+	if (ct)
+		snprintf(info->content_type, sizeof(info->content_type), "%s", ct);
+}
+
+/* --- turning an answer into an error an operator can act on --- */
+
+static const char *what_key(struct store_req *r)
+{
+	return r->key && r->key[0] ? r->key : "(bucket)";
+}
+
+static void explain(struct store_req *r, struct s3_call *c, struct err *e)
+{
+	struct s3_store *st = r->st;
+	const struct store_cfg *cfg = st->base.cfg;
+	struct s3_error x;
+	const char *code;
+	char keyesc[300];
+
+	snprintf(keyesc, sizeof(keyesc), "\"%s\"", what_key(r));
+	if (!s3_xml_error(buf_str(&c->resp), c->resp.len, &x)) {
+		memset(&x, 0, sizeof(x));
+		/* HEAD answers carry no body: name the status. */
+		snprintf(x.code, sizeof(x.code), "%s",
+			 c->status == 404   ? "NotFound"
+			 : c->status == 403 ? "Forbidden"
+			 : c->status == 400 ? "BadRequest"
+			 : c->status == 301 ? "PermanentRedirect"
+			 : c->status == 503 ? "ServiceUnavailable"
+					    : "HTTPError");
+	}
+	code = x.code;
+#define IS(s) (strcmp(code, s) == 0)
+	if (IS("NoSuchBucket"))
+		err_set(e, ERR_NOTFOUND,
+			"bucket \"%s\" does not exist at %s (NoSuchBucket): create it, or fix "
+			"bucket in store \"%s\"",
+			cfg->bucket, st->endpoint, cfg->name);
+	else if (IS("NoSuchKey") || IS("NotFound"))
+		err_set(e, ERR_NOTFOUND, "%s %s: no such object in bucket \"%s\" (%s)", c->method,
+			keyesc, cfg->bucket, code);
+	else if (IS("InvalidAccessKeyId"))
+		err_set(e, ERR_DENIED,
+			"%s %s: the server does not know the access key id of store \"%s\" "
+			"(InvalidAccessKeyId): check access_key_id",
+			c->method, keyesc, cfg->name);
+	else if (IS("SignatureDoesNotMatch"))
+		err_set(e, ERR_DENIED,
+			"%s %s: the server refused the request signature (SignatureDoesNotMatch): "
+			"check the secret access key of store \"%s\" (secret_access_key_file), and "
+			"that no proxy rewrites requests",
+			c->method, keyesc, cfg->name);
+	else if (IS("AccessDenied") || IS("Forbidden") || IS("AllAccessDisabled") ||
+		 IS("AccountProblem") || IS("InvalidToken") || IS("ExpiredToken"))
+		err_set(e, ERR_DENIED,
+			"%s %s in bucket \"%s\": access denied (%s%s%s): check the credentials of "
+			"store \"%s\" and that its policy allows this action",
+			c->method, keyesc, cfg->bucket, code, x.message[0] ? ": " : "", x.message,
+			cfg->name);
+	else if (IS("RequestTimeTooSkewed") || IS("RequestExpired"))
+		err_set(e, ERR_TRANSIENT,
+			"%s %s: the server's clock and this host's differ too much (%s): fix the "
+			"time on this host (NTP)",
+			c->method, keyesc, code);
+	else if (IS("AuthorizationHeaderMalformed") && x.region[0])
+		err_set(e, ERR_DENIED,
+			"%s %s: bucket \"%s\" expects region \"%s\": set region = \"%s\" in "
+			"store \"%s\"",
+			c->method, keyesc, cfg->bucket, x.region, x.region, cfg->name);
+	else if (IS("PermanentRedirect") || c->status == 301)
+		err_set(e, ERR_DENIED,
+			"%s %s: bucket \"%s\" must be reached at another endpoint%s%s%s: fix "
+			"endpoint/region in store \"%s\"",
+			c->method, keyesc, cfg->bucket, x.endpoint[0] ? " (" : "", x.endpoint,
+			x.endpoint[0] ? ")" : "", cfg->name);
+	else if (IS("BadDigest") || IS("InvalidDigest") || IS("XAmzContentSHA256Mismatch"))
+		err_set(e, ERR_INTEGRITY,
+			"%s %s: the server received different bytes than were sent (%s); the "
+			"transfer will be retried",
+			c->method, keyesc, code);
+	else if (IS("SlowDown") || IS("ServiceUnavailable") || IS("InternalError") ||
+		 IS("RequestTimeout") || c->status >= 500 || c->status == 429)
+		err_set(e, ERR_TRANSIENT, "%s %s: the server is busy or failing (HTTP %ld %s%s%s)",
+			c->method, keyesc, c->status, code, x.message[0] ? ": " : "", x.message);
+	else if (IS("EntityTooLarge") || IS("EntityTooSmall") || IS("InvalidPart") ||
+		 IS("InvalidPartOrder") || IS("NoSuchUpload"))
+		err_set(e, ERR_TRANSIENT, "%s %s: multipart upload refused (%s%s%s)", c->method,
+			keyesc, code, x.message[0] ? ": " : "", x.message);
+	else
+		err_set(e, ERR_INVALID, "%s %s: the server answered HTTP %ld %s%s%s", c->method,
+			keyesc, c->status, code, x.message[0] ? ": " : "", x.message);
+#undef IS
+}
+
+static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode rc,
+			      struct err *e)
+{
+	const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+
+	switch (rc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+		err_set(e, ERR_DENIED,
+			"%s \"%s\": the TLS certificate of %s is not trusted (%s): install the CA "
+			"and set ca_file in store \"%s\"",
+			c->method, what_key(r), r->st->endpoint, detail, r->st->base.cfg->name);
+		break;
+	case CURLE_COULDNT_RESOLVE_HOST:
+		err_set(e, ERR_TRANSIENT, "%s \"%s\": cannot resolve the host of %s (%s)",
+			c->method, what_key(r), r->st->endpoint, detail);
+		break;
+	case CURLE_ABORTED_BY_CALLBACK:
+	case CURLE_READ_ERROR:
+	case CURLE_WRITE_ERROR:
+		if (e->code == ERR_OK)
+			err_set(e, ERR_IO, "%s \"%s\": local I/O failed (%s)", c->method,
+				what_key(r), detail);
+		break;
+	default:
+		err_set(e, ERR_TRANSIENT, "%s \"%s\": cannot talk to %s: %s", c->method,
+			what_key(r), r->st->endpoint, detail);
+		break;
+	}
+}
+
+/* --- one HTTP exchange --- */
+
+static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
+{
+	struct s3_call *c = ud;
+	size_t n = size * nmemb;
+	long status = 0;
+
+	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (c->out_fd >= 0 && status >= 200 && status < 300) {
+		for (size_t done = 0; done < n;) {
+			ssize_t w = pwrite(c->out_fd, data + done, n - done,
+					   (off_t)(c->received + done));
+
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0) {
+				err_sys(&c->r->err, errno, "writing \"%s\" to a local file",
+					what_key(c->r));
+				return 0;
+			}
+			done += (size_t)w;
+		}
+		if (c->md5)
+			EVP_DigestUpdate(c->md5, data, n);
+		c->received += n;
+		return n;
+	}
+	/* Error documents and XML answers: capped, the rest dropped. */
+	if (c->resp.len + n > c->resp_max) {
+		if (c->resp_max > S3_ERROR_BODY_MAX) {
+			err_set(&c->r->err, ERR_INVALID, "S3 answered with more than %zu bytes",
+				c->resp_max);
+			return 0;
+		}
+		n = c->resp.len < c->resp_max ? c->resp_max - c->resp.len : 0;
+		buf_append(&c->resp, data, n);
+		return size * nmemb;
+	}
+	buf_append(&c->resp, data, n);
+	return c->resp.oom ? 0 : n;
+}
+
+static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud)
+{
+	struct s3_call *c = ud;
+	size_t want = size * nmemb;
+	ssize_t n;
+
+	if (c->pos >= c->len)
+		return 0;
+	if (want > c->len - c->pos)
+		want = (size_t)(c->len - c->pos);
+	if (c->mem) {
+		memcpy(dst, c->mem + c->pos, want);
+		n = (ssize_t)want;
+	} else {
+		do
+			n = pread(c->in_fd, dst, want, (off_t)(c->off + c->pos));
+		while (n < 0 && errno == EINTR);
+		if (n < 0) {
+			err_sys(&c->r->err, errno, "reading the source of \"%s\"", what_key(c->r));
+			return CURL_READFUNC_ABORT;
+		}
+		if (n == 0) {
+			err_set(&c->r->err, ERR_INTEGRITY,
+				"the source of \"%s\" is shorter than its size; did it change?",
+				what_key(c->r));
+			return CURL_READFUNC_ABORT;
+		}
+	}
+	if (c->md5)
+		EVP_DigestUpdate(c->md5, dst, (size_t)n);
+	c->pos += (uint64_t)n;
+	return (size_t)n;
+}
+
+/* curl rewinds a body when it must send it again (a redirect, a retry on a
+ * reused connection that the server had closed). */
+static int on_seek(void *ud, curl_off_t offset, int origin)
+{
+	struct s3_call *c = ud;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > c->len)
+		return CURL_SEEKFUNC_CANTSEEK;
+	c->pos = (uint64_t)offset;
+	if (c->md5) {
+		if (offset != 0)
+			return CURL_SEEKFUNC_CANTSEEK;
+		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+	}
+	return CURL_SEEKFUNC_OK;
+}
+
+static void call_free(struct s3_call *c)
+{
+	if (c == NULL)
+		return;
+	if (c->pprev) {
+		*c->pprev = c->next;
+		if (c->next)
+			c->next->pprev = c->pprev;
+	}
+	if (c->easy)
+		http_easy_put(c->r->st->base.env.http, c->easy);
+	curl_slist_free_all(c->hdrs);
+	buf_free(&c->resp);
+	EVP_MD_CTX_free(c->md5);
+	free(c);
+}
+
+static void call_finished(void *arg, CURLcode rc)
+{
+	struct s3_call *c = arg;
+	struct store_req *r = c->r;
+	struct err e = {0};
+	bool ok;
+
+	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+	if (rc != CURLE_OK) {
+		e = r->err; /* a local failure recorded by a callback */
+		explain_transport(r, c, rc, &e);
+		ok = false;
+	} else if (c->status < 200 || c->status >= 300) {
+		explain(r, c, &e);
+		ok = false;
+	} else
+		ok = true;
+	err_clear(&r->err);
+	c->on_done(c, ok ? NULL : &e);
+}
+
+struct qparam {
+	const char *name;
+	const char *value;
+};
+
+/* Build, sign and start one request.  body: mem/len, fd/off/len or post. */
+static bool call_start(struct store_req *r, struct s3_call *c, const char *method,
+		       const struct qparam *q, size_t nq, const char *payload_hash,
+		       const struct sigv4_pair *extra, size_t nextra, struct err *e)
+{
+	struct s3_store *st = r->st;
+	const struct store_cfg *cfg = st->base.cfg;
+	struct buf path = BUF_INIT, url = BUF_INIT, auth = BUF_INIT, line = BUF_INIT;
+	struct sigv4_pair hdrs[S3_MAX_HEADERS + 4];
+	struct sigv4_pair qs[8];
+	struct sigv4_request sr;
+	char date[17];
+	size_t nh = 0;
+	bool ok = false;
+
+	c->method = method;
+	c->easy = http_easy_get(st->base.env.http);
+	if (c->easy == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory (curl handle)");
+
+	/* the raw path, encoded once for the URL and once inside the signer */
+	buf_puts(&path, st->bucket_path);
+	if (r->kind != S3_LIST) {
+		buf_putc(&path, '/');
+		buf_puts(&path, r->key);
+	} else if (path.len == 0)
+		buf_putc(&path, '/');
+	buf_puts(&url, st->url_base);
+	sigv4_uri_encode(&url, buf_str(&path), path.len, true);
+	for (size_t i = 0; i < nq; i++) {
+		buf_putc(&url, i ? '&' : '?');
+		sigv4_uri_encode(&url, q[i].name, strlen(q[i].name), false);
+		if (q[i].value[0] || strcmp(q[i].name, "uploads") != 0) {
+			buf_putc(&url, '=');
+			sigv4_uri_encode(&url, q[i].value, strlen(q[i].value), false);
+		}
+		qs[i] = (struct sigv4_pair){q[i].name, q[i].value};
+	}
+
+	sigv4_amz_date(time(NULL), date);
+	hdrs[nh++] = (struct sigv4_pair){"host", st->host_hdr};
+	hdrs[nh++] = (struct sigv4_pair){"x-amz-date", date};
+	hdrs[nh++] = (struct sigv4_pair){"x-amz-content-sha256", payload_hash};
+	if (cfg->session_token && cfg->session_token[0])
+		hdrs[nh++] = (struct sigv4_pair){"x-amz-security-token", cfg->session_token};
+	for (size_t i = 0; i < nextra && nh < sizeof(hdrs) / sizeof(hdrs[0]); i++)
+		hdrs[nh++] = extra[i];
+	sr = (struct sigv4_request){
+		.method = method,
+		.path = buf_str(&path),
+		.path_len = path.len,
+		.query = qs,
+		.nquery = nq,
+		.headers = hdrs,
+		.nheaders = nh,
+		.payload_hash = payload_hash,
+	};
+	if (!buf_ok(&path, e) || !buf_ok(&url, e) ||
+	    !sigv4_authorization(&sr, &st->creds, date, &auth, e))
+		goto out;
+
+	for (size_t i = 0; i < nh; i++) {
+		struct curl_slist *n;
+
+		buf_reset(&line);
+		buf_printf(&line, "%s: %s", hdrs[i].name, hdrs[i].value);
+		if (!buf_ok(&line, e) || (n = curl_slist_append(c->hdrs, buf_str(&line))) == NULL)
+			goto nomem;
+		c->hdrs = n;
+	}
+	buf_reset(&line);
+	buf_printf(&line, "Authorization: %s", buf_str(&auth));
+	if (!buf_ok(&line, e))
+		goto out;
+	{
+		const char *fixed[] = {buf_str(&line), "Expect:", "Accept:"};
+
+		for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+			struct curl_slist *n = curl_slist_append(c->hdrs, fixed[i]);
+
+			if (n == NULL)
+				goto nomem;
+			c->hdrs = n;
+		}
+	}
+	if (strcmp(method, "POST") == 0 && c->post == NULL) {
+		/* curl would add a form Content-Type to an empty POST */
+		struct curl_slist *n = curl_slist_append(c->hdrs, "Content-Type:");
+
+		for (size_t i = 0; i < nextra; i++)
+			if (strcasecmp(extra[i].name, "content-type") == 0)
+				n = c->hdrs; /* one was given */
+		if (n == NULL)
+			goto nomem;
+		c->hdrs = n;
+	}
+
+	curl_easy_setopt(c->easy, CURLOPT_URL, buf_str(&url));
+	curl_easy_setopt(c->easy, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_HTTPHEADER, c->hdrs);
+	curl_easy_setopt(c->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_USERAGENT, "imgsync/" IMGSYNC_VERSION);
+	curl_easy_setopt(c->easy, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(c->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_CONNECTTIMEOUT_MS, cfg->connect_timeout_ms);
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_LOW_SPEED_TIME, cfg->low_speed_time_s);
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYPEER, cfg->tls_verify ? 1L : 0L);
+	curl_easy_setopt(c->easy, CURLOPT_SSL_VERIFYHOST, cfg->tls_verify ? 2L : 0L);
+	if (cfg->ca_file && cfg->ca_file[0])
+		curl_easy_setopt(c->easy, CURLOPT_CAINFO, cfg->ca_file);
+	curl_easy_setopt(c->easy, CURLOPT_FILETIME, 1L);
+	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
+	if (strcmp(method, "PUT") == 0) {
+		curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c->easy, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c->easy, CURLOPT_READDATA, c);
+		curl_easy_setopt(c->easy, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(c->easy, CURLOPT_SEEKDATA, c);
+		curl_easy_setopt(c->easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)c->len);
+	} else if (strcmp(method, "POST") == 0) {
+		curl_easy_setopt(c->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, c->post ? c->post : "");
+		curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)(c->post ? strlen(c->post) : 0));
+	} else if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(c->easy, CURLOPT_NOBODY, 1L);
+	} else if (strcmp(method, "DELETE") == 0) {
+		curl_easy_setopt(c->easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+	}
+
+	if (!http_start(st->base.env.http, c->easy, call_finished, c, e))
+		goto out;
+	/* link into the operation for cancel */
+	c->next = r->calls;
+	if (r->calls)
+		r->calls->pprev = &c->next;
+	r->calls = c;
+	c->pprev = &r->calls;
+	ok = true;
+	goto out;
+nomem:
+	err_set(e, ERR_NOMEM, "out of memory building a request");
+out:
+	if (auth.p)
+		explicit_bzero(auth.p, auth.len);
+	if (line.p)
+		explicit_bzero(line.p, line.len);
+	buf_free(&path);
+	buf_free(&url);
+	buf_free(&auth);
+	buf_free(&line);
+	return ok;
+}
+
+static struct s3_call *call_new(struct store_req *r, call_done_fn on_done, size_t resp_max)
+{
+	struct s3_call *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->r = r;
+	c->in_fd = -1;
+	c->out_fd = -1;
+	c->on_done = on_done;
+	c->resp_max = resp_max;
+	return c;
+}
+
+/* --- operations --- */
+
+static struct store_req *req_new(struct s3_store *st, enum s3_kind kind, const char *key,
+				 store_done_fn done, void *arg, struct err *e)
+{
+	struct store_req *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || (r->key = strdup(key ? key : "")) == NULL) {
+		free(r);
+		err_set(e, ERR_NOMEM, "out of memory");
+		return NULL;
+	}
+	r->st = st;
+	r->kind = kind;
+	r->done = done;
+	r->arg = arg;
+	r->fd = -1;
+	return r;
+}
+
+static void req_free(struct store_req *r)
+{
+	while (r->calls) {
+		struct s3_call *c = r->calls;
+
+		http_cancel(r->st->base.env.http, c->easy);
+		call_free(c);
+	}
+	free(r->key);
+	free(r->mem);
+	free(r->upload_id);
+	free(r->parts);
+	free(r);
+}
+
+struct finish_ctx {
+	struct store_req *r;
+	bool failed;
+	struct err e;
+};
+
+static void req_finish(struct store_req *r, const struct err *e)
+{
+	struct err msg;
+
+	if (r->finished)
+		return;
+	r->finished = true;
+	if (!r->cancelled) {
+		if (e) {
+			msg = *e;
+			err_prefix(&msg, "store \"%s\": ", r->st->base.cfg->name);
+		}
+		r->done(r->arg, e ? &msg : NULL);
+	}
+	if (r->in_pool)
+		return; /* the hashing job frees it */
+	req_free(r);
+}
+
+/* Start a call or finish the operation with the reason it could not start. */
+static void start_or_fail(struct store_req *r, struct s3_call *c, const char *method,
+			  const struct qparam *q, size_t nq, const char *hash,
+			  const struct sigv4_pair *extra, size_t nextra)
+{
+	struct err e = {0};
+
+	if (!call_start(r, c, method, q, nq, hash, extra, nextra, &e)) {
+		call_free(c);
+		req_finish(r, &e);
+	}
+}
+
+/* single PUT */
+
+static void put_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err ie;
+	unsigned char sent[16];
+	char etag[72];
+
+	if (e) {
+		struct err copy = *e;
+
+		call_free(c);
+		req_finish(r, &copy);
+		return;
+	}
+	md5_final(c->md5, sent);
+	response_etag(c->easy, etag, sizeof(etag));
+	if (memcmp(sent, r->md5, 16) != 0) {
+		err_set(&ie, ERR_INTEGRITY, "the source of \"%s\" changed while it was uploaded",
+			r->key);
+		call_free(c);
+		req_finish(r, &ie);
+		return;
+	}
+	if (etag_is_md5(etag) && etag_comparable(c->easy) && !etag_matches(etag, r->md5)) {
+		err_set(&ie, ERR_INTEGRITY,
+			"PUT \"%s\": the server stored different bytes (ETag %s) than were sent",
+			r->key, etag);
+		call_free(c);
+		req_finish(r, &ie);
+		return;
+	}
+	if (r->info) {
+		memset(r->info, 0, sizeof(*r->info));
+		r->info->size = r->size;
+		r->info->has_md5 = true;
+		memcpy(r->info->md5, r->md5, 16);
+		snprintf(r->info->etag, sizeof(r->info->etag), "%s", etag);
+		snprintf(r->info->content_type, sizeof(r->info->content_type), "%s",
+			 r->content_type);
+	}
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static void put_single(struct store_req *r)
+{
+	struct s3_call *c = call_new(r, put_done, S3_ERROR_BODY_MAX);
+	struct sigv4_pair extra[2];
+	unsigned char b64[32];
+	size_t nx = 0;
+	struct err e;
+
+	if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
+		call_free(c);
+		req_finish(r, &(struct err){ERR_NOMEM, "out of memory"});
+		return;
+	}
+	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+	EVP_EncodeBlock(b64, r->md5, 16);
+	extra[nx++] = (struct sigv4_pair){"content-md5", (const char *)b64};
+	if (r->content_type[0])
+		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	c->mem = r->mem;
+	c->in_fd = r->fd;
+	c->len = r->size;
+	(void)e;
+	start_or_fail(r, c, "PUT", NULL, 0, r->mem ? r->sha256 : SIGV4_UNSIGNED_PAYLOAD, extra,
+		      nx);
+}
+
+/* hashing pass on the worker pool, for streamed single PUTs */
+
+static void hash_work(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char *buf = malloc(1 << 20);
+	uint64_t off = 0;
+
+	if (ctx == NULL || buf == NULL) {
+		err_set(&r->err, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+	while (off < r->size) {
+		size_t want = r->size - off < (1 << 20) ? (size_t)(r->size - off) : 1 << 20;
+		ssize_t n = pread(r->fd, buf, want, (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n < 0)
+				err_sys(&r->err, errno, "reading the source of \"%s\"", r->key);
+			else
+				err_set(&r->err, ERR_INTEGRITY,
+					"the source of \"%s\" is shorter than its size", r->key);
+			goto out;
+		}
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	md5_final(ctx, r->md5);
+	r->have_md5 = true;
+out:
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+}
+
+static void hash_done(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
+
+	r->in_pool = false;
+	if (r->finished) { /* cancelled meanwhile */
+		req_free(r);
+		return;
+	}
+	if (!r->have_md5) {
+		struct err e = r->err;
+
+		req_finish(r, &e);
+		return;
+	}
+	put_single(r);
+}
+
+/* multipart */
+
+static void mpu_pump(struct store_req *r);
+
+static void abort_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err saved = r->err;
+
+	if (e)
+		log_warn("store \"%s\": could not abort the multipart upload of \"%s\" (%s); "
+			 "a bucket lifecycle rule for incomplete uploads cleans it up",
+			 r->st->base.cfg->name, r->key, e->msg);
+	call_free(c);
+	req_finish(r, &saved);
+}
+
+/* Record the first failure; once nothing is in flight, abort the upload. */
+static void mpu_fail(struct store_req *r, const struct err *e)
+{
+	struct s3_call *c;
+	struct qparam q[1];
+
+	if (e && !r->failing) {
+		r->failing = true;
+		r->err = *e;
+	}
+	if (r->inflight > 0)
+		return;
+	if (r->upload_id == NULL) {
+		struct err saved = r->err;
+
+		req_finish(r, &saved);
+		return;
+	}
+	c = call_new(r, abort_done, S3_ERROR_BODY_MAX);
+	if (c == NULL) {
+		struct err saved = r->err;
+
+		req_finish(r, &saved);
+		return;
+	}
+	q[0] = (struct qparam){"uploadId", r->upload_id};
+	{
+		struct err e2 = {0};
+
+		if (!call_start(r, c, "DELETE", q, 1, SIGV4_EMPTY_SHA256, NULL, 0, &e2)) {
+			struct err saved = r->err;
+
+			call_free(c);
+			req_finish(r, &saved);
+		}
+	}
+}
+
+static void complete_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct s3_error x;
+	struct err pe = {0};
+	char etag[72], want[72];
+	EVP_MD_CTX *ctx;
+	unsigned char all[16];
+
+	if (e) {
+		struct err copy = *e;
+
+		call_free(c);
+		mpu_fail(r, &copy);
+		return;
+	}
+	/* A 200 answer may still carry an <Error> in its body. */
+	if (!s3_xml_complete(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &x, &pe)) {
+		call_free(c);
+		mpu_fail(r, &pe);
+		return;
+	}
+	if (x.present) {
+		err_set(&pe, ERR_TRANSIENT,
+			"CompleteMultipartUpload of \"%s\" failed inside a 200 answer (%s%s%s)",
+			r->key, x.code, x.message[0] ? ": " : "", x.message);
+		call_free(c);
+		mpu_fail(r, &pe);
+		return;
+	}
+	/* The ETag of a multipart object is MD5(part MD5s) "-" part count. */
+	ctx = EVP_MD_CTX_new();
+	if (ctx) {
+		EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+		for (uint32_t i = 0; i < r->nparts; i++)
+			EVP_DigestUpdate(ctx, r->parts[i].md5, 16);
+		md5_final(ctx, all);
+		EVP_MD_CTX_free(ctx);
+		hex_encode(all, 16, want);
+		snprintf(want + 32, sizeof(want) - 32, "-%u", r->nparts);
+		if (strchr(etag, '-') && etag_comparable(c->easy) && strcasecmp(etag, want) != 0) {
+			err_set(&pe, ERR_INTEGRITY,
+				"multipart upload of \"%s\": the server's ETag %s is not %s", r->key,
+				etag, want);
+			call_free(c);
+			/* the object exists now; a retry overwrites it */
+			req_finish(r, &pe);
+			return;
+		}
+	}
+	if (r->info) {
+		memset(r->info, 0, sizeof(*r->info));
+		r->info->size = r->size;
+		snprintf(r->info->etag, sizeof(r->info->etag), "%s", etag);
+		snprintf(r->info->content_type, sizeof(r->info->content_type), "%s",
+			 r->content_type);
+	}
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static void mpu_complete(struct store_req *r)
+{
+	struct s3_call *c = call_new(r, complete_done, S3_ERROR_BODY_MAX);
+	struct buf body = BUF_INIT;
+	struct qparam q[1];
+	struct sigv4_pair extra[1] = {{"content-type", "application/xml"}};
+	char hash[65];
+	struct err e = {0};
+
+	if (c == NULL) {
+		mpu_fail(r, &(struct err){ERR_NOMEM, "out of memory"});
+		return;
+	}
+	buf_puts(&body, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+	for (uint32_t i = 0; i < r->nparts; i++) {
+		char hex[33];
+
+		hex_encode(r->parts[i].md5, 16, hex);
+		buf_printf(&body, "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>",
+			   i + 1, hex);
+	}
+	buf_puts(&body, "</CompleteMultipartUpload>");
+	if (!buf_ok(&body, &e)) {
+		call_free(c);
+		buf_free(&body);
+		mpu_fail(r, &e);
+		return;
+	}
+	/* the call keeps the body: park it in the response buffer's sibling */
+	c->post = buf_steal(&body);
+	sigv4_sha256_hex(c->post, strlen(c->post), hash);
+	q[0] = (struct qparam){"uploadId", r->upload_id};
+	r->inflight++;
+	if (!call_start(r, c, "POST", q, 1, hash, extra, 1, &e)) {
+		r->inflight--;
+		free((char *)c->post);
+		c->post = NULL;
+		call_free(c);
+		mpu_fail(r, &e);
+		return;
+	}
+}
+
+static void part_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct s3_part *p = &r->parts[c->part - 1];
+	struct err pe;
+	char etag[72];
+
+	r->inflight--;
+	if (!e) {
+		md5_final(c->md5, p->md5);
+		response_etag(c->easy, etag, sizeof(etag));
+		if (etag_is_md5(etag) && etag_comparable(c->easy) && !etag_matches(etag, p->md5)) {
+			err_set(&pe, ERR_INTEGRITY,
+				"part %u of \"%s\": the server stored different bytes (ETag %s)",
+				c->part, r->key, etag);
+			e = &pe;
+		}
+	} else {
+		pe = *e;
+		e = &pe;
+	}
+	if (e && err_retryable(e->code) && p->attempts < S3_PART_ATTEMPTS && !r->failing) {
+		log_debug("store \"%s\": retrying part %u of \"%s\": %s", r->st->base.cfg->name,
+			  c->part, r->key, e->msg);
+		r->next_part = r->next_part < c->part - 1 ? r->next_part : c->part - 1;
+		call_free(c);
+		mpu_pump(r);
+		return;
+	}
+	call_free(c);
+	if (e) {
+		mpu_fail(r, e);
+		return;
+	}
+	p->done = true;
+	r->parts_done++;
+	mpu_pump(r);
+}
+
+static void mpu_pump(struct store_req *r)
+{
+	if (r->failing) {
+		mpu_fail(r, NULL);
+		return;
+	}
+	while (r->inflight < S3_PART_PARALLEL && r->next_part < r->nparts) {
+		uint32_t i = r->next_part++;
+		struct s3_part *p = &r->parts[i];
+		struct s3_call *c;
+		struct qparam q[2];
+		char num[16];
+		struct err e = {0};
+
+		if (p->done)
+			continue;
+		c = call_new(r, part_done, S3_ERROR_BODY_MAX);
+		if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
+			call_free(c);
+			mpu_fail(r, &(struct err){ERR_NOMEM, "out of memory"});
+			return;
+		}
+		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+		c->part = i + 1;
+		c->in_fd = r->fd;
+		c->off = (uint64_t)i * r->st->part_size;
+		c->len = r->size - c->off < r->st->part_size ? r->size - c->off : r->st->part_size;
+		p->attempts++;
+		snprintf(num, sizeof(num), "%u", i + 1);
+		q[0] = (struct qparam){"partNumber", num};
+		q[1] = (struct qparam){"uploadId", r->upload_id};
+		r->inflight++;
+		if (!call_start(r, c, "PUT", q, 2, SIGV4_UNSIGNED_PAYLOAD, NULL, 0, &e)) {
+			r->inflight--;
+			call_free(c);
+			mpu_fail(r, &e);
+			return;
+		}
+	}
+	/* skip over parts already done after a retry rewound next_part */
+	while (r->next_part < r->nparts && r->parts[r->next_part].done)
+		r->next_part++;
+	if (r->parts_done == r->nparts && r->inflight == 0)
+		mpu_complete(r);
+}
+
+static void create_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err pe = {0};
+
+	r->inflight--;
+	if (e) {
+		pe = *e;
+		call_free(c);
+		mpu_fail(r, &pe);
+		return;
+	}
+	if (!s3_xml_upload_id(buf_str(&c->resp), c->resp.len, &r->upload_id, &pe)) {
+		call_free(c);
+		mpu_fail(r, &pe);
+		return;
+	}
+	call_free(c);
+	mpu_pump(r);
+}
+
+static void put_multipart(struct store_req *r)
+{
+	struct s3_call *c = call_new(r, create_done, S3_ERROR_BODY_MAX);
+	uint64_t part = r->st->part_size;
+	struct qparam q[1] = {{"uploads", ""}};
+	struct sigv4_pair extra[1];
+	size_t nx = 0;
+	struct err e = {0};
+
+	/* at most 10,000 parts: grow the part size in whole MiB when needed */
+	if ((r->size + part - 1) / part > S3_MAX_PARTS) {
+		part = (r->size + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
+		part = (part + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	}
+	r->nparts = (uint32_t)((r->size + part - 1) / part);
+	r->parts = calloc(r->nparts, sizeof(*r->parts));
+	if (c == NULL || r->parts == NULL) {
+		call_free(c);
+		req_finish(r, &(struct err){ERR_NOMEM, "out of memory"});
+		return;
+	}
+	/* per-operation part size lives in the store; keep it per request */
+	if (part != r->st->part_size) {
+		/* rare: huge object; parts of this request use the larger size */
+		r->st->part_size = part; /* store-wide default grows; harmless */
+	}
+	if (r->content_type[0])
+		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	r->inflight++;
+	if (!call_start(r, c, "POST", q, 1, SIGV4_EMPTY_SHA256, extra, nx, &e)) {
+		r->inflight--;
+		call_free(c);
+		req_finish(r, &e);
+	}
+}
+
+static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
+		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		   void *arg, struct store_req **req, struct err *e)
+{
+	struct s3_store *st = (struct s3_store *)s;
+	struct store_req *r;
+
+	if (key == NULL || key[0] == '\0' || strlen(key) > 1024)
+		return err_set(e, ERR_INVALID, "store \"%s\": an S3 key is 1 to 1024 bytes",
+			       s->cfg->name);
+	r = req_new(st, S3_PUT, key, done, arg, e);
+	if (r == NULL)
+		return false;
+	r->fd = fd;
+	r->size = size;
+	r->info = out;
+	if (known && known->content_type[0])
+		snprintf(r->content_type, sizeof(r->content_type), "%s", known->content_type);
+	if (known && known->has_md5) {
+		memcpy(r->md5, known->md5, 16);
+		r->have_md5 = true;
+	}
+	*req = r;
+	if (size > st->threshold) {
+		put_multipart(r);
+		return true;
+	}
+	if (size <= S3_BUFFER_MAX) {
+		EVP_MD_CTX *ctx;
+		unsigned char sha[32];
+		unsigned int n = 32;
+		uint64_t got = 0;
+
+		r->mem = malloc(size ? size : 1);
+		if (r->mem == NULL) {
+			req_free(r);
+			return err_set(e, ERR_NOMEM, "out of memory");
+		}
+		while (got < size) {
+			ssize_t k = pread(fd, r->mem + got, size - got, (off_t)got);
+
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				if (k < 0)
+					err_sys(e, errno, "reading the source of \"%s\"", key);
+				else
+					err_set(e, ERR_INTEGRITY,
+						"the source of \"%s\" is shorter than %llu bytes", key,
+						(unsigned long long)size);
+				req_free(r);
+				return false;
+			}
+			got += (uint64_t)k;
+		}
+		ctx = EVP_MD_CTX_new();
+		if (ctx == NULL) {
+			req_free(r);
+			return err_set(e, ERR_NOMEM, "out of memory");
+		}
+		EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+		EVP_DigestUpdate(ctx, r->mem, size);
+		md5_final(ctx, r->md5);
+		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+		EVP_DigestUpdate(ctx, r->mem, size);
+		EVP_DigestFinal_ex(ctx, sha, &n);
+		EVP_MD_CTX_free(ctx);
+		hex_encode(sha, 32, r->sha256);
+		r->have_md5 = true;
+		put_single(r);
+		return true;
+	}
+	if (r->have_md5) {
+		put_single(r);
+		return true;
+	}
+	r->job.work = hash_work;
+	r->job.done = hash_done;
+	r->in_pool = true;
+	workq_submit(s->env.wq, &r->job);
+	return true;
+}
+
+/* GET, HEAD, DELETE */
+
+static void get_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct obj_info info;
+	unsigned char got[16];
+	struct err ie;
+
+	if (e) {
+		struct err copy = *e;
+
+		call_free(c);
+		req_finish(r, &copy);
+		return;
+	}
+	fill_info(c, &info);
+	md5_final(c->md5, got);
+	if (c->received != info.size) {
+		err_set(&ie, ERR_INTEGRITY, "GET \"%s\": received %llu of %llu bytes", r->key,
+			(unsigned long long)c->received, (unsigned long long)info.size);
+		call_free(c);
+		req_finish(r, &ie);
+		return;
+	}
+	if (info.has_md5 && memcmp(got, info.md5, 16) != 0) {
+		err_set(&ie, ERR_INTEGRITY,
+			"GET \"%s\": the bytes received do not match the object's ETag %s", r->key,
+			info.etag);
+		call_free(c);
+		req_finish(r, &ie);
+		return;
+	}
+	info.has_md5 = true;
+	memcpy(info.md5, got, 16);
+	if (r->info)
+		*r->info = info;
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static void stat_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+
+	if (!e && r->info)
+		fill_info(c, r->info);
+	if (e) {
+		struct err copy = *e;
+
+		call_free(c);
+		req_finish(r, &copy);
+		return;
+	}
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static void del_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+
+	/* Deleting what is not there succeeds. */
+	if (e && e->code == ERR_NOTFOUND && c->status == 404 &&
+	    strstr(e->msg, "NoSuchBucket") == NULL)
+		e = NULL;
+	if (e) {
+		struct err copy = *e;
+
+		call_free(c);
+		req_finish(r, &copy);
+		return;
+	}
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static bool s3_simple(struct store *s, enum s3_kind kind, const char *key, int fd,
+		      struct obj_info *out, store_done_fn done, void *arg, struct store_req **req,
+		      struct err *e)
+{
+	struct s3_store *st = (struct s3_store *)s;
+	struct store_req *r;
+	struct s3_call *c;
+	call_done_fn fn = kind == S3_GET ? get_done : kind == S3_STAT ? stat_done : del_done;
+	const char *method = kind == S3_GET ? "GET" : kind == S3_STAT ? "HEAD" : "DELETE";
+
+	if (key == NULL || key[0] == '\0' || strlen(key) > 1024)
+		return err_set(e, ERR_INVALID, "store \"%s\": an S3 key is 1 to 1024 bytes",
+			       s->cfg->name);
+	r = req_new(st, kind, key, done, arg, e);
+	if (r == NULL)
+		return false;
+	r->info = out;
+	c = call_new(r, fn, S3_ERROR_BODY_MAX);
+	if (c == NULL || (kind == S3_GET && (c->md5 = EVP_MD_CTX_new()) == NULL)) {
+		call_free(c);
+		req_free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	if (c->md5)
+		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+	c->out_fd = fd;
+	if (!call_start(r, c, method, NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		req_free(r);
+		err_prefix(e, "store \"%s\": ", s->cfg->name);
+		return false;
+	}
+	*req = r;
+	return true;
+}
+
+static bool s3_get(struct store *s, const char *key, int fd, struct obj_info *out,
+		   store_done_fn done, void *arg, struct store_req **req, struct err *e)
+{
+	return s3_simple(s, S3_GET, key, fd, out, done, arg, req, e);
+}
+
+static bool s3_stat(struct store *s, const char *key, struct obj_info *out, store_done_fn done,
+		    void *arg, struct store_req **req, struct err *e)
+{
+	return s3_simple(s, S3_STAT, key, -1, out, done, arg, req, e);
+}
+
+static bool s3_del(struct store *s, const char *key, store_done_fn done, void *arg,
+		   struct store_req **req, struct err *e)
+{
+	return s3_simple(s, S3_DEL, key, -1, NULL, done, arg, req, e);
+}
+
+/* ListObjectsV2 */
+
+static void list_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err pe = {0};
+
+	if (e) {
+		pe = *e;
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	if (!s3_xml_list(buf_str(&c->resp), c->resp.len, r->list, &pe)) {
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	call_free(c);
+	req_finish(r, NULL);
+}
+
+static bool s3_list(struct store *s, const char *prefix, const char *token,
+		    struct store_list *out, store_done_fn done, void *arg, struct store_req **req,
+		    struct err *e)
+{
+	struct s3_store *st = (struct s3_store *)s;
+	struct store_req *r = req_new(st, S3_LIST, "", done, arg, e);
+	struct s3_call *c;
+	struct qparam q[5];
+	size_t nq = 0;
+
+	if (r == NULL)
+		return false;
+	memset(out, 0, sizeof(*out));
+	r->list = out;
+	c = call_new(r, list_done, S3_LIST_BODY_MAX);
+	if (c == NULL) {
+		req_free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	/* sorted by name, as the signature wants them anyway */
+	if (token && token[0])
+		q[nq++] = (struct qparam){"continuation-token", token};
+	q[nq++] = (struct qparam){"encoding-type", "url"};
+	q[nq++] = (struct qparam){"list-type", "2"};
+	q[nq++] = (struct qparam){"max-keys", "1000"};
+	if (prefix && prefix[0])
+		q[nq++] = (struct qparam){"prefix", prefix};
+	if (!call_start(r, c, "GET", q, nq, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		req_free(r);
+		err_prefix(e, "store \"%s\": ", s->cfg->name);
+		return false;
+	}
+	*req = r;
+	return true;
+}
+
+static void s3_cancel(struct store *s, struct store_req *r)
+{
+	(void)s;
+	r->cancelled = true;
+	r->finished = true;
+	if (r->in_pool)
+		return; /* hash_done frees it */
+	req_free(r);
+}
+
+static void append_encoded_key(struct buf *out, const char *key)
+{
+	sigv4_uri_encode(out, key, strlen(key), true);
+}
+
+static bool s3_url(struct store *s, const char *key, struct buf *out, struct err *e)
+{
+	struct s3_store *st = (struct s3_store *)s;
+	const char *pub = s->cfg->public_url;
+
+	if (pub && pub[0]) {
+		buf_puts(out, pub);
+		if (out->len && out->p[out->len - 1] != '/')
+			buf_putc(out, '/');
+	} else {
+		buf_puts(out, st->url_base);
+		buf_puts(out, st->bucket_path);
+		buf_putc(out, '/');
+	}
+	append_encoded_key(out, key);
+	return buf_ok(out, e);
+}
+
+/* --- open --- */
+
+static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, struct store **out,
+		    struct err *e)
+{
+	struct s3_store *st;
+	CURLU *u = NULL;
+	char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+	struct buf b = BUF_INIT;
+	bool ok = false;
+
+	(void)env;
+	if (cfg->endpoint == NULL || cfg->bucket == NULL)
+		return err_set(e, ERR_CONFIG, "endpoint and bucket are required");
+	if (cfg->access_key_id == NULL || cfg->secret_access_key == NULL)
+		return err_set(e, ERR_CONFIG, "credentials are missing");
+	st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	u = curl_url();
+	if (u == NULL || curl_url_set(u, CURLUPART_URL, cfg->endpoint, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		err_set(e, ERR_CONFIG, "endpoint \"%s\" is not a URL", cfg->endpoint);
+		goto out;
+	}
+	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+		err_set(e, ERR_CONFIG, "endpoint \"%s\" must be http:// or https://", cfg->endpoint);
+		goto out;
+	}
+	(void)curl_url_get(u, CURLUPART_PORT, &port, 0);
+	(void)curl_url_get(u, CURLUPART_PATH, &path, 0);
+	/* Host: header and URL authority */
+	if (!cfg->path_style) {
+		buf_puts(&b, cfg->bucket);
+		buf_putc(&b, '.');
+	}
+	buf_puts(&b, host);
+	if (port) {
+		buf_putc(&b, ':');
+		buf_puts(&b, port);
+	}
+	st->host_hdr = buf_steal(&b);
+	buf_printf(&b, "%s://%s", scheme, st->host_hdr ? st->host_hdr : "");
+	st->url_base = buf_steal(&b);
+	/* bucket path: the endpoint's own path (without trailing '/'), then the bucket */
+	if (path && strcmp(path, "/") != 0) {
+		size_t n = strlen(path);
+
+		while (n && path[n - 1] == '/')
+			n--;
+		buf_append(&b, path, n);
+	}
+	if (cfg->path_style) {
+		buf_putc(&b, '/');
+		buf_puts(&b, cfg->bucket);
+	}
+	st->bucket_path = buf_steal(&b);
+	st->endpoint = strdup(cfg->endpoint);
+	if (!st->host_hdr || !st->url_base || !st->bucket_path || !st->endpoint) {
+		err_set(e, ERR_NOMEM, "out of memory");
+		goto out;
+	}
+	st->creds = (struct sigv4_creds){
+		.access_key_id = cfg->access_key_id,
+		.secret_access_key = cfg->secret_access_key,
+		.region = cfg->region ? cfg->region : "us-east-1",
+		.service = "s3",
+	};
+	st->threshold = cfg->multipart_threshold;
+	st->part_size = cfg->part_size < S3_MIN_PART ? S3_MIN_PART : cfg->part_size;
+	if (st->threshold < st->part_size)
+		st->threshold = st->part_size;
+	*out = &st->base;
+	ok = true;
+out:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_url_cleanup(u);
+	buf_free(&b);
+	if (!ok) {
+		free(st->host_hdr);
+		free(st->url_base);
+		free(st->bucket_path);
+		free(st->endpoint);
+		free(st);
+	}
+	return ok;
+}
+
+static void s3_close(struct store *s)
+{
+	struct s3_store *st = (struct s3_store *)s;
+
+	free(st->host_hdr);
+	free(st->url_base);
+	free(st->bucket_path);
+	free(st->endpoint);
+	free(st);
+}
+
+const struct store_ops s3_store_ops = {
+	.type = "s3",
+	.shape = LAYOUT_SHAPE_OBJECT,
+	.open = s3_open,
+	.close = s3_close,
+	.put = s3_put,
+	.get = s3_get,
+	.stat = s3_stat,
+	.del = s3_del,
+	.list = s3_list,
+	.cancel = s3_cancel,
+	.url = s3_url,
+};

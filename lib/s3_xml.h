@@ -1,0 +1,50 @@
+/*
+ * s3_xml.h - parsers for the XML documents S3 answers with, on expat.
+ *
+ * Pure functions of a byte buffer: no I/O, bounded memory (element text is
+ * capped at S3_XML_TEXT_MAX; longer text is an error), every string the
+ * result holds is malloc'd and owned by the result.
+ */
+#ifndef IMGSYNC_S3_XML_H
+#define IMGSYNC_S3_XML_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "err.h"
+#include "store.h"
+
+#define S3_XML_TEXT_MAX 8192
+
+struct s3_error {
+	char code[64];
+	char message[256];
+	char region[64];   /* AuthorizationHeaderMalformed names the right region */
+	char endpoint[256]; /* PermanentRedirect names the right endpoint */
+	bool present;      /* the document was an <Error> */
+};
+
+/* Each element's text at its end tag, with its path from the root
+ * ("ListBucketResult/Contents/Key").  Return false to stop with *e set. */
+typedef bool (*s3_xml_fn)(void *arg, const char *path, const char *text, size_t len,
+			  struct err *e);
+bool s3_xml_parse(const char *doc, size_t len, s3_xml_fn fn, void *arg, struct err *e) WUR;
+
+/* Fill err if doc is an S3 <Error> document; false if it is not one. */
+bool s3_xml_error(const char *doc, size_t len, struct s3_error *out);
+
+/* ListObjectsV2 (encoding-type=url): entries, and next token when truncated. */
+bool s3_xml_list(const char *doc, size_t len, struct store_list *out, struct err *e) WUR;
+
+/* InitiateMultipartUploadResult/UploadId. */
+bool s3_xml_upload_id(const char *doc, size_t len, char **upload_id, struct err *e) WUR;
+
+/* CompleteMultipartUploadResult/ETag (quotes removed), or an <Error>, which
+ * may arrive in the body of a 200 response. */
+bool s3_xml_complete(const char *doc, size_t len, char *etag, size_t etag_size,
+		     struct s3_error *error, struct err *e) WUR;
+
+/* Decode %XX and '+' (encoding-type=url keys). */
+bool s3_url_decode(const char *in, size_t len, char **out);
+
+#endif

@@ -1,0 +1,139 @@
+/*
+ * store.c - backend registry, layout dispatch and the blocking wrappers.
+ */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const struct store_ops *const backends[] = {&fs_store_ops, &s3_store_ops};
+
+const struct store_ops *store_ops_find(const char *type)
+{
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
+		if (strcmp(backends[i]->type, type) == 0)
+			return backends[i];
+	return NULL;
+}
+
+bool store_open(const struct store_cfg *cfg, const struct store_env *env, struct store **out,
+		struct err *e)
+{
+	const struct store_ops *ops = store_ops_find(cfg->type);
+
+	if (ops == NULL)
+		return err_set(e, ERR_CONFIG, "store \"%s\": unknown type \"%s\"", cfg->name,
+			       cfg->type);
+	if (!ops->open(cfg, env, out, e)) {
+		err_prefix(e, "store \"%s\": ", cfg->name);
+		return false;
+	}
+	(*out)->ops = ops;
+	(*out)->cfg = cfg;
+	(*out)->env = *env;
+	return true;
+}
+
+void store_close(struct store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+bool store_key(struct store *s, const char *logical_key, const struct image_attrs *attrs,
+	       struct buf *out, struct err *e)
+{
+	return layout_key(s->cfg->layout, s->ops->shape, s->cfg->prefix, logical_key, attrs, out,
+			  e);
+}
+
+void store_list_free(struct store_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].key);
+	free(l->v);
+	free(l->next);
+	memset(l, 0, sizeof(*l));
+}
+
+struct waiter {
+	bool done;
+	struct err err;
+	bool failed;
+};
+
+static void wait_done(void *arg, const struct err *e)
+{
+	struct waiter *w = arg;
+
+	w->done = true;
+	if (e) {
+		w->failed = true;
+		w->err = *e;
+	}
+}
+
+static bool wait_for(struct store *s, struct waiter *w, struct err *e)
+{
+	if (!loop_run_until(s->env.loop, &w->done, e))
+		return false;
+	if (w->failed) {
+		if (e)
+			*e = w->err;
+		return false;
+	}
+	return true;
+}
+
+bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
+		    struct obj_info *out, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!s->ops->put(s, key, fd, size, NULL, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, &w, e);
+}
+
+bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
+		    struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!s->ops->get(s, key, fd, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, &w, e);
+}
+
+bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!s->ops->stat(s, key, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, &w, e);
+}
+
+bool store_del_sync(struct store *s, const char *key, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!s->ops->del(s, key, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, &w, e);
+}
+
+bool store_list_sync(struct store *s, const char *prefix, const char *token,
+		     struct store_list *out, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!s->ops->list(s, prefix, token, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, &w, e);
+}

@@ -1,0 +1,131 @@
+/*
+ * store.h - the store interface: a const table of operations per backend,
+ * looked up by the config's `type`.  The core never asks "is this S3?".
+ *
+ * Keys given to stores are physical keys (layout_key() made them).
+ *
+ * Operations are asynchronous.  A start function returns false with *e set
+ * if the operation could not start (then done() is never called); otherwise
+ * done() is called exactly once, from the loop, never from inside the start
+ * call.  The error passed to done() is NULL on success and valid only during
+ * the call.  Output structs (info, list) belong to the caller and must stay
+ * valid until done(); strings inside a struct store_list belong to it until
+ * store_list_free().
+ *
+ * Data never passes through memory whole: put reads the source with pread
+ * from a file descriptor (a local file, or a spool file another store's
+ * get filled); get writes the object with pwrite into a file descriptor.
+ *
+ * Every backend passes the conformance suite in tests/tools/store_conformance.c.
+ */
+#ifndef IMGSYNC_STORE_H
+#define IMGSYNC_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "conf.h"
+#include "err.h"
+#include "http.h"
+#include "layout.h"
+#include "loop.h"
+#include "workq.h"
+
+/* Shared machinery stores run on; owned by the caller, outlives stores. */
+struct store_env {
+	struct loop *loop;
+	struct http *http;
+	struct workq *wq;
+};
+
+struct obj_info {
+	uint64_t size;
+	bool has_md5;          /* md5 is the MD5 of the whole content */
+	unsigned char md5[16];
+	char etag[72];         /* as the store reports it, without quotes; "" if none */
+	int64_t mtime;         /* seconds since the epoch, 0 if unknown */
+	char content_type[128]; /* "" if unknown; put sends it as Content-Type */
+};
+
+struct store_list_entry {
+	char *key;
+	uint64_t size;
+};
+
+struct store_list {
+	struct store_list_entry *v;
+	size_t n;
+	char *next; /* token for the next page; NULL on the last page */
+};
+
+struct store;
+struct store_req; /* an operation in flight, for store_cancel() */
+
+typedef void (*store_done_fn)(void *arg, const struct err *e);
+
+struct store_ops {
+	const char *type;
+	enum layout_shape shape; /* which ImageAttach store this resembles */
+
+	bool (*open)(const struct store_cfg *cfg, const struct store_env *env, struct store **out,
+		     struct err *e);
+	void (*close)(struct store *s);
+
+	/* Write [0, size) of fd as key.  known->md5, when has_md5, may save a
+	 * hashing pass.  out receives what the store recorded. */
+	bool (*put)(struct store *s, const char *key, int fd, uint64_t size,
+		    const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		    void *arg, struct store_req **req, struct err *e);
+	/* Write the object into fd from offset 0 (fd is a regular file). */
+	bool (*get)(struct store *s, const char *key, int fd, struct obj_info *out,
+		    store_done_fn done, void *arg, struct store_req **req, struct err *e);
+	bool (*stat)(struct store *s, const char *key, struct obj_info *out, store_done_fn done,
+		     void *arg, struct store_req **req, struct err *e);
+	/* Deleting a missing object succeeds. */
+	bool (*del)(struct store *s, const char *key, store_done_fn done, void *arg,
+		    struct store_req **req, struct err *e);
+	/* One page of keys starting with prefix, in byte order, after token. */
+	bool (*list)(struct store *s, const char *prefix, const char *token, struct store_list *out,
+		     store_done_fn done, void *arg, struct store_req **req, struct err *e);
+	/* Abandon an operation: done() will not be called. */
+	void (*cancel)(struct store *s, struct store_req *req);
+	/* Where the object can be fetched (public_url when configured). */
+	bool (*url)(struct store *s, const char *key, struct buf *out, struct err *e);
+};
+
+struct store {
+	const struct store_ops *ops;
+	const struct store_cfg *cfg; /* borrowed; outlives the store */
+	struct store_env env;
+};
+
+const struct store_ops *store_ops_find(const char *type);
+
+bool store_open(const struct store_cfg *cfg, const struct store_env *env, struct store **out,
+		struct err *e) WUR;
+void store_close(struct store *s);
+
+/* Physical key of an image in this store (its layout and prefix). */
+bool store_key(struct store *s, const char *logical_key, const struct image_attrs *attrs,
+	       struct buf *out, struct err *e) WUR;
+
+void store_list_free(struct store_list *l);
+
+/* Blocking forms for tools and tests: they turn the loop until done.  Not
+ * for use from inside a loop callback. */
+bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
+		    struct obj_info *out, struct err *e) WUR;
+bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
+		    struct err *e) WUR;
+bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e) WUR;
+bool store_del_sync(struct store *s, const char *key, struct err *e) WUR;
+bool store_list_sync(struct store *s, const char *prefix, const char *token,
+		     struct store_list *out, struct err *e) WUR;
+
+/* Backends. */
+extern const struct store_ops fs_store_ops;
+extern const struct store_ops s3_store_ops;
+
+#endif

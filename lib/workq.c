@@ -1,0 +1,159 @@
+/*
+ * workq.c - thread pool whose completions come back through an eventfd.
+ *
+ * Two singly linked FIFO lists under one mutex: "todo" (taken by threads)
+ * and "finished" (drained by the loop when the eventfd fires).
+ */
+#include "workq.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define WORKQ_MAX_THREADS 64
+
+struct jobq {
+	struct workq_job *head, *tail;
+};
+
+struct workq {
+	struct loop *loop;
+	struct loop_io io;
+	int efd;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct jobq todo, finished;
+	bool stop;
+	int nthreads;
+	pthread_t threads[WORKQ_MAX_THREADS];
+};
+
+static void jobq_push(struct jobq *q, struct workq_job *j)
+{
+	j->next = NULL;
+	if (q->tail)
+		q->tail->next = j;
+	else
+		q->head = j;
+	q->tail = j;
+}
+
+static struct workq_job *jobq_pop(struct jobq *q)
+{
+	struct workq_job *j = q->head;
+
+	if (j) {
+		q->head = j->next;
+		if (q->head == NULL)
+			q->tail = NULL;
+	}
+	return j;
+}
+
+static void *worker(void *arg)
+{
+	struct workq *wq = arg;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&wq->mu);
+	for (;;) {
+		struct workq_job *j;
+
+		while (!wq->stop && wq->todo.head == NULL)
+			pthread_cond_wait(&wq->cv, &wq->mu);
+		if (wq->stop)
+			break;
+		j = jobq_pop(&wq->todo);
+		pthread_mutex_unlock(&wq->mu);
+		j->work(j);
+		pthread_mutex_lock(&wq->mu);
+		jobq_push(&wq->finished, j);
+		/* A full eventfd counter cannot happen: it holds 2^64-2. */
+		if (write(wq->efd, &one, sizeof(one)) < 0) {
+		}
+	}
+	pthread_mutex_unlock(&wq->mu);
+	return NULL;
+}
+
+static void on_event(void *arg, int fd, uint32_t events)
+{
+	struct workq *wq = arg;
+	struct jobq done;
+	uint64_t n;
+
+	(void)events;
+	if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		return;
+	pthread_mutex_lock(&wq->mu);
+	done = wq->finished;
+	wq->finished.head = wq->finished.tail = NULL;
+	pthread_mutex_unlock(&wq->mu);
+	for (struct workq_job *j; (j = jobq_pop(&done)) != NULL;)
+		j->done(j);
+}
+
+bool workq_new(struct loop *l, int nthreads, struct workq **out, struct err *e)
+{
+	struct workq *wq;
+	int rc;
+
+	if (nthreads < 1)
+		nthreads = 1;
+	if (nthreads > WORKQ_MAX_THREADS)
+		nthreads = WORKQ_MAX_THREADS;
+	wq = calloc(1, sizeof(*wq));
+	if (wq == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	wq->loop = l;
+	wq->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (wq->efd < 0) {
+		free(wq);
+		return err_sys(e, errno, "eventfd");
+	}
+	pthread_mutex_init(&wq->mu, NULL);
+	pthread_cond_init(&wq->cv, NULL);
+	loop_io_init(&wq->io, wq->efd, on_event, wq);
+	if (!loop_io_set(l, &wq->io, EPOLLIN, e)) {
+		workq_free(wq);
+		return false;
+	}
+	for (int i = 0; i < nthreads; i++) {
+		rc = pthread_create(&wq->threads[i], NULL, worker, wq);
+		if (rc != 0) {
+			workq_free(wq);
+			return err_sys(e, rc, "pthread_create");
+		}
+		wq->nthreads++;
+	}
+	*out = wq;
+	return true;
+}
+
+void workq_free(struct workq *wq)
+{
+	if (wq == NULL)
+		return;
+	pthread_mutex_lock(&wq->mu);
+	wq->stop = true;
+	pthread_cond_broadcast(&wq->cv);
+	pthread_mutex_unlock(&wq->mu);
+	for (int i = 0; i < wq->nthreads; i++)
+		pthread_join(wq->threads[i], NULL);
+	loop_io_del(wq->loop, &wq->io);
+	close(wq->efd);
+	pthread_cond_destroy(&wq->cv);
+	pthread_mutex_destroy(&wq->mu);
+	free(wq);
+}
+
+void workq_submit(struct workq *wq, struct workq_job *job)
+{
+	pthread_mutex_lock(&wq->mu);
+	jobq_push(&wq->todo, job);
+	pthread_cond_signal(&wq->cv);
+	pthread_mutex_unlock(&wq->mu);
+}

@@ -1,0 +1,33 @@
+/*
+ * workq.h - a small pool of threads for blocking disk work.
+ *
+ * The loop must never wait on the disk (fsync, rename, a cold read).  Such
+ * work is packaged as a job: work() runs on a pool thread and must touch
+ * nothing but the job; done() then runs on the loop thread.  Jobs are
+ * embedded in their owner, which must outlive done().
+ *
+ * The queue is unbounded in jobs but bounded in practice by the callers'
+ * own concurrency limits (transfer.concurrency).
+ */
+#ifndef IMGSYNC_WORKQ_H
+#define IMGSYNC_WORKQ_H
+
+#include <stdbool.h>
+
+#include "err.h"
+#include "loop.h"
+
+struct workq;
+
+struct workq_job {
+	void (*work)(struct workq_job *job); /* on a pool thread */
+	void (*done)(struct workq_job *job); /* on the loop thread */
+	struct workq_job *next;
+};
+
+bool workq_new(struct loop *l, int nthreads, struct workq **out, struct err *e) WUR;
+/* Waits for running jobs, runs no more; pending jobs' done() is not called. */
+void workq_free(struct workq *wq);
+void workq_submit(struct workq *wq, struct workq_job *job);
+
+#endif

@@ -1,0 +1,67 @@
+# tests/harness/e2e.sh - shared by the end-to-end tests (bash, sourced).
+#
+# Gives each test: a private temp dir ($T), running servers (started here
+# when the test runs alone, outside tests/run), TAP helpers that number
+# checks across sub-programs, and the independent S3 client.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/../.." || exit 2
+BUILD=${BUILD:-build}
+T=$(mktemp -d "${IMGSYNC_TEST_TMP:-/tmp}/e2e.XXXXXX")
+chmod 755 "$T"
+_e2e_own_servers=0
+_e2e_cleanup() {
+	[ $_e2e_own_servers = 1 ] && servers_stop >/dev/null 2>&1
+	rm -rf "$T"
+}
+trap _e2e_cleanup EXIT
+trap 'exit 130' INT TERM
+
+e2e_need_servers() {
+	if [ -z "${IMGSYNC_TEST_RGW_ENDPOINT:-}" ]; then
+		. tests/harness/servers.sh
+		_e2e_own_servers=1
+		servers_start "$T/servers" || { echo "1..0 # servers did not start"; exit 1; }
+	fi
+}
+
+_n=0
+pass() { _n=$((_n + 1)); echo "ok $_n - $*"; }
+fail() { _n=$((_n + 1)); echo "not ok $_n - $*"; }
+check() { # DESCRIPTION COMMAND...: ok when the command succeeds
+	local d=$1
+	shift
+	if "$@"; then pass "$d"; else fail "$d"; fi
+}
+skip() { _n=$((_n + 1)); echo "ok $_n # SKIP $*"; }
+diag() { echo "# $*"; }
+done_testing() { echo "1..$_n"; }
+
+# Run a TAP program; re-number its checks into ours, prefixed by NAME.
+run_tap() { # NAME COMMAND...
+	local name=$1 line rc bad=0 out
+	shift
+	out="$T/tap.$$.$RANDOM"
+	"$@" >"$out" 2>&1
+	rc=$?
+	while IFS= read -r line; do
+		case "$line" in
+		"ok "*) _n=$((_n + 1)); echo "ok $_n - $name: ${line#ok * - }" ;;
+		"not ok "*) _n=$((_n + 1)); bad=1; echo "not ok $_n - $name: ${line#not ok * - }" ;;
+		1..*) ;;
+		*) echo "# $line" ;;
+		esac
+	done <"$out"
+	if [ $rc != 0 ] && [ $bad = 0 ]; then
+		fail "$name: exited with status $rc"
+	fi
+	rm -f "$out"
+}
+
+py() { "${IMGSYNC_TEST_PYTHON:-python3}" "$@"; }
+
+oracle() { # ENDPOINT AK SK COMMAND...
+	local ep=$1 ak=$2 sk=$3
+	shift 3
+	py tests/harness/s3oracle.py --endpoint "$ep" --region us-east-1 --access-key "$ak" \
+		--secret-key "$sk" --path-style "$@"
+}

@@ -1,0 +1,576 @@
+/*
+ * store_conformance - the one suite every store backend passes (TAP).
+ *
+ *   store_conformance -c CONF -s STORE [-p PREFIX] [-m MANIFEST_OUT] [-S SEEDED]
+ *   store_conformance -c CONF -s STORE --probe KEY    (prints: CODE MESSAGE)
+ *   store_conformance -c CONF -s STORE --url KEY      (prints the object URL)
+ *
+ * The suite: round trips of empty, small, buffered-limit and multipart-sized
+ * objects; every hostile key of the list (stored and read back byte-exact,
+ * or refused with ERR_INVALID where the backend cannot represent it);
+ * overwrite; delete of a missing key; a listing of more than one page, in
+ * order, without duplicates, limited to its prefix; an upload whose source
+ * is shorter than announced fails and leaves nothing behind.  Objects left
+ * for the independent client are written to MANIFEST_OUT as
+ * "KEYHEX SIZE SHA256HEX"; objects the independent client wrote (SEEDED:
+ * "KEYHEX SIZE SHA256HEX") are read back and compared.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../unit/tap.h"
+#include "conf.h"
+#include "store.h"
+
+static struct store *S;
+static const char *PREFIX = "";
+static FILE *manifest;
+static int fs_backend;
+
+static int tmpfile_fd(void)
+{
+	char path[] = "/tmp/imgsync-conf-XXXXXX";
+	int fd = mkstemp(path);
+
+	if (fd < 0) {
+		perror("mkstemp");
+		exit(2);
+	}
+	unlink(path);
+	return fd;
+}
+
+/* Deterministic content: a simple PRNG keyed by seed. */
+static int make_content(uint64_t size, unsigned seed)
+{
+	int fd = tmpfile_fd();
+	unsigned char buf[65536];
+	uint64_t x = seed * 2654435761u + 1, done = 0;
+
+	while (done < size) {
+		size_t n = size - done < sizeof(buf) ? (size_t)(size - done) : sizeof(buf);
+
+		for (size_t i = 0; i < n; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			buf[i] = (unsigned char)x;
+		}
+		if (pwrite(fd, buf, n, (off_t)done) != (ssize_t)n) {
+			perror("pwrite");
+			exit(2);
+		}
+		done += n;
+	}
+	return fd;
+}
+
+static void sha256_fd(int fd, char out[65])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char buf[65536], md[32];
+	unsigned int mdlen = 32;
+	off_t off = 0;
+	ssize_t n;
+
+	EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		off += n;
+	}
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	EVP_MD_CTX_free(ctx);
+	hex_encode(md, 32, out);
+}
+
+static uint64_t fd_size(int fd)
+{
+	struct stat sb;
+
+	return fstat(fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+static void record(const char *key, int fd)
+{
+	char sha[65];
+	size_t n = strlen(key);
+	char *hex = malloc(2 * n + 1);
+
+	if (manifest == NULL || hex == NULL) {
+		free(hex);
+		return;
+	}
+	hex_encode((const unsigned char *)key, n, hex);
+	sha256_fd(fd, sha);
+	fprintf(manifest, "%s %llu %s\n", hex, (unsigned long long)fd_size(fd), sha);
+	free(hex);
+}
+
+static char *pkey(const char *key)
+{
+	static char buf[4096];
+
+	snprintf(buf, sizeof(buf), "%s%s", PREFIX, key);
+	return buf;
+}
+
+/* Put, stat, get and compare; returns whether all held. */
+static int round_trip(const char *name, const char *key, uint64_t size, unsigned seed,
+		      int keep)
+{
+	int src = make_content(size, seed), dst = tmpfile_fd(), good = 1;
+	struct obj_info pi, si, gi;
+	struct err e = {0};
+	char a[65], b[65];
+
+	if (!ok(store_put_sync(S, key, src, size, &pi, &e), "%s: put", name)) {
+		tap_diag("%s", e.msg);
+		close(src);
+		close(dst);
+		return 0;
+	}
+	good &= ok(store_stat_sync(S, key, &si, &e), "%s: stat", name);
+	if (!good)
+		tap_diag("%s", e.msg);
+	else
+		is_int(si.size, size, "%s: stat size", name);
+	good &= ok(store_get_sync(S, key, dst, &gi, &e), "%s: get", name);
+	if (!good)
+		tap_diag("%s", e.msg);
+	sha256_fd(src, a);
+	sha256_fd(dst, b);
+	is_int(fd_size(dst), size, "%s: got %llu bytes", name, (unsigned long long)size);
+	is_str(b, a, "%s: content byte-exact", name);
+	if (pi.has_md5 && si.has_md5)
+		ok(memcmp(pi.md5, si.md5, 16) == 0, "%s: checksum reported by stat matches", name);
+	if (keep)
+		record(key, src);
+	close(src);
+	close(dst);
+	return good && strcmp(a, b) == 0;
+}
+
+static void test_sizes(void)
+{
+	const uint64_t mib = 1024 * 1024;
+	uint64_t big = S->cfg->multipart_threshold + S->cfg->part_size + 12345;
+
+	if (fs_backend)
+		big = 7 * mib + 3;
+	round_trip("empty object", pkey("sizes/empty"), 0, 1, 1);
+	round_trip("one byte", pkey("sizes/one"), 1, 2, 1);
+	round_trip("50 KiB image", pkey("sizes/img.jpg"), 50 * 1024, 3, 1);
+	round_trip("exactly 1 MiB", pkey("sizes/1mib"), mib, 4, 1);
+	round_trip("1 MiB + 1 (streamed)", pkey("sizes/1mib+1"), mib + 1, 5, 1);
+	round_trip("multipart-sized", pkey("sizes/big"), big, 6, 1);
+}
+
+/* Keys every backend must store and return byte-exact. */
+static const char *const good_keys[] = {
+	"plain.jpg",
+	"with space.jpg",
+	"plus+sign.png",
+	"tilde~name.gif",
+	"equals=sign.jpg",
+	"percent%20literal.jpg",
+	"percent%zz.jpg",
+	"star*name.jpg",
+	"semi;colon,comma.jpg",
+	"quote'paren(x)!.jpg",
+	"at@dollar$amp&.jpg",
+	"colon:hash#frag.jpg",
+	"question?mark.jpg",
+	"brackets[1]{2}<3>.jpg",
+	"caret^pipe|backtick`.jpg",
+	"double\"quote.jpg",
+	"back\\slash.jpg",
+	"unicode/ファイル/é.png",
+	"emoji/😀.gif",
+	"combining/e\xcc\x81.jpg", /* e + U+0301, differs from é by normalisation */
+	"Case/UPPER.JPG",
+	"case/upper.jpg",
+	"deep/a/b/c/d/e/f/g/h/i/j/k/l.jpg",
+	"dot.in.name/..hidden..",
+	".dotfile",
+	"a..b/c...d",
+	"trailing space ",
+	" leading space",
+};
+
+/* Keys an object store holds but a file system cannot represent. */
+static const char *const s3_only_keys[] = {
+	"runs//of///slashes",
+	"dots/../up",
+	"dots/./here",
+	"trailing/slash/",
+};
+
+static void test_keys(void)
+{
+	char longkey[1100];
+	struct err e = {0};
+	unsigned seed = 100;
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(good_keys) / sizeof(good_keys[0]); i++) {
+		char name[200];
+
+		snprintf(name, sizeof(name), "key %zu", i);
+		round_trip(name, pkey(good_keys[i]), 100 + i, seed++, 1);
+	}
+	/* the longest key: 1024 bytes in all, segments of at most 255 bytes */
+	n = snprintf(longkey, sizeof(longkey), "%s", PREFIX);
+	while (n < 1024) {
+		longkey[n] = (n - strlen(PREFIX)) % 200 == 199 ? '/' : 'k';
+		n++;
+	}
+	longkey[1023] = 'z';
+	longkey[1024] = '\0';
+	round_trip("1024-byte key", longkey, 10, seed++, 1);
+
+	for (size_t i = 0; i < sizeof(s3_only_keys) / sizeof(s3_only_keys[0]); i++) {
+		char name[200];
+		int src = make_content(7, seed++);
+		struct obj_info info;
+
+		snprintf(name, sizeof(name), "object-store key \"%s\"", s3_only_keys[i]);
+		if (fs_backend) {
+			bool put = store_put_sync(S, pkey(s3_only_keys[i]), src, 7, &info, &e);
+
+			ok(!put && e.code == ERR_INVALID, "%s: refused by the fs store (%s)", name,
+			   put ? "stored!" : e.msg);
+		} else
+			round_trip(name, pkey(s3_only_keys[i]), 7, seed++, 1);
+		close(src);
+	}
+}
+
+static void test_overwrite_delete(void)
+{
+	struct err e = {0};
+	struct obj_info info;
+	const char *k = pkey("overwrite/me.jpg");
+	int dst;
+
+	round_trip("first version", k, 1000, 500, 0);
+	round_trip("second version", k, 2000, 501, 1);
+	ok(store_del_sync(S, pkey("missing/never-was.jpg"), &e), "delete of a missing key succeeds");
+	ok(store_del_sync(S, pkey("missing-dir/x/y.jpg"), &e),
+	   "delete under a missing directory succeeds");
+	round_trip("to delete", pkey("deleteme/x.jpg"), 10, 502, 0);
+	ok(store_del_sync(S, pkey("deleteme/x.jpg"), &e), "delete");
+	ok(!store_stat_sync(S, pkey("deleteme/x.jpg"), &info, &e) && e.code == ERR_NOTFOUND,
+	   "stat after delete: not found (%s)", e.msg);
+	dst = tmpfile_fd();
+	ok(!store_get_sync(S, pkey("deleteme/x.jpg"), dst, &info, &e) && e.code == ERR_NOTFOUND,
+	   "get after delete: not found");
+	close(dst);
+	ok(store_del_sync(S, pkey("deleteme/x.jpg"), &e), "delete twice succeeds");
+}
+
+/* Many puts in flight at once, through the loop. */
+struct batch {
+	int inflight, failed, done;
+	struct err last;
+};
+
+static void batch_done(void *arg, const struct err *e)
+{
+	struct batch *b = arg;
+
+	b->inflight--;
+	b->done++;
+	if (e) {
+		b->failed++;
+		b->last = *e;
+	}
+}
+
+static void test_listing(void)
+{
+	const int N = 1005;
+	struct batch b = {0};
+	struct err e = {0};
+	int src = make_content(3, 900), seen = 0, pages = 0, sorted = 1, inprefix = 1;
+	char prev[2048] = "", key[256], pfx[256];
+	char *token = NULL;
+	struct obj_info *infos = calloc(N, sizeof(*infos));
+
+	for (int i = 0; i < N;) {
+		while (b.inflight < 32 && i < N) {
+			struct store_req *r;
+
+			snprintf(key, sizeof(key), "%slist/item-%05d", PREFIX, i);
+			if (!S->ops->put(S, key, src, 3, NULL, &infos[i], batch_done, &b, &r, &e)) {
+				b.failed++;
+				b.last = e;
+			} else
+				b.inflight++;
+			i++;
+		}
+		if (!loop_run_once(S->env.loop, -1, &e))
+			break;
+	}
+	while (b.inflight > 0 && loop_run_once(S->env.loop, -1, &e))
+		;
+	if (!ok(b.failed == 0, "%d concurrent puts", N))
+		tap_diag("%d failed, last: %s", b.failed, b.last.msg);
+	/* a sibling that shares the prefix's characters but not the prefix */
+	snprintf(key, sizeof(key), "%slist-sibling", PREFIX);
+	if (!store_put_sync(S, key, src, 3, NULL, &e))
+		tap_diag("sibling: %s", e.msg);
+
+	snprintf(pfx, sizeof(pfx), "%slist/", PREFIX);
+	do {
+		struct store_list l;
+
+		if (!ok(store_list_sync(S, pfx, token, &l, &e), "list page %d", pages + 1)) {
+			tap_diag("%s", e.msg);
+			break;
+		}
+		pages++;
+		tap_diag("page %d: %zu keys, next %s", pages, l.n, l.next ? l.next : "(none)");
+		for (size_t i = 0; i < l.n; i++) {
+			if (strcmp(l.v[i].key, prev) <= 0)
+				sorted = 0;
+			if (strncmp(l.v[i].key, pfx, strlen(pfx)) != 0)
+				inprefix = 0;
+			snprintf(prev, sizeof(prev), "%s", l.v[i].key);
+			seen++;
+		}
+		free(token);
+		token = l.next ? strdup(l.next) : NULL;
+		store_list_free(&l);
+	} while (token && pages < 10);
+	free(token);
+	is_int(seen, N, "listing returned every key once");
+	ok(pages >= 2, "listing took %d pages", pages);
+	ok(sorted, "keys come in byte order without duplicates");
+	ok(inprefix, "only keys under the prefix");
+	free(infos);
+	close(src);
+}
+
+static void test_short_source(void)
+{
+	/* The source ends before the size announced: the put must fail, and
+	 * no object (and for S3 no multipart upload) may remain. */
+	uint64_t size = fs_backend ? 100000 : S->cfg->multipart_threshold + 1;
+	int src = make_content(size - 50, 77);
+	struct obj_info info;
+	struct err e = {0};
+	const char *k = pkey("short/source.bin");
+
+	ok(!store_put_sync(S, k, src, size, &info, &e) && e.code == ERR_INTEGRITY,
+	   "a source shorter than announced fails: %s", e.msg);
+	ok(!store_stat_sync(S, k, &info, &e) && e.code == ERR_NOTFOUND,
+	   "nothing is left under the key");
+	close(src);
+}
+
+/* fs only: nothing under the root may lead outside it. */
+static void test_fs_containment(void)
+{
+	char outside[] = "/tmp/imgsync-outside-XXXXXX", path[4096], secret[4200];
+	const char *root = S->cfg->root;
+	struct obj_info info;
+	struct err e = {0};
+	int src = make_content(10, 4242), dst = tmpfile_fd(), fd;
+	bool r;
+
+	if (mkdtemp(outside) == NULL)
+		exit(2);
+	snprintf(secret, sizeof(secret), "%s/secret.txt", outside);
+	fd = open(secret, O_WRONLY | O_CREAT, 0600);
+	if (fd < 0 || write(fd, "secret", 6) != 6)
+		exit(2);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/%sescape", root, PREFIX);
+	mkdir(path, 0755); /* the prefix directory may not exist yet */
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/%s", root, PREFIX);
+	if (PREFIX[0])
+		mkdir(path, 0755);
+	snprintf(path, sizeof(path), "%s/%sescape", root, PREFIX);
+	if (symlink(outside, path) < 0)
+		exit(2);
+	snprintf(path, sizeof(path), "%s/%spasswd.jpg", root, PREFIX);
+	if (symlink("/etc/passwd", path) < 0)
+		exit(2);
+	snprintf(path, sizeof(path), "%s/%sdotdot", root, PREFIX);
+	if (symlink("../../../../../../../../..", path) < 0)
+		exit(2);
+
+	r = store_put_sync(S, pkey("escape/planted.jpg"), src, 10, &info, &e);
+	ok(!r, "put through a symlink to outside the root is refused (%s)", r ? "stored!" : e.msg);
+	snprintf(path, sizeof(path), "%s/planted.jpg", outside);
+	ok(access(path, F_OK) != 0, "nothing was written outside the root");
+	r = store_get_sync(S, pkey("escape/secret.txt"), dst, &info, &e);
+	ok(!r, "get through a symlinked directory to outside is refused (%s)",
+	   r ? "read!" : e.msg);
+	r = store_get_sync(S, pkey("passwd.jpg"), dst, &info, &e);
+	ok(!r, "get of a symlink to /etc/passwd is refused (%s)", r ? "read!" : e.msg);
+	r = store_stat_sync(S, pkey("dotdot/etc/passwd"), &info, &e);
+	ok(!r, "stat through a symlink to / is refused (%s)", r ? "found!" : e.msg);
+	r = store_del_sync(S, pkey("escape/secret.txt"), &e);
+	ok(access(secret, F_OK) == 0, "delete through a symlink leaves the outside file alone");
+	is_int(fd_size(dst), 0, "no outside byte was read");
+
+	snprintf(path, sizeof(path), "%s/%sescape", root, PREFIX);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%spasswd.jpg", root, PREFIX);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s/%sdotdot", root, PREFIX);
+	unlink(path);
+	unlink(secret);
+	rmdir(outside);
+	close(src);
+	close(dst);
+}
+
+static void test_seeded(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char hex[4096], sha[80];
+	unsigned long long size;
+	int n = 0;
+
+	if (f == NULL) {
+		tap_skip("no objects seeded by an independent client");
+		return;
+	}
+	while (fscanf(f, "%4095s %llu %79s", hex, &size, sha) == 3) {
+		size_t kl = strlen(hex) / 2;
+		char *key = calloc(1, kl + 1);
+		int dst = tmpfile_fd();
+		struct obj_info info;
+		struct err e = {0};
+		char got[65];
+
+		if (key == NULL || !hex_decode(hex, strlen(hex), (unsigned char *)key))
+			exit(2);
+		if (ok(store_get_sync(S, key, dst, &info, &e), "read seeded object %d", n)) {
+			sha256_fd(dst, got);
+			is_str(got, sha, "seeded object %d byte-exact", n);
+		} else
+			tap_diag("%s", e.msg);
+		free(key);
+		close(dst);
+		n++;
+	}
+	fclose(f);
+	ok(n > 0, "%d seeded objects read", n);
+}
+
+static void test_url(void)
+{
+	struct buf u = BUF_INIT;
+	struct err e = {0};
+
+	ok(S->ops->url(S, pkey("with space+plus.jpg"), &u, &e), "url");
+	ok(strstr(buf_str(&u), "with%20space%2Bplus.jpg") != NULL, "url encodes the key: %s",
+	   buf_str(&u));
+	buf_free(&u);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"probe", required_argument, NULL, 'P'},
+		{"url", required_argument, NULL, 'U'},
+		{NULL, 0, NULL, 0},
+	};
+	const char *conf_path = NULL, *store_name = NULL, *seeded = NULL, *probe = NULL,
+		   *url = NULL;
+	struct store_env env = {0};
+	struct conf *conf = NULL;
+	struct err e = {0};
+	int ch, rc;
+
+	while ((ch = getopt_long(argc, argv, "c:s:p:m:S:", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			conf_path = optarg;
+			break;
+		case 's':
+			store_name = optarg;
+			break;
+		case 'p':
+			PREFIX = optarg;
+			break;
+		case 'm':
+			manifest = fopen(optarg, "w");
+			break;
+		case 'S':
+			seeded = optarg;
+			break;
+		case 'P':
+			probe = optarg;
+			break;
+		case 'U':
+			url = optarg;
+			break;
+		default:
+			return 2;
+		}
+	}
+	if (conf_path == NULL || store_name == NULL) {
+		fprintf(stderr, "usage: store_conformance -c CONF -s STORE [...]\n");
+		return 2;
+	}
+	if (!conf_load(conf_path, &conf, &e) || conf_store(conf, store_name) == NULL) {
+		fprintf(stderr, "%s\n", conf ? "no such store" : e.msg);
+		conf_free(conf);
+		return 2;
+	}
+	if (!loop_new(&env.loop, &e) || !http_new(env.loop, &env.http, &e) ||
+	    !workq_new(env.loop, 4, &env.wq, &e) ||
+	    !store_open(conf_store(conf, store_name), &env, &S, &e)) {
+		fprintf(stderr, "%s\n", e.msg);
+		return 2;
+	}
+	fs_backend = strcmp(S->ops->type, "fs") == 0;
+	if (probe) {
+		struct obj_info info;
+
+		if (store_stat_sync(S, probe, &info, &e))
+			printf("ok %llu\n", (unsigned long long)info.size);
+		else
+			printf("%s %s\n", err_code_name(e.code), e.msg);
+		rc = 0;
+	} else if (url) {
+		struct buf u = BUF_INIT;
+
+		rc = S->ops->url(S, url, &u, &e) ? 0 : 1;
+		printf("%s\n", rc ? e.msg : buf_str(&u));
+		buf_free(&u);
+	} else {
+		test_sizes();
+		test_keys();
+		test_overwrite_delete();
+		test_listing();
+		test_short_source();
+		test_url();
+		if (fs_backend)
+			test_fs_containment();
+		if (seeded)
+			test_seeded(seeded);
+		rc = tap_done();
+	}
+	if (manifest)
+		fclose(manifest);
+	store_close(S);
+	workq_free(env.wq);
+	http_free(env.http);
+	loop_free(env.loop);
+	conf_free(conf);
+	curl_global_cleanup();
+	return rc;
+}
