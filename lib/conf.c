@@ -11,9 +11,12 @@
  * - libconfuse's own messages arrive through cfg_set_error_function: the
  *   first one is kept as "FILE:LINE: message", common ones reworded to say
  *   what to do.  libconfuse never prints.
- * - libconfuse forgets the line a section starts on, so prescan() walks the
- *   text once (comments, strings, braces) and notes where each top-level
- *   section opens.
+ * - prescan() walks the text once before libconfuse does (comments,
+ *   strings, braces).  It notes where each top-level section opens, which
+ *   libconfuse forgets; it blanks out comments, because libconfuse 3.3
+ *   counts a comment's newline more than once (every later line number
+ *   would be wrong) and refuses a comment inside a list; and it finds what
+ *   libconfuse 3.3 lets pass: a section never closed, a list assigned twice.
  * - Secrets: never formatted into a message.  Text on the line of an inline
  *   secret that libconfuse cannot parse (an unquoted secret with '+' or a
  *   space) is not echoed, and as a last guard every message is scrubbed of
@@ -176,6 +179,7 @@ struct parse {
 	size_t nstarts, capstarts;
 	int unterminated_line; /* a string the prescan found unterminated */
 	int mirrors_set[2];    /* lines of the first two "mirrors =" */
+	int unclosed_line;     /* a top-level section the prescan saw no end of */
 	int closed_database, closed_sync, closed_transfer;
 	const cfg_t *secret_sec; /* section and line of the last inline secret */
 	int secret_line;
@@ -716,31 +720,33 @@ static int on_section(cfg_t *root, cfg_opt_t *opt)
 	return 0;
 }
 
-/* Edit distance, for "did you mean". */
+/* Edit distance counting a swap of neighbours as one edit, for "did you
+ * mean". */
 static size_t distance(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b), row[65];
+	unsigned char d[65][65];
+	size_t la = strlen(a), lb = strlen(b);
 
 	if (la > 64 || lb > 64)
 		return 99;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (unsigned char)i;
 	for (size_t j = 0; j <= lb; j++)
-		row[j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		size_t diag = row[0];
-
-		row[0] = i;
+		d[0][j] = (unsigned char)j;
+	for (size_t i = 1; i <= la; i++)
 		for (size_t j = 1; j <= lb; j++) {
-			size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+			unsigned best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
 
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			diag = up;
-			row[j] = best;
+			if (d[i - 1][j] + 1u < best)
+				best = d[i - 1][j] + 1u;
+			if (d[i][j - 1] + 1u < best)
+				best = d[i][j - 1] + 1u;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1u < best)
+				best = d[i - 2][j - 2] + 1u;
+			d[i][j] = (unsigned char)best;
 		}
-	}
-	return row[lb];
+	return d[la][lb];
 }
 
 static const char *closest(const char *name, const cfg_opt_t *opts)
@@ -868,7 +874,11 @@ static void on_cfg_error(cfg_t *cfg, const char *fmt, va_list ap)
 	} else if (is_msg(fmt, "unexpected token '%s'")) {
 		fail(cfg, line, "unexpected \"%s\"", show(va_arg(ap, const char *), b, sizeof(b)));
 	} else if (is_msg(fmt, "premature end of file")) {
-		fail(cfg, line, "unexpected end of file; is a \"}\" or a value missing?");
+		if (P->unterminated_line)
+			fail(NULL, P->unterminated_line,
+			     "unterminated string: a closing quote is missing");
+		else
+			fail(cfg, line, "unexpected end of file; is a \"}\" or a value missing?");
 	} else if (is_msg(fmt, "unexpected closing brace")) {
 		fail(cfg, line, "unexpected \"}\": no section is open");
 	} else if (is_msg(fmt, "unterminated string constant")) {
@@ -932,7 +942,8 @@ static bool prescan(char *s, size_t n)
 
 	while (p < end) {
 		char c = *p, tok;
-		const char *word = NULL;
+		const char *word = NULL; /* the text of a word or quoted string */
+		size_t wordlen = 0;
 		int tokline = line;
 
 		if (c == '\n') {
@@ -967,12 +978,13 @@ static bool prescan(char *s, size_t n)
 			continue;
 		}
 		if (c == '"' || c == '\'') {
-			for (p++; p < end && *p != c; p++) {
+			for (p++, word = p; p < end && *p != c; p++) {
 				if (*p == '\\' && p + 1 < end)
 					p++;
 				if (*p == '\n')
 					line++;
 			}
+			wordlen = (size_t)(p - word);
 			if (p >= end && !P->unterminated_line)
 				P->unterminated_line = tokline;
 			p = p < end ? p + 1 : end;
@@ -997,12 +1009,13 @@ static bool prescan(char *s, size_t n)
 				p++; /* a character the lexer eats */
 				continue;
 			}
+			wordlen = (size_t)(p - word);
 			tok = 'w';
 		}
 		if (depth == 0) {
-			if (tok == 'w' && ntok == 0) {
+			if (word && ntok == 0) {
 				kw = word;
-				kwlen = (size_t)(p - word);
+				kwlen = wordlen;
 				kwline = tokline;
 				ntok = 1;
 			} else if ((tok == 'w' || tok == 's') && ntok == 1) {
@@ -1022,13 +1035,16 @@ static bool prescan(char *s, size_t n)
 			else if (P->mirrors_set[1] == 0)
 				P->mirrors_set[1] = prevline;
 		}
-		prev = tok == 'w' ? word : NULL;
-		prevlen = tok == 'w' ? (size_t)(p - word) : 0;
+		prev = word;
+		prevlen = wordlen;
 		prevline = tokline;
-		if (tok == '{')
-			depth++;
-		else if (tok == '}' && depth > 0)
-			depth--;
+		if (tok == '{') {
+			if (depth++ == 0)
+				P->unclosed_line =
+				    P->nstarts ? P->starts[P->nstarts - 1].line : tokline;
+		} else if (tok == '}' && depth > 0 && --depth == 0) {
+			P->unclosed_line = 0;
+		}
 	}
 	return true;
 }
@@ -1651,6 +1667,13 @@ bool conf_load(const char *path, struct conf **out, struct err *e)
 		}
 		if (p.failed)
 			goto done;
+		/* libconfuse 3.3 takes the end of the file as the end of an
+		 * open section. */
+		if (p.unclosed_line) {
+			fail(NULL, p.unclosed_line,
+			     "the section opened on this line is never closed; a \"}\" is missing");
+			goto done;
+		}
 	}
 	if (!build(c, cfg, &st) && !p.failed)
 		fail_oom();

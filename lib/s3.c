@@ -123,6 +123,7 @@ struct s3_call {
 	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
 	uint32_t part;
 	call_done_fn on_done;
+	struct err local; /* a local failure met by a curl callback */
 };
 
 static void req_finish(struct store_req *r, const struct err *e);
@@ -245,9 +246,14 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 			"bucket \"%s\" does not exist at %s (NoSuchBucket): create it, or fix "
 			"bucket in store \"%s\"",
 			cfg->bucket, st->endpoint, cfg->name);
-	else if (IS("NoSuchKey") || IS("NotFound"))
-		err_set(e, ERR_NOTFOUND, "%s %s: no such object in bucket \"%s\" (%s)", c->method,
-			keyesc, cfg->bucket, code);
+	else if (IS("NoSuchKey"))
+		err_set(e, ERR_NOTFOUND, "%s %s: no such object in bucket \"%s\" (NoSuchKey)",
+			c->method, keyesc, cfg->bucket);
+	else if (IS("NotFound"))
+		err_set(e, ERR_NOTFOUND,
+			"%s %s: not found (HTTP 404 without details: the object, or bucket \"%s\" "
+			"itself, does not exist)",
+			c->method, keyesc, cfg->bucket);
 	else if (IS("InvalidAccessKeyId"))
 		err_set(e, ERR_DENIED,
 			"%s %s: the server does not know the access key id of store \"%s\" "
@@ -350,7 +356,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0) {
-				err_sys(&c->r->err, errno, "writing \"%s\" to a local file",
+				err_sys(&c->local, errno, "writing \"%s\" to a local file",
 					what_key(c->r));
 				return 0;
 			}
@@ -364,7 +370,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 	/* Error documents and XML answers: capped, the rest dropped. */
 	if (c->resp.len + n > c->resp_max) {
 		if (c->resp_max > S3_ERROR_BODY_MAX) {
-			err_set(&c->r->err, ERR_INVALID, "S3 answered with more than %zu bytes",
+			err_set(&c->local, ERR_INVALID, "S3 answered with more than %zu bytes",
 				c->resp_max);
 			return 0;
 		}
@@ -394,11 +400,11 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud)
 			n = pread(c->in_fd, dst, want, (off_t)(c->off + c->pos));
 		while (n < 0 && errno == EINTR);
 		if (n < 0) {
-			err_sys(&c->r->err, errno, "reading the source of \"%s\"", what_key(c->r));
+			err_sys(&c->local, errno, "reading the source of \"%s\"", what_key(c->r));
 			return CURL_READFUNC_ABORT;
 		}
 		if (n == 0) {
-			err_set(&c->r->err, ERR_INTEGRITY,
+			err_set(&c->local, ERR_INTEGRITY,
 				"the source of \"%s\" is shorter than its size; did it change?",
 				what_key(c->r));
 			return CURL_READFUNC_ABORT;
@@ -453,7 +459,7 @@ static void call_finished(void *arg, CURLcode rc)
 
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
 	if (rc != CURLE_OK) {
-		e = r->err; /* a local failure recorded by a callback */
+		e = c->local; /* a local failure recorded by a callback */
 		explain_transport(r, c, rc, &e);
 		ok = false;
 	} else if (c->status < 200 || c->status >= 300) {
@@ -461,7 +467,6 @@ static void call_finished(void *arg, CURLcode rc)
 		ok = false;
 	} else
 		ok = true;
-	err_clear(&r->err);
 	c->on_done(c, ok ? NULL : &e);
 }
 
@@ -583,6 +588,8 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	if (cfg->ca_file && cfg->ca_file[0])
 		curl_easy_setopt(c->easy, CURLOPT_CAINFO, cfg->ca_file);
 	curl_easy_setopt(c->easy, CURLOPT_FILETIME, 1L);
+	if (getenv("IMGSYNC_CURL_VERBOSE"))
+		curl_easy_setopt(c->easy, CURLOPT_VERBOSE, 1L);
 	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
 	if (strcmp(method, "PUT") == 0) {
@@ -906,6 +913,7 @@ static void complete_done(struct s3_call *c, const struct err *e)
 	EVP_MD_CTX *ctx;
 	unsigned char all[16];
 
+	r->inflight--;
 	if (e) {
 		struct err copy = *e;
 
@@ -1267,21 +1275,49 @@ static void get_done(struct s3_call *c, const struct err *e)
 	req_finish(r, NULL);
 }
 
+/* A diagnostic GET of one byte answered: its error document explains what
+ * the bodiless HEAD could not. */
+static void diag_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err out = e ? *e : r->err;
+
+	if (e)
+		snprintf(out.msg, sizeof(out.msg), "%s", e->msg);
+	call_free(c);
+	req_finish(r, &out);
+}
+
 static void stat_done(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
 
-	if (!e && r->info)
-		fill_info(c, r->info);
-	if (e) {
-		struct err copy = *e;
-
+	if (!e) {
+		if (r->info)
+			fill_info(c, r->info);
 		call_free(c);
-		req_finish(r, &copy);
+		req_finish(r, NULL);
 		return;
 	}
-	call_free(c);
-	req_finish(r, NULL);
+	r->err = *e;
+	if ((c->status == 400 || c->status == 403) && c->resp.len == 0) {
+		struct s3_call *d = call_new(r, diag_done, S3_ERROR_BODY_MAX);
+		struct sigv4_pair range[1] = {{"range", "bytes=0-0"}};
+		struct err se = {0};
+
+		call_free(c);
+		if (d && call_start(r, d, "GET", NULL, 0, SIGV4_EMPTY_SHA256, range, 1, &se)) {
+			d->method = "HEAD";
+			return;
+		}
+		call_free(d);
+	} else
+		call_free(c);
+	{
+		struct err copy = r->err;
+
+		req_finish(r, &copy);
+	}
 }
 
 static void del_done(struct s3_call *c, const struct err *e)

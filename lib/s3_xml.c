@@ -281,6 +281,7 @@ fail:
 
 struct one_state {
 	const char *want;
+	const char *want2; /* an alternative spelling some servers use */
 	char *value;
 	struct s3_error *error;
 };
@@ -291,7 +292,7 @@ static bool one_cb(void *arg, const char *path, const char *text, size_t len, st
 
 	if (s->error)
 		(void)error_cb(s->error, path, text, len, e);
-	if (strcmp(path, s->want) == 0) {
+	if (strcmp(path, s->want) == 0 || (s->want2 && strcmp(path, s->want2) == 0)) {
 		free(s->value);
 		s->value = strndup(text, len);
 		if (s->value == NULL)
@@ -319,7 +320,10 @@ bool s3_xml_upload_id(const char *doc, size_t len, char **upload_id, struct err 
 bool s3_xml_complete(const char *doc, size_t len, char *etag, size_t etag_size,
 		     struct s3_error *error, struct err *e)
 {
-	struct one_state s = {.want = "CompleteMultipartUploadResult/ETag", .error = error};
+	/* moto answers with a ...Response root element */
+	struct one_state s = {.want = "CompleteMultipartUploadResult/ETag",
+			      .want2 = "CompleteMultipartUploadResponse/ETag",
+			      .error = error};
 	const char *v;
 	size_t n;
 

@@ -169,21 +169,21 @@ else
 	check "moto_server answers and stores an object byte-exactly" moto_roundtrip
 fi
 
-# Every process of a server set: its records, the postmaster's session, and anything whose
-# command line names the set's directory.
+# Every process of a server set: its records, the postmaster and its children, and anything
+# whose command line names the set's directory.
 set_processes() { # DIR
-	local dir=$1 f p sids=
+	local dir=$1 f p pm=
 	for f in "$dir/.servers/pids" "$dir/.servers/pids.stopped"; do
 		[ -r "$f" ] && awk '{ print $2 }' "$f"
 	done
 	if [ -r "$dir/.servers/postmaster" ]; then
 		p=$(cat "$dir/.servers/postmaster")
 		echo "$p"
-		sids=" $p "
+		pm=" $p "
 	fi
-	ps -e -o pid=,sid=,args= 2>/dev/null | while read -r p s args; do
+	ps -e -o pid=,ppid=,args= 2>/dev/null | while read -r p pp args; do
 		case "$args" in *"$dir"*) echo "$p" ;; esac
-		case "$sids" in *" $s "*) echo "$p" ;; esac
+		case "$pm" in *" $pp "*) echo "$p" ;; esac
 	done
 }
 still_running() { # PID...: print those alive
@@ -194,7 +194,7 @@ still_running() { # PID...: print those alive
 	return 0
 }
 
-# 7. a second set next to the first, stopped by servers_stop
+# 7. a second set next to the first, stopped by servers_stop (the first one keeps running)
 second_set() {
 	local d2=$work/second out
 	mkdir "$d2"
@@ -204,9 +204,9 @@ second_set() {
 		head -n 1 "$d2/pg/data/postmaster.pid" >"$d2/.servers/postmaster"
 		psql -X -A -t -c 'select 1' >/dev/null || exit 1
 		set_processes "$d2" | sort -u >"$d2/before"
-		servers_stop "$d2"
+		servers_stop       # the set this subshell started, not its parent's
 		servers_stop "$d2" # idempotent
-		servers_stop       # and with no argument
+		servers_stop
 		echo stopped
 	) 2>"$work/second.err"
 	if [ "$out" != stopped ]; then
@@ -218,7 +218,7 @@ second_set() {
 	before=$(cat "$d2/before")
 	echo "# second set had $(echo "$before" | wc -w) processes"
 	[ "$(echo "$before" | wc -w)" -ge 5 ] || return 1
-	# shellcheck disable=SC2086
+	# shellcheck disable=SC2086,SC2046
 	left=$(still_running $before $(set_processes "$d2"))
 	if [ -n "$left" ]; then
 		echo "# still running:"
@@ -226,8 +226,12 @@ second_set() {
 		ps -o pid=,args= -p "$(echo $left | tr ' ' ',')" | sed 's/^/# /'
 		return 1
 	fi
+	if ! psql -X -A -t -c 'select 1' >/dev/null; then
+		echo "# the first set's Postgres is gone"
+		return 1
+	fi
 }
-check "servers_stop stops every process of a second server set" second_set
+check "servers_stop stops every process of a second server set, and only those" second_set
 
 # 8. a set interrupted while it starts
 interrupted_set() {

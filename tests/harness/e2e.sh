@@ -20,6 +20,7 @@ e2e_need_servers() {
 	if [ -z "${IMGSYNC_TEST_RGW_ENDPOINT:-}" ]; then
 		. tests/harness/servers.sh
 		_e2e_own_servers=1
+		mkdir -p "$T/servers"
 		servers_start "$T/servers" || { echo "1..0 # servers did not start"; exit 1; }
 	fi
 }

@@ -17,8 +17,9 @@
 #     IMGSYNC_TEST_SERVERS_DIR IMGSYNC_TEST_PG_DATA IMGSYNC_TEST_PG_BINDIR IMGSYNC_TEST_CEPH_CONF
 #   On failure it names the server, prints the tail of its log, stops what it started and
 #   returns non-zero.
-# servers_stop [DIR]  stops what servers_start started (every set this shell started, or the
-#                     one under DIR); idempotent, bounded in time, safe in EXIT/INT/TERM traps.
+# servers_stop [DIR]  stops what servers_start started: every set this very (sub)shell started,
+#                     or the one under DIR; idempotent, bounded in time (about a second), safe
+#                     in EXIT/INT/TERM traps, also after a partial or failed start.
 # servers_pg_stop / servers_pg_start [DIR]    stop / start Postgres again (same socket and port)
 # servers_rgw_stop / servers_rgw_start [DIR]  stop / start radosgw again (same port and user)
 #
@@ -28,7 +29,9 @@
 #
 # Works with `set -euo pipefail` in the caller: every command that may fail is tested.
 
-_SRV_DIRS=${_SRV_DIRS:-}        # space-separated list of DIRs started by this shell
+# The sets started so far, as space-separated PID:DIR words: PID is the (sub)shell that called
+# servers_start, so a subshell's servers_stop never stops its parent's servers.
+_SRV_DIRS=${_SRV_DIRS:-}
 
 _srv_log() { printf 'servers: %s\n' "$*" >&2; }
 
@@ -72,7 +75,8 @@ _srv_descendants() {
 	printf '%s\n' "$out"
 }
 
-# _srv_kill_tree PID: SIGKILL PID and everything below it.
+# _srv_kill_tree PID: SIGKILL PID and everything below it, and wait (2 s at most) until
+# they are gone.
 _srv_kill_tree() {
 	local d
 	_srv_alive "$1" || return 0
@@ -81,6 +85,8 @@ _srv_kill_tree() {
 	d="$d $(_srv_descendants "$1")"
 	# shellcheck disable=SC2086
 	kill -KILL "$1" $d 2>/dev/null || true
+	# shellcheck disable=SC2086
+	_srv_wait_gone 20 "$1" $d || true
 }
 
 # _srv_wait_gone TENTHS PID...: wait up to TENTHS tenths of a second until none of the PIDs is
@@ -169,10 +175,19 @@ _srv_pid() {
 	awk -v n="$2" '$1 == n { p = $2 } END { if (p != "") print p }' "$1/.servers/pids"
 }
 
+# _srv_runuser: the path of runuser (in /usr/sbin, which a root PATH may lack).
+_srv_runuser() {
+	local p
+	for p in "$(command -v runuser 2>/dev/null)" /usr/sbin/runuser /sbin/runuser; do
+		[ -n "$p" ] && [ -x "$p" ] && { echo "$p"; return 0; }
+	done
+	echo runuser
+}
+
 # _srv_as_pg CMD...: run CMD as the Postgres OS user when we are root.
 _srv_as_pg() {
 	if [ "$(id -u)" = 0 ]; then
-		runuser -u "${IMGSYNC_TEST_PG_OSUSER:-postgres}" -- "$@"
+		"$(_srv_runuser)" -u "${IMGSYNC_TEST_PG_OSUSER:-postgres}" -- "$@"
 	else
 		"$@"
 	fi
@@ -180,7 +195,7 @@ _srv_as_pg() {
 
 # _srv_pg_bindir: directory holding initdb, pg_ctl and postgres.
 _srv_pg_bindir() {
-	local p d best= bestv=-1 v
+	local p d best='' bestv=-1 v
 	p=$(command -v initdb 2>/dev/null) || p=
 	if [ -n "$p" ]; then
 		d=$(dirname "$(readlink -f "$p")")
@@ -233,7 +248,7 @@ _srv_pg_setup() {
 		boot=$osuser
 		id -u "$osuser" >/dev/null 2>&1 || { echo "no user $osuser to run Postgres as"; return 1; }
 		chown "$osuser" "$dir/pg" "$dir/pg/sock" || return 1
-		if ! runuser -u "$osuser" -- test -x "$dir/pg/sock"; then
+		if ! "$(_srv_runuser)" -u "$osuser" -- test -x "$dir/pg/sock"; then
 			echo "user $osuser cannot reach $dir (a parent directory is not traversable)"
 			return 1
 		fi
@@ -344,6 +359,8 @@ run dir = $dir/ceph/run
 admin socket = $dir/ceph/run/\$name.asok
 pid file = $dir/ceph/run/\$name.pid
 log file = $dir/ceph/log/\$name.log
+mon cluster log to file = false
+mon cluster log file = $dir/ceph/log/cluster.\$channel.log
 mon data = $dir/ceph/mon
 osd data = $dir/ceph/osd
 osd objectstore = memstore
@@ -412,7 +429,7 @@ _srv_fail() { # DIR WHAT LOG...: report a failed start, stop the set
 
 servers_start() {
 	local dir=${1:-} ports pgport monport rgwport motoport ak sk bindir py
-	local pgjob cephjob motopid= t0 n rc
+	local pgjob cephjob motopid='' t0 n rc
 	if [ -z "$dir" ] || [ ! -d "$dir" ]; then
 		_srv_log "usage: servers_start DIR (an existing empty directory)"
 		return 2
@@ -422,7 +439,7 @@ servers_start() {
 	t0=$(date +%s%N)
 	mkdir -p "$dir/.servers" "$dir/pg/sock" "$dir/ceph/log" "$dir/moto" || return 1
 	: >>"$dir/.servers/pids"
-	case " $_SRV_DIRS " in *" $dir "*) ;; *) _SRV_DIRS="$_SRV_DIRS $dir" ;; esac
+	case " $_SRV_DIRS " in *" $BASHPID:$dir "*) ;; *) _SRV_DIRS="$_SRV_DIRS $BASHPID:$dir" ;; esac
 	if [ ${#dir} -gt 80 ]; then
 		_srv_fail "$dir" "postgres (directory path too long for a unix socket: $dir)"
 		return 1
@@ -448,13 +465,15 @@ servers_start() {
 	}
 	echo "$bindir" >"$dir/pg/bindir"
 	echo "$pgport" >"$dir/pg/port"
-	(_srv_pg_setup "$dir" "$pgport") </dev/null >"$dir/pg/setup.log" 2>&1 &
+	(echo "starter $BASHPID" >>"$dir/.servers/pids" && _srv_pg_setup "$dir" "$pgport") \
+		</dev/null >"$dir/pg/setup.log" 2>&1 &
 	pgjob=$!
 	echo "starter $pgjob" >>"$dir/.servers/pids"
 
 	# Ceph radosgw (background)
 	echo "$rgwport" >"$dir/ceph/rgwport"
-	(_srv_rgw_setup "$dir" "$monport" "$rgwport" "$ak" "$sk") </dev/null \
+	(echo "starter $BASHPID" >>"$dir/.servers/pids" &&
+		_srv_rgw_setup "$dir" "$monport" "$rgwport" "$ak" "$sk") </dev/null \
 		>"$dir/ceph/setup.log" 2>&1 &
 	cephjob=$!
 	echo "starter $cephjob" >>"$dir/.servers/pids"
@@ -508,14 +527,14 @@ servers_start() {
 	if [ -n "$motopid" ]; then
 		export IMGSYNC_TEST_MOTO_ENDPOINT="http://127.0.0.1:$motoport" IMGSYNC_TEST_MOTO_SKIP=
 	else
-		export IMGSYNC_TEST_MOTO_ENDPOINT= IMGSYNC_TEST_MOTO_SKIP="moto_server not installed"
+		export IMGSYNC_TEST_MOTO_ENDPOINT='' IMGSYNC_TEST_MOTO_SKIP="moto_server not installed"
 	fi
 	export IMGSYNC_TEST_PYTHON="$py"
 	echo "$(($(($(date +%s%N) - t0)) / 1000000))" >"$dir/.servers/start_ms"
 	return 0
 }
 
-# _srv_pg_stop DIR: immediate shutdown, then SIGKILL the postmaster's session if still there.
+# _srv_pg_stop DIR: immediate shutdown, then SIGKILL the postmaster and its children if still there.
 _srv_pg_stop() {
 	local dir=$1 bindir pid=
 	[ -d "$dir/pg/data" ] || return 0
@@ -528,24 +547,20 @@ _srv_pg_stop() {
 	bindir=$(cat "$dir/pg/bindir" 2>/dev/null) || bindir=
 	if [ -n "$bindir" ]; then
 		set -- timeout 10
-		[ "$(id -u)" != 0 ] || set -- "$@" runuser -u "${IMGSYNC_TEST_PG_OSUSER:-postgres}" --
+		[ "$(id -u)" != 0 ] || set -- "$@" "$(_srv_runuser)" -u "${IMGSYNC_TEST_PG_OSUSER:-postgres}" --
 		(cd / && "$@" "$bindir/pg_ctl" stop -D "$dir/pg/data" -m immediate -w -t 5 -s) \
 			>/dev/null 2>&1 || true
 	fi
 	if _srv_alive "$pid" && _srv_cmdline_has "$pid" "$dir"; then
-		# pg_ctl made the postmaster a session leader: its process group holds the backends
-		if [ "$(ps -o pgid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$pid" ]; then
-			kill -KILL -- "-$pid" 2>/dev/null || true
-		else
-			kill -KILL "$pid" 2>/dev/null || true
-		fi
+		# the postmaster and its children (each in a session of its own)
+		_srv_kill_tree "$pid"
 		_srv_wait_gone 20 "$pid" || true
 	fi
 }
 
 # _srv_stop_one DIR
 _srv_stop_one() {
-	local dir=$1 f=$1/.servers/pids name pid starters= daemons= mons= pids= p
+	local dir=$1 f=$1/.servers/pids name pid starters='' daemons='' mons='' pids='' p
 	[ -f "$f" ] || return 0
 	while read -r name pid; do
 		case "$pid" in '' | *[!0-9]*) continue ;; esac
@@ -555,20 +570,25 @@ _srv_stop_one() {
 		*) daemons="$daemons $name:$pid" ;;
 		esac
 	done <"$f"
-	# 1. the start-up subshells and their children (initdb, ceph CLI...), so nothing new starts
+	# 1. the start-up subshells and their children (initdb, ceph CLI...), so nothing new starts;
+	# stderr off: bash reports a killed background job with a "Killed" notice
 	local killed=0
-	for p in $starters; do
-		if _srv_alive "$p"; then
-			_srv_kill_tree "$p"
-			killed=1
+	{
+		for p in $starters; do
+			if _srv_alive "$p"; then
+				_srv_kill_tree "$p"
+				killed=1
+			fi
+		done
+		if [ "$killed" = 1 ]; then
+			_srv_wait_gone 20 $starters || true
+			for p in $starters; do # reap our own children here, not at some later command
+				_srv_alive "$p" || wait "$p" || true
+			done
 		fi
-	done
+	} 2>/dev/null
 	# a daemon spawned at that instant records itself a moment later: re-read the records
 	if [ "$killed" = 1 ]; then
-		_srv_wait_gone 20 $starters || true
-		for p in $starters; do # reap our own children quietly (no "Killed" notices)
-			wait "$p" 2>/dev/null || true
-		done
 		sleep 0.1
 		daemons=
 		mons=
@@ -592,10 +612,15 @@ _srv_stop_one() {
 		moto_server) _srv_cmdline_has "$p" moto || continue ;;
 		*) _srv_cmdline_has "$p" "$dir" || continue ;;
 		esac
-		kill -TERM "$p" 2>/dev/null || true
+		# radosgw takes 5-10 s to exit on SIGTERM; its state is in the OSD: SIGKILL at once
+		if [ "$name" = radosgw ]; then
+			kill -KILL "$p" 2>/dev/null || true
+		else
+			kill -TERM "$p" 2>/dev/null || true
+		fi
 		pids="$pids $p"
 	done
-	# radosgw takes seconds to exit on SIGTERM: half a second, then SIGKILL
+	# half a second, then SIGKILL
 	# shellcheck disable=SC2086
 	if [ -n "$pids" ] && ! _srv_wait_gone 5 $pids; then
 		for p in $pids; do
@@ -616,20 +641,32 @@ _srv_stop_one() {
 	done
 	# shellcheck disable=SC2086
 	[ -z "$pids" ] || _srv_wait_gone 20 $pids || true
+	# reap those that were children of this shell now, so bash prints no "Killed" notice later
+	for p in $pids; do
+		_srv_alive "$p" || wait "$p" 2>/dev/null || true
+	done
 	# the records are spent (their pids may be reused later)
 	mv -f "$f" "$f.stopped" 2>/dev/null || true
 }
 
 servers_stop() {
-	local d dirs
+	local d w dirs='' keep=''
 	if [ $# -gt 0 ] && [ -n "${1:-}" ]; then
 		dirs=$(cd "$1" 2>/dev/null && pwd -P) || dirs=$1
-	else
-		dirs=$_SRV_DIRS
 	fi
+	for w in $_SRV_DIRS; do
+		if [ -n "$dirs" ]; then
+			[ "${w#*:}" = "$dirs" ] || keep="$keep $w"
+		elif [ "${w%%:*}" = "$BASHPID" ]; then
+			dirs="$dirs ${w#*:}"
+		else
+			keep="$keep $w"
+		fi
+	done
+	_SRV_DIRS=$keep
 	for d in $dirs; do
-		_srv_stop_one "$d"
-		_SRV_DIRS=$(printf '%s\n' $_SRV_DIRS | grep -vxF -- "$d" | tr '\n' ' ') || _SRV_DIRS=
+		# stderr off: bash notices about the background jobs it sees die are noise here
+		{ _srv_stop_one "$d"; } 2>/dev/null
 	done
 	return 0
 }
@@ -653,8 +690,11 @@ servers_rgw_stop() {
 	[ -n "$d" ] || return 1
 	p=$(_srv_pid "$d" radosgw)
 	[ -n "$p" ] && _srv_alive "$p" && _srv_cmdline_has "$p" "$d" || return 0
-	kill -TERM "$p" 2>/dev/null || true
-	_srv_wait_gone 5 "$p" || { kill -KILL "$p" 2>/dev/null || true; _srv_wait_gone 20 "$p" || true; }
+	{
+		kill -KILL "$p" || true # as if it crashed (SIGTERM takes radosgw 5-10 s)
+		_srv_wait_gone 20 "$p" || true
+		_srv_alive "$p" || wait "$p" || true
+	} 2>/dev/null
 }
 
 servers_rgw_start() {
