@@ -28,8 +28,10 @@ static void usage(FILE *f)
 }
 
 /* Open every store without touching the network: catches what the parser
- * cannot (an endpoint that is not a URL, a missing root directory). */
-static bool check_stores(const struct conf *c, struct err *e)
+ * cannot (an endpoint that is not a URL).  A missing fs root is a state of
+ * the machine, not of the file: --check-config warns about it, the service
+ * refuses to start on it. */
+static bool check_stores(const struct conf *c, bool check_only, struct err *e)
 {
 	struct store_env env = {0};
 	bool ok = true;
@@ -43,15 +45,22 @@ static bool check_stores(const struct conf *c, struct err *e)
 	for (size_t i = 0; i < c->nstores && ok; i++) {
 		struct store *s;
 
-		if (store_open(&c->stores[i], &env, &s, e))
+		if (store_open(&c->stores[i], &env, &s, e)) {
 			store_close(s);
-		else {
+			continue;
+		}
+		if (check_only && e->code == ERR_NOTFOUND) {
+			fprintf(stderr, "%s:%d: warning: %s; imgsyncd will not start until it does\n",
+				c->path, c->stores[i].line, e->msg);
+			continue;
+		}
+		{
 			char msg[sizeof(e->msg)];
 
 			snprintf(msg, sizeof(msg), "%s", e->msg);
 			err_set(e, ERR_CONFIG, "%s:%d: %s", c->path, c->stores[i].line, msg);
-			ok = false;
 		}
+		ok = false;
 	}
 	http_free(env.http);
 	loop_free(env.loop);
@@ -103,7 +112,7 @@ int main(int argc, char **argv)
 	}
 	log_init("imgsyncd", verbose);
 
-	if (!conf_load(path, &conf, &e) || !check_stores(conf, &e)) {
+	if (!conf_load(path, &conf, &e) || !check_stores(conf, check, &e)) {
 		fprintf(stderr, "%s\n", e.msg);
 		conf_free(conf);
 		return EX_CONFIG;

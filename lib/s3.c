@@ -114,7 +114,7 @@ struct s3_call {
 	long status;
 	/* request body: from memory, or from fd at [off, off + len) */
 	const unsigned char *mem;
-	const char *post; /* small POST bodies (XML) */
+	char *post; /* a small POST body (XML), owned by the call */
 	int in_fd;
 	uint64_t off, len, pos;
 	/* response body to a descriptor */
@@ -447,6 +447,7 @@ static void call_free(struct s3_call *c)
 	curl_slist_free_all(c->hdrs);
 	buf_free(&c->resp);
 	EVP_MD_CTX_free(c->md5);
+	free(c->post);
 	free(c);
 }
 
@@ -994,15 +995,12 @@ static void mpu_complete(struct store_req *r)
 		mpu_fail(r, &e);
 		return;
 	}
-	/* the call keeps the body: park it in the response buffer's sibling */
 	c->post = buf_steal(&body);
 	sigv4_sha256_hex(c->post, strlen(c->post), hash);
 	q[0] = (struct qparam){"uploadId", r->upload_id};
 	r->inflight++;
 	if (!call_start(r, c, "POST", q, 1, hash, extra, 1, &e)) {
 		r->inflight--;
-		free((char *)c->post);
-		c->post = NULL;
 		call_free(c);
 		mpu_fail(r, &e);
 		return;
