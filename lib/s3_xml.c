@@ -211,7 +211,7 @@ static bool list_cb(void *arg, const char *path, const char *text, size_t len, s
 
 		copy_text(tmp, sizeof(tmp), text, len);
 		s->size = strtoull(tmp, &end, 10);
-		if (len == 0 || *end != '\0')
+		if (len == 0 || len >= sizeof(tmp) || tmp[0] < '0' || tmp[0] > '9' || *end != '\0')
 			return err_set(e, ERR_INVALID, "S3 listed an object with size \"%s\"", tmp);
 	} else if (strcmp(path, "ListBucketResult/Contents") == 0) {
 		if (s->key == NULL)

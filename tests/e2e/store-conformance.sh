@@ -106,6 +106,43 @@ CONF
 	*) pass "$name: the message does not contain the secret" ;;
 	esac
 	printf '%s' "$sk" >"$dir/secret"
+
+	# an access key id the server does not know
+	sed 's/access_key_id = ".*"/access_key_id = "NOSUCHKEY0123"/' "$dir/s3.conf" >"$dir/ak.conf"
+	out=$("$tool" -c "$dir/ak.conf" -s cloud --probe run/sizes/one 2>&1)
+	case "$out" in
+	denied*InvalidAccessKeyId*access_key_id*) pass "$name: unknown access key id explained" ;;
+	*) fail "$name: unknown access key id explained"; diag "$out" ;;
+	esac
+
+	# another user's valid credentials on this bucket: access denied
+	if [ -n "${IMGSYNC_TEST_CEPH_CONF:-}" ] && radosgw-admin -c "$IMGSYNC_TEST_CEPH_CONF" \
+		-n client.rgw.test user create --uid other --display-name other \
+		--access-key OTHERAK123 --secret OTHERSECRET >/dev/null 2>&1; then
+		printf '%s' OTHERSECRET >"$dir/other.secret"
+		chmod 600 "$dir/other.secret"
+		sed -e 's/access_key_id = ".*"/access_key_id = "OTHERAK123"/' \
+			-e "s|$dir/secret|$dir/other.secret|" "$dir/s3.conf" >"$dir/other.conf"
+		out=$("$tool" -c "$dir/other.conf" -s cloud --probe run/sizes/one 2>&1)
+		case "$out" in
+		denied*AccessDenied*policy*) pass "$name: access denied explained" ;;
+		*) fail "$name: access denied explained"; diag "$out" ;;
+		esac
+	else
+		skip "$name: access denied (could not create a second radosgw user)"
+	fi
+
+	# this host's clock two hours off
+	if command -v faketime >/dev/null; then
+		out=$(ASAN_OPTIONS=verify_asan_link_order=0 faketime -f -2h \
+			"$tool" -c "$dir/s3.conf" -s cloud --probe run/sizes/one 2>&1)
+		case "$out" in
+		transient*RequestTimeTooSkewed*NTP*) pass "$name: clock skew explained" ;;
+		*) fail "$name: clock skew explained"; diag "$out" ;;
+		esac
+	else
+		skip "$name: clock skew (faketime not installed)"
+	fi
 	fi
 	# a missing bucket
 	sed "s/bucket = \"$bucket\"/bucket = \"no-such-bucket-$RANDOM\"/" "$dir/s3.conf" >"$dir/nob.conf"
