@@ -86,8 +86,8 @@ install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \
 		$(DESTDIR)$(SYSCONFDIR)/imgsync
 	install -m 0755 $(DAEMON) $(DESTDIR)$(SBINDIR)/imgsyncd
-	install -m 0755 $(CTL) $(DESTDIR)$(BINDIR)/imgsyncctl
-	for f in sql/*.sql; do [ -e "$$f" ] && install -m 0644 "$$f" $(DESTDIR)$(DATADIR)/sql/ || true; done
+	for f in $(wildcard $(CTL)); do install -m 0755 $$f $(DESTDIR)$(BINDIR)/; done
+	for f in $(wildcard sql/*.sql); do install -m 0644 $$f $(DESTDIR)$(DATADIR)/sql/; done
 	install -m 0640 etc/imgsyncd.conf $(DESTDIR)$(SYSCONFDIR)/imgsync/imgsyncd.conf
 
 format:
