@@ -49,6 +49,8 @@ TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps check tests clean install format
+# keep test objects between runs
+.SECONDARY:
 all: $(DAEMON)
 
 $(BUILD)/%.o: %.c

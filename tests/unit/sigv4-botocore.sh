@@ -120,7 +120,16 @@ def botocore_sign(method, host, path, query):
         return seen["canonical"]
 
     auth.canonical_request = record
-    with mock.patch.object(botocore.auth, "get_current_datetime", return_value=WHEN):
+    if hasattr(botocore.auth, "get_current_datetime"):
+        clock = mock.patch.object(botocore.auth, "get_current_datetime", return_value=WHEN)
+    else:  # botocore < 1.31 (Debian 12 has 1.29) calls datetime.datetime.utcnow()
+        class PinnedDatetime(datetime.datetime):
+            @classmethod
+            def utcnow(cls):
+                return WHEN
+        clock = mock.patch.object(botocore.auth, "datetime",
+                                  types.SimpleNamespace(datetime=PinnedDatetime))
+    with clock:
         auth.add_auth(req)
     return seen["canonical"], req.headers["Authorization"]
 

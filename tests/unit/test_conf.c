@@ -637,35 +637,72 @@ static void test_scrub(void)
 	free(path);
 }
 
+/* The sample with its commented-out S3 store and mirror enabled: lines
+ * "#<not space, not #>" lose their '#', "# mirrors" loses "# ". */
+static char *uncommented_sample(void)
+{
+	char *path = tmp_path("sample-full.conf"), line[1024];
+	FILE *in = fopen("etc/imgsyncd.conf", "r"), *out = fopen(path, "w");
+
+	if (in == NULL || out == NULL)
+		abort();
+	while (fgets(line, sizeof(line), in)) {
+		char *p = line + strspn(line, " \t");
+
+		if (line[0] == '#' && line[1] != ' ' && line[1] != '#' && line[1] != '\n')
+			fputs(line + 1, out);
+		else if (strncmp(p, "# mirrors", 9) == 0) {
+			fwrite(line, 1, (size_t)(p - line), out);
+			fputs(p + 2, out);
+		} else
+			fputs(line, out);
+	}
+	fclose(in);
+	fclose(out);
+	return path;
+}
+
 static void test_sample(void)
 {
 	char *cred = tmp_path("sample-cred"), *secret = tmp_path("sample-cred/cloud.secret");
+	char *full;
 	struct conf *c;
 	const struct store_cfg *s;
 
 	env_clear();
-	make_dir(cred);
-	write_file(secret, 0600, "%s\n", CRED_SECRET);
-	setenv("CREDENTIALS_DIRECTORY", cred, 1);
 	c = load_ok("etc/imgsyncd.conf");
 	if (c) {
 		is_int(c->nwarnings, 0, "sample: no warnings");
 		is_str(c->db_conninfo, "dbname=myapp", "sample: conninfo");
 		is_str(c->db_channel, "imgsync", "sample: channel");
-		is_int(c->nstores, 2, "sample: two stores");
+		is_int(c->nstores, 1, "sample as shipped: one store (S3 commented out)");
 		ok(conf_store(c, "local") != NULL, "sample: store local");
+		is_int(c->nmirrors, 0, "sample as shipped: no mirror");
+		is_int(c->concurrency, 32, "sample: concurrency");
+		conf_free(c);
+	}
+
+	/* its documented S3 store, enabled, with the secret from systemd */
+	make_dir(cred);
+	write_file(secret, 0600, "%s\n", CRED_SECRET);
+	setenv("CREDENTIALS_DIRECTORY", cred, 1);
+	full = uncommented_sample();
+	c = load_ok(full);
+	if (c) {
+		is_int(c->nstores, 2, "sample enabled: two stores");
 		s = conf_store(c, "cloud");
-		if (ok(s != NULL, "sample: store cloud")) {
+		if (ok(s != NULL, "sample enabled: store cloud")) {
 			is_str(s->secret_access_key, CRED_SECRET,
 			       "sample: secret through $CREDENTIALS_DIRECTORY");
 			is_str(s->endpoint, "https://s3.eu-west-1.amazonaws.com",
 			       "sample: endpoint");
 		}
-		is_int(c->nmirrors, 1, "sample: one mirror");
-		is_int(c->concurrency, 32, "sample: concurrency");
+		is_int(c->nmirrors, 1, "sample enabled: one mirror");
 		conf_free(c);
 	}
+	unlink(full);
 	env_clear();
+	free(full);
 	free(cred);
 	free(secret);
 }
