@@ -33,6 +33,7 @@ bool err_sys(struct err *e, int errnum, const char *fmt, ...)
 		return false;
 	switch (errnum) {
 	case ENOENT:
+	case ENOTDIR: /* a path component is a file: nothing is there either */
 		code = ERR_NOTFOUND;
 		break;
 	case ENOMEM:

@@ -23,6 +23,7 @@
 #include "store.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -43,21 +44,31 @@ struct fs_store {
 	struct store base;
 	int rootfd;
 	bool fsync;
-	bool no_openat2;
+	bool no_openat2; /* decided once at open, read-only afterwards */
+	/* jobs submitted and not yet through work(): close waits for them */
+	pthread_mutex_t mu;
+	pthread_cond_t idle;
+	int pending;
 };
 
 enum fs_op { FS_PUT, FS_GET, FS_STAT, FS_DEL, FS_LIST };
 
+/*
+ * A request owns everything its pool thread touches: a dup of the caller's
+ * descriptor and its own output structs, copied to the caller's in
+ * req_done() unless cancelled.  So a cancelled request may finish its work
+ * after the caller has closed the descriptor and freed its outputs.
+ */
 struct store_req {
 	struct workq_job job;
 	struct fs_store *st;
 	enum fs_op op;
 	char *key;   /* or the list prefix */
 	char *token; /* list */
-	int fd;
+	int fd;      /* our dup of the caller's descriptor, or -1 */
 	uint64_t size;
-	struct obj_info *info;
-	struct store_list *list;
+	struct obj_info info, *info_out;
+	struct store_list list, *list_out;
 	store_done_fn done;
 	void *arg;
 	bool ok, cancelled;
@@ -117,14 +128,8 @@ fail:
 
 static int fs_open(struct fs_store *st, const char *path, int flags, mode_t mode)
 {
-	int fd;
-
-	if (!st->no_openat2) {
-		fd = fs_openat2(st->rootfd, path, flags, mode);
-		if (fd >= 0 || errno != ENOSYS)
-			return fd;
-		st->no_openat2 = true; /* old kernel: walk from now on */
-	}
+	if (!st->no_openat2)
+		return fs_openat2(st->rootfd, path, flags, mode);
 	return fs_walk(st->rootfd, path, flags, mode);
 }
 
@@ -169,6 +174,17 @@ static void split_key(const char *key, char *dir, size_t dirsz, const char **nam
 	}
 }
 
+/* Why resolving a path beneath the root failed, for the operator. */
+static bool resolve_error(struct fs_store *st, int errnum, const char *what, const char *path,
+			  struct err *e)
+{
+	if (errnum == EXDEV || errnum == ELOOP)
+		return err_set(e, ERR_INVALID,
+			       "%s \"%s\": it resolves outside %s (a symlink?); refused", what,
+			       path, st->base.cfg->root);
+	return err_sys(e, errnum, "%s \"%s\" under %s", what, path, st->base.cfg->root);
+}
+
 /* Open (creating as needed) the directory that holds key. */
 static int fs_open_parent(struct fs_store *st, const char *key, bool create, struct err *e)
 {
@@ -180,8 +196,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
 	if (fd >= 0 || errno != ENOENT || !create) {
 		if (fd < 0)
-			err_sys(e, errno, "cannot open directory \"%s\" under %s", dir,
-				st->base.cfg->root);
+			resolve_error(st, errno, "cannot open directory", dir, e);
 		return fd;
 	}
 	/* Create missing directories one level at a time, each beneath root. */
@@ -202,8 +217,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 				leaf[-1] = '/';
 			}
 			if (parent < 0 || (mkdirat(parent, leaf, 0755) < 0 && errno != EEXIST)) {
-				err_sys(e, errno, "cannot create directory \"%s\" under %s", dir,
-					st->base.cfg->root);
+				resolve_error(st, errno, "cannot create directory", dir, e);
 				if (parent >= 0)
 					close(parent);
 				return -1;
@@ -218,7 +232,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 	}
 	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
 	if (fd < 0)
-		err_sys(e, errno, "cannot open directory \"%s\" under %s", dir, st->base.cfg->root);
+		resolve_error(st, errno, "cannot open directory", dir, e);
 	return fd;
 }
 
@@ -284,15 +298,20 @@ static bool do_put(struct store_req *r)
 	bool ok = false;
 
 	name = name ? name + 1 : r->key;
-	for (int attempt = 0;; attempt++) {
+	if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX)
+		return err_set(e, ERR_INVALID, "file name too long for a temporary copy");
+	/* A concurrent delete prunes directories it emptied; one we just made
+	 * (or found) may vanish before the temporary file is in it: start the
+	 * resolution again, a few times. */
+	for (int attempt = 0; fd < 0; attempt++) {
 		dirfd = fs_open_parent(st, r->key, true, e);
-		if (dirfd < 0)
+		if (dirfd < 0 && e->code == ERR_NOTFOUND && attempt < 8)
+			continue;
+		if (dirfd < 0) {
+			if (e->code == ERR_NOTFOUND)
+				e->code = ERR_TRANSIENT;
 			return false;
-		if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX) {
-			close(dirfd);
-			return err_set(e, ERR_INVALID, "file name too long for a temporary copy");
 		}
-		/* mkostemp needs a path; build the name and create it in dirfd. */
 		for (int i = 0; i < 100 && fd < 0; i++) {
 			snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", name,
 				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
@@ -301,10 +320,9 @@ static bool do_put(struct store_req *r)
 			if (fd < 0 && errno != EEXIST)
 				break;
 		}
-		/* The directory may have been removed by a concurrent delete of its
-		 * last file: resolve it again once. */
-		if (fd < 0 && errno == ENOENT && attempt == 0) {
+		if (fd < 0 && errno == ENOENT && attempt < 8) {
 			close(dirfd);
+			dirfd = -1;
 			continue;
 		}
 		break;
@@ -312,6 +330,8 @@ static bool do_put(struct store_req *r)
 	if (fd < 0) {
 		err_sys(e, errno, "cannot create a temporary file for \"%s\" under %s", r->key,
 			st->base.cfg->root);
+		if (e->code == ERR_NOTFOUND)
+			e->code = ERR_TRANSIENT;
 		goto out;
 	}
 	if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
@@ -348,8 +368,7 @@ static bool do_put(struct store_req *r)
 		err_sys(e, errno, "fsync of the directory of \"%s\"", r->key);
 		goto out;
 	}
-	if (r->info)
-		info_from_stat(r->info, &sb);
+	info_from_stat(&r->info, &sb);
 	ok = true;
 out:
 	if (fd >= 0)
@@ -364,7 +383,8 @@ out:
 static int open_object(struct store_req *r, int flags)
 {
 	struct stat sb;
-	int fd = fs_open(r->st, r->key, flags, 0);
+	/* O_NONBLOCK: opening a FIFO planted under the root must not block */
+	int fd = fs_open(r->st, r->key, flags | (flags == O_PATH ? 0 : O_NONBLOCK), 0);
 
 	if (fd < 0) {
 		if (errno == ENOENT || errno == ENOTDIR)
@@ -385,30 +405,27 @@ static int open_object(struct store_req *r, int flags)
 			r->st->base.cfg->root);
 		return -1;
 	}
-	if (r->info)
-		info_from_stat(r->info, &sb);
+	if (flags != O_PATH)
+		(void)fcntl(fd, F_SETFL, flags);
+	info_from_stat(&r->info, &sb);
 	return fd;
 }
 
 static bool do_get(struct store_req *r)
 {
-	struct obj_info local, *info = r->info ? r->info : &local;
 	uint64_t copied;
 	int fd;
 	bool ok;
 
-	r->info = info;
 	fd = open_object(r, O_RDONLY);
 	if (fd < 0)
 		return false;
-	ok = copy_fd(fd, r->fd, info->size, &copied, &r->err);
+	ok = copy_fd(fd, r->fd, r->info.size, &copied, &r->err);
 	close(fd);
 	if (!ok)
 		err_prefix(&r->err, "reading \"%s\": ", r->key);
-	else if (copied != info->size)
+	else if (copied != r->info.size)
 		ok = err_set(&r->err, ERR_INTEGRITY, "\"%s\" shrank while being read", r->key);
-	if (info == &local)
-		r->info = NULL;
 	return ok;
 }
 
@@ -429,10 +446,12 @@ static bool do_del(struct store_req *r)
 	const char *name;
 	int dirfd = fs_open_parent(st, r->key, false, &r->err);
 
+	/* no directory (or a file where one would be): nothing to delete */
 	if (dirfd < 0)
-		return r->err.code == ERR_NOTFOUND; /* no directory: nothing to delete */
+		return r->err.code == ERR_NOTFOUND;
 	split_key(r->key, dir, sizeof(dir), &name);
-	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT) {
+	/* a directory is not an object: nothing to delete either */
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT && errno != EISDIR) {
 		err_sys(&r->err, errno, "cannot delete \"%s\" under %s", r->key, st->base.cfg->root);
 		close(dirfd);
 		return false;
@@ -490,7 +509,7 @@ static int lent_cmp(const void *a, const void *b)
 
 static bool list_add(struct store_req *r, const char *key, uint64_t size)
 {
-	struct store_list *l = r->list;
+	struct store_list *l = &r->list;
 
 	if (l->n % 64 == 0) {
 		struct store_list_entry *v = realloc(l->v, (l->n + 64) * sizeof(*v));
@@ -509,6 +528,24 @@ static bool list_add(struct store_req *r, const char *key, uint64_t size)
 static bool is_tmp_name(const char *name)
 {
 	return name[0] == '.' && strstr(name, FS_TMP_TAG) != NULL;
+}
+
+/* Whether a directory entry, as path "a/b" (file) or "a/b/" (directory),
+ * can be or hold a key of this page: under the prefix and after the token. */
+static bool list_wanted(const char *path, size_t len, bool dir, const char *prefix,
+			const char *token)
+{
+	size_t plen = strlen(prefix);
+
+	if (strncmp(path, prefix, len < plen ? len : plen) != 0)
+		return false;
+	if (!dir && len < plen)
+		return false;
+	if (token == NULL)
+		return true;
+	/* a directory may hold keys after the token unless all of it sorts
+	 * before: its path is then smaller than the token's first len bytes */
+	return dir ? strncmp(path, token, len) >= 0 : strcmp(path, token) > 0;
 }
 
 /* Walk dirfd (holding keys that start with path) in key order. */
@@ -532,14 +569,33 @@ static bool list_dir(struct store_req *r, int dirfd, struct buf *path, bool *ful
 	}
 	while ((de = readdir(d)) != NULL) {
 		struct stat sb;
+		bool dir;
 
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
 		    is_tmp_name(de->d_name))
 			continue;
-		if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0)
-			continue; /* vanished meanwhile */
-		if (!S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode))
-			continue; /* symlinks and specials are not objects */
+		/* The type from the directory entry where the file system gives
+		 * it; symlinks and specials are not objects. */
+		if (de->d_type == DT_DIR || de->d_type == DT_REG)
+			dir = de->d_type == DT_DIR;
+		else if (de->d_type != DT_UNKNOWN)
+			continue;
+		else if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+			 !(S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)))
+			continue;
+		else
+			dir = S_ISDIR(sb.st_mode);
+		/* Filter by name before anything costs a system call. */
+		path->len = base;
+		buf_puts(path, de->d_name);
+		if (dir)
+			buf_putc(path, '/');
+		if (!buf_ok(path, &r->err)) {
+			ok = false;
+			goto out;
+		}
+		if (!list_wanted(buf_str(path), path->len, dir, prefix, token))
+			continue;
 		if (n == cap) {
 			struct lent *v;
 
@@ -556,14 +612,12 @@ static bool list_dir(struct store_req *r, int dirfd, struct buf *path, bool *ful
 			ok = err_set(&r->err, ERR_NOMEM, "out of memory listing");
 			goto out;
 		}
-		ents[n].dir = S_ISDIR(sb.st_mode);
-		ents[n].size = (uint64_t)sb.st_size;
+		ents[n].dir = dir;
+		ents[n].size = 0;
 		n++;
 	}
 	qsort(ents, n, sizeof(*ents), lent_cmp);
 	for (size_t i = 0; i < n && ok && !*full; i++) {
-		size_t plen = strlen(prefix);
-
 		path->len = base;
 		buf_puts(path, ents[i].name);
 		if (ents[i].dir)
@@ -572,26 +626,22 @@ static bool list_dir(struct store_req *r, int dirfd, struct buf *path, bool *ful
 			ok = false;
 			break;
 		}
-		/* Skip what cannot match the prefix or lies at or before the token. */
-		if (strncmp(buf_str(path), prefix, path->len < plen ? path->len : plen) != 0)
-			continue;
-		if (token) {
-			int c = strncmp(buf_str(path), token, path->len);
-
-			if (ents[i].dir ? c < 0 : strcmp(buf_str(path), token) <= 0)
-				continue;
-		}
 		if (ents[i].dir) {
 			int sub = openat(dirfd, ents[i].name,
 					 O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
 			if (sub < 0)
-				continue;
+				continue; /* vanished, or replaced by a symlink */
 			ok = list_dir(r, sub, path, full);
 			close(sub);
-		} else if (path->len >= plen) {
-			ok = list_add(r, buf_str(path), ents[i].size);
-			if (r->list->n == FS_LIST_PAGE)
+		} else if (path->len >= strlen(prefix)) {
+			struct stat sb;
+
+			if (fstatat(dirfd, ents[i].name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+			    !S_ISREG(sb.st_mode))
+				continue; /* vanished meanwhile */
+			ok = list_add(r, buf_str(path), (uint64_t)sb.st_size);
+			if (r->list.n == FS_LIST_PAGE)
 				*full = true;
 		}
 	}
@@ -617,13 +667,13 @@ static bool do_list(struct store_req *r)
 	ok = list_dir(r, fd, &path, &full);
 	close(fd);
 	buf_free(&path);
-	if (ok && full && r->list->n) {
-		r->list->next = strdup(r->list->v[r->list->n - 1].key);
-		if (r->list->next == NULL)
+	if (ok && full && r->list.n) {
+		r->list.next = strdup(r->list.v[r->list.n - 1].key);
+		if (r->list.next == NULL)
 			ok = err_set(&r->err, ERR_NOMEM, "out of memory listing");
 	}
 	if (!ok)
-		store_list_free(r->list);
+		store_list_free(&r->list);
 	return ok;
 }
 
@@ -648,21 +698,38 @@ static void req_work(struct workq_job *job)
 		r->ok = do_list(r);
 		break;
 	}
+	pthread_mutex_lock(&r->st->mu);
+	if (--r->st->pending == 0)
+		pthread_cond_broadcast(&r->st->idle);
+	pthread_mutex_unlock(&r->st->mu);
 }
 
+/* On the loop: hand the results over, unless cancelled.  Touches nothing
+ * of the store, which may be closed by now. */
 static void req_done(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)job;
 
-	if (!r->cancelled)
+	if (!r->cancelled) {
+		if (r->ok && r->info_out)
+			*r->info_out = r->info;
+		if (r->ok && r->list_out) {
+			*r->list_out = r->list;
+			memset(&r->list, 0, sizeof(r->list));
+		}
 		r->done(r->arg, r->ok ? NULL : &r->err);
+	}
+	store_list_free(&r->list);
+	if (r->fd >= 0)
+		close(r->fd);
 	free(r->key);
 	free(r->token);
 	free(r);
 }
 
-static bool req_start(struct fs_store *st, enum fs_op op, const char *key, store_done_fn done,
-		      void *arg, struct store_req **out, struct err *e, struct store_req **rp)
+static bool req_start(struct fs_store *st, enum fs_op op, const char *key, int fd,
+		      store_done_fn done, void *arg, struct store_req **out, struct err *e,
+		      struct store_req **rp)
 {
 	struct store_req *r;
 
@@ -675,16 +742,29 @@ static bool req_start(struct fs_store *st, enum fs_op op, const char *key, store
 		free(r);
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
+	r->fd = -1;
+	if (fd >= 0 && (r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+		free(r->key);
+		free(r);
+		return err_sys(e, errno, "dup");
+	}
 	r->job.work = req_work;
 	r->job.done = req_done;
 	r->st = st;
 	r->op = op;
-	r->fd = -1;
 	r->done = done;
 	r->arg = arg;
 	*out = r;
 	*rp = r;
 	return true;
+}
+
+static void req_submit(struct fs_store *st, struct store_req *r)
+{
+	pthread_mutex_lock(&st->mu);
+	st->pending++;
+	pthread_mutex_unlock(&st->mu);
+	workq_submit(st->base.env.wq, &r->job);
 }
 
 static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
@@ -695,12 +775,11 @@ static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
 	struct store_req *r;
 
 	(void)known;
-	if (!req_start(st, FS_PUT, key, done, arg, req, e, &r))
+	if (!req_start(st, FS_PUT, key, fd, done, arg, req, e, &r))
 		return false;
-	r->fd = fd;
 	r->size = size;
-	r->info = out;
-	workq_submit(s->env.wq, &r->job);
+	r->info_out = out;
+	req_submit(st, r);
 	return true;
 }
 
@@ -710,11 +789,10 @@ static bool fs_get(struct store *s, const char *key, int fd, struct obj_info *ou
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
-	if (!req_start(st, FS_GET, key, done, arg, req, e, &r))
+	if (!req_start(st, FS_GET, key, fd, done, arg, req, e, &r))
 		return false;
-	r->fd = fd;
-	r->info = out;
-	workq_submit(s->env.wq, &r->job);
+	r->info_out = out;
+	req_submit(st, r);
 	return true;
 }
 
@@ -724,10 +802,10 @@ static bool fs_stat(struct store *s, const char *key, struct obj_info *out, stor
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
-	if (!req_start(st, FS_STAT, key, done, arg, req, e, &r))
+	if (!req_start(st, FS_STAT, key, -1, done, arg, req, e, &r))
 		return false;
-	r->info = out;
-	workq_submit(s->env.wq, &r->job);
+	r->info_out = out;
+	req_submit(st, r);
 	return true;
 }
 
@@ -737,9 +815,9 @@ static bool fs_del(struct store *s, const char *key, store_done_fn done, void *a
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
-	if (!req_start(st, FS_DEL, key, done, arg, req, e, &r))
+	if (!req_start(st, FS_DEL, key, -1, done, arg, req, e, &r))
 		return false;
-	workq_submit(s->env.wq, &r->job);
+	req_submit(st, r);
 	return true;
 }
 
@@ -750,7 +828,7 @@ static bool fs_list(struct store *s, const char *prefix, const char *token,
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
-	if (!req_start(st, FS_LIST, prefix ? prefix : "", done, arg, req, e, &r))
+	if (!req_start(st, FS_LIST, prefix ? prefix : "", -1, done, arg, req, e, &r))
 		return false;
 	if (token && (r->token = strdup(token)) == NULL) {
 		free(r->key);
@@ -758,15 +836,16 @@ static bool fs_list(struct store *s, const char *prefix, const char *token,
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	memset(out, 0, sizeof(*out));
-	r->list = out;
-	workq_submit(s->env.wq, &r->job);
+	r->list_out = out;
+	req_submit(st, r);
 	return true;
 }
 
 static void fs_cancel(struct store *s, struct store_req *r)
 {
 	(void)s;
-	r->cancelled = true; /* the work finishes; nobody is told */
+	/* The work may still run, on its own copies; nobody is told. */
+	r->cancelled = true;
 }
 
 static bool fs_url(struct store *s, const char *key, struct buf *out, struct err *e)
@@ -819,14 +898,34 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	st->rootfd = fd;
 	st->fsync = cfg->fsync;
 	st->no_openat2 = no && strcmp(no, "1") == 0;
+	if (!st->no_openat2) {
+		/* Kernels before 5.6 lack openat2; seccomp filters that predate it
+		 * refuse it with EPERM: walk instead, decided once. */
+		int probe = fs_openat2(fd, ".", O_PATH | O_DIRECTORY, 0);
+
+		if (probe >= 0)
+			close(probe);
+		else
+			st->no_openat2 = true;
+	}
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->idle, NULL);
 	*out = &st->base;
 	return true;
 }
 
+/* Waits for submitted work to leave the pool threads: none may use rootfd
+ * (or its number, reused) after it is closed. */
 static void fs_close(struct store *s)
 {
 	struct fs_store *st = (struct fs_store *)s;
 
+	pthread_mutex_lock(&st->mu);
+	while (st->pending > 0)
+		pthread_cond_wait(&st->idle, &st->mu);
+	pthread_mutex_unlock(&st->mu);
+	pthread_cond_destroy(&st->idle);
+	pthread_mutex_destroy(&st->mu);
 	close(st->rootfd);
 	free(st);
 }

@@ -210,8 +210,8 @@ static void run_deferred(struct loop *l)
 	struct deferred *d;
 	size_t n, cap;
 
-	/* Swap queues so calls deferred now run on the next turn. */
-	while (l->ndefer) {
+	/* Swap queues once: calls deferred by these run on the next turn. */
+	if (l->ndefer) {
 		d = l->running;
 		cap = l->caprunning;
 		l->running = l->defer;

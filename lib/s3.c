@@ -20,6 +20,9 @@
  *    bad part is sent again, and the object becomes visible only when
  *    CompleteMultipartUpload succeeds.  Any failure aborts the upload.
  * Downloads are hashed while written and checked against a plain-MD5 ETag.
+ * Reading the source for the first two cases runs on the worker pool; the
+ * streaming reads and writes inside curl's callbacks run on the loop (page
+ * cache speed on local disks; a slow network file system slows the loop).
  *
  * Keys are encoded once, by sigv4_uri_encode, for both the URL and the
  * signature, and curl is told not to touch the path (PATH_AS_IS).
@@ -59,12 +62,15 @@ struct s3_store {
 	uint64_t threshold, part_size;
 };
 
-enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST };
+enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT };
+
+enum part_state { PART_TODO, PART_INFLIGHT, PART_DONE };
 
 struct s3_part {
-	unsigned char md5[16];
+	unsigned char md5[16]; /* of the bytes sent */
+	char etag[72];         /* as the server returned it: Complete sends it back */
 	int attempts;
-	bool done;
+	enum part_state state;
 };
 
 struct s3_call;
@@ -94,7 +100,10 @@ struct store_req {
 	/* multipart */
 	char *upload_id;
 	struct s3_part *parts;
-	uint32_t nparts, next_part, parts_done;
+	uint64_t part_size;  /* of this upload: grows for huge objects */
+	uint32_t nparts;
+	uint32_t next_part;  /* no part below this index is waiting to be sent */
+	uint32_t parts_done;
 	int inflight;
 	bool failing;
 	struct err err; /* the first failure of a multipart upload */
@@ -123,7 +132,8 @@ struct s3_call {
 	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
 	uint32_t part;
 	call_done_fn on_done;
-	struct err local; /* a local failure met by a curl callback */
+	struct err local;  /* a local failure met by a curl callback */
+	char s3code[64];   /* the S3 error code of a failed answer, "" if none */
 };
 
 static void req_finish(struct store_req *r, const struct err *e);
@@ -240,6 +250,7 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 					    : "HTTPError");
 	}
 	code = x.code;
+	snprintf(c->s3code, sizeof(c->s3code), "%s", code);
 #define IS(s) (strcmp(code, s) == 0)
 	if (IS("NoSuchBucket"))
 		err_set(e, ERR_NOTFOUND,
@@ -561,16 +572,19 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 			c->hdrs = n;
 		}
 	}
-	if (strcmp(method, "POST") == 0 && c->post == NULL) {
-		/* curl would add a form Content-Type to an empty POST */
-		struct curl_slist *n = curl_slist_append(c->hdrs, "Content-Type:");
+	if (strcmp(method, "POST") == 0) {
+		/* curl would add a form Content-Type to a POST without one */
+		bool given = false;
 
 		for (size_t i = 0; i < nextra; i++)
-			if (strcasecmp(extra[i].name, "content-type") == 0)
-				n = c->hdrs; /* one was given */
-		if (n == NULL)
-			goto nomem;
-		c->hdrs = n;
+			given |= strcasecmp(extra[i].name, "content-type") == 0;
+		if (!given) {
+			struct curl_slist *n = curl_slist_append(c->hdrs, "Content-Type:");
+
+			if (n == NULL)
+				goto nomem;
+			c->hdrs = n;
+		}
 	}
 
 	curl_easy_setopt(c->easy, CURLOPT_URL, buf_str(&url));
@@ -709,19 +723,6 @@ static void req_finish(struct store_req *r, const struct err *e)
 	req_free(r);
 }
 
-/* Start a call or finish the operation with the reason it could not start. */
-static void start_or_fail(struct store_req *r, struct s3_call *c, const char *method,
-			  const struct qparam *q, size_t nq, const char *hash,
-			  const struct sigv4_pair *extra, size_t nextra)
-{
-	struct err e = {0};
-
-	if (!call_start(r, c, method, q, nq, hash, extra, nextra, &e)) {
-		call_free(c);
-		req_finish(r, &e);
-	}
-}
-
 /* single PUT */
 
 static void put_done(struct s3_call *c, const struct err *e)
@@ -768,18 +769,17 @@ static void put_done(struct s3_call *c, const struct err *e)
 	req_finish(r, NULL);
 }
 
-static void put_single(struct store_req *r)
+/* Start the PUT; false (nothing started, done() not called) on failure. */
+static bool put_single(struct store_req *r, struct err *e)
 {
 	struct s3_call *c = call_new(r, put_done, S3_ERROR_BODY_MAX);
 	struct sigv4_pair extra[2];
 	unsigned char b64[32];
 	size_t nx = 0;
-	struct err e;
 
 	if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
 		call_free(c);
-		req_finish(r, &(struct err){ERR_NOMEM, "out of memory"});
-		return;
+		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
 	EVP_EncodeBlock(b64, r->md5, 16);
@@ -789,52 +789,78 @@ static void put_single(struct store_req *r)
 	c->mem = r->mem;
 	c->in_fd = r->fd;
 	c->len = r->size;
-	(void)e;
-	start_or_fail(r, c, "PUT", NULL, 0, r->mem ? r->sha256 : SIGV4_UNSIGNED_PAYLOAD, extra,
-		      nx);
+	if (!call_start(r, c, "PUT", NULL, 0, r->mem ? r->sha256 : SIGV4_UNSIGNED_PAYLOAD, extra,
+			nx, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
 }
 
-/* hashing pass on the worker pool, for streamed single PUTs */
-
-static void hash_work(struct workq_job *job)
+/*
+ * Reading the source on the worker pool, off the loop: small objects are
+ * read whole and hashed (MD5 and SHA-256) in the same pass; larger ones
+ * are hashed (MD5) to get a Content-MD5 and then streamed.
+ */
+static void read_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char *buf = malloc(1 << 20);
+	size_t chunk = 1 << 20;
+	EVP_MD_CTX *md5 = EVP_MD_CTX_new(), *sha = NULL;
+	unsigned char *buf = NULL, digest[32];
+	unsigned int n = 32;
 	uint64_t off = 0;
 
-	if (ctx == NULL || buf == NULL) {
+	if (r->size <= S3_BUFFER_MAX) {
+		r->mem = malloc(r->size ? r->size : 1);
+		sha = EVP_MD_CTX_new();
+	} else
+		buf = malloc(chunk);
+	if (md5 == NULL || (r->size <= S3_BUFFER_MAX ? r->mem == NULL || sha == NULL : buf == NULL)) {
 		err_set(&r->err, ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+	EVP_DigestInit_ex(md5, EVP_md5(), NULL);
+	if (sha)
+		EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
 	while (off < r->size) {
-		size_t want = r->size - off < (1 << 20) ? (size_t)(r->size - off) : 1 << 20;
-		ssize_t n = pread(r->fd, buf, want, (off_t)off);
+		unsigned char *dst = r->mem ? r->mem + off : buf;
+		size_t want = r->size - off < chunk ? (size_t)(r->size - off) : chunk;
+		ssize_t k = pread(r->fd, dst, want, (off_t)off);
 
-		if (n < 0 && errno == EINTR)
+		if (k < 0 && errno == EINTR)
 			continue;
-		if (n <= 0) {
-			if (n < 0)
+		if (k <= 0) {
+			if (k < 0)
 				err_sys(&r->err, errno, "reading the source of \"%s\"", r->key);
 			else
 				err_set(&r->err, ERR_INTEGRITY,
-					"the source of \"%s\" is shorter than its size", r->key);
+					"the source of \"%s\" is shorter than %llu bytes; did it "
+					"change?",
+					r->key, (unsigned long long)r->size);
 			goto out;
 		}
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		off += (uint64_t)n;
+		EVP_DigestUpdate(md5, dst, (size_t)k);
+		if (sha)
+			EVP_DigestUpdate(sha, dst, (size_t)k);
+		off += (uint64_t)k;
 	}
-	md5_final(ctx, r->md5);
+	md5_final(md5, r->md5);
+	if (sha) {
+		EVP_DigestFinal_ex(sha, digest, &n);
+		hex_encode(digest, 32, r->sha256);
+	}
 	r->have_md5 = true;
 out:
-	EVP_MD_CTX_free(ctx);
+	EVP_MD_CTX_free(md5);
+	EVP_MD_CTX_free(sha);
 	free(buf);
 }
 
-static void hash_done(struct workq_job *job)
+static void read_done(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
+	struct err e = {0};
 
 	r->in_pool = false;
 	if (r->finished) { /* cancelled meanwhile */
@@ -842,12 +868,12 @@ static void hash_done(struct workq_job *job)
 		return;
 	}
 	if (!r->have_md5) {
-		struct err e = r->err;
-
+		e = r->err;
 		req_finish(r, &e);
 		return;
 	}
-	put_single(r);
+	if (!put_single(r, &e))
+		req_finish(r, &e);
 }
 
 /* multipart */
@@ -864,14 +890,31 @@ static void abort_done(struct s3_call *c, const struct err *e)
 			 "a bucket lifecycle rule for incomplete uploads cleans it up",
 			 r->st->base.cfg->name, r->key, e->msg);
 	call_free(c);
+	if (r->kind == S3_ABORT) { /* detached, after a cancel: nobody waits */
+		req_free(r);
+		return;
+	}
 	req_finish(r, &saved);
+}
+
+static bool abort_start(struct store_req *r, struct err *e)
+{
+	struct s3_call *c = call_new(r, abort_done, S3_ERROR_BODY_MAX);
+	struct qparam q[1] = {{"uploadId", r->upload_id}};
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	if (!call_start(r, c, "DELETE", q, 1, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
 }
 
 /* Record the first failure; once nothing is in flight, abort the upload. */
 static void mpu_fail(struct store_req *r, const struct err *e)
 {
-	struct s3_call *c;
-	struct qparam q[1];
+	struct err e2 = {0};
 
 	if (e && !r->failing) {
 		r->failing = true;
@@ -879,29 +922,10 @@ static void mpu_fail(struct store_req *r, const struct err *e)
 	}
 	if (r->inflight > 0)
 		return;
-	if (r->upload_id == NULL) {
+	if (r->upload_id == NULL || !abort_start(r, &e2)) {
 		struct err saved = r->err;
 
 		req_finish(r, &saved);
-		return;
-	}
-	c = call_new(r, abort_done, S3_ERROR_BODY_MAX);
-	if (c == NULL) {
-		struct err saved = r->err;
-
-		req_finish(r, &saved);
-		return;
-	}
-	q[0] = (struct qparam){"uploadId", r->upload_id};
-	{
-		struct err e2 = {0};
-
-		if (!call_start(r, c, "DELETE", q, 1, SIGV4_EMPTY_SHA256, NULL, 0, &e2)) {
-			struct err saved = r->err;
-
-			call_free(c);
-			req_finish(r, &saved);
-		}
 	}
 }
 
@@ -936,7 +960,8 @@ static void complete_done(struct s3_call *c, const struct err *e)
 		mpu_fail(r, &pe);
 		return;
 	}
-	/* The ETag of a multipart object is MD5(part MD5s) "-" part count. */
+	/* The ETag of a multipart object is MD5(part MD5s) "-" part count
+	 * (where ETags are MD5s at all: not with SSE-KMS or SSE-C). */
 	ctx = EVP_MD_CTX_new();
 	if (ctx) {
 		EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
@@ -981,13 +1006,9 @@ static void mpu_complete(struct store_req *r)
 		return;
 	}
 	buf_puts(&body, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
-	for (uint32_t i = 0; i < r->nparts; i++) {
-		char hex[33];
-
-		hex_encode(r->parts[i].md5, 16, hex);
+	for (uint32_t i = 0; i < r->nparts; i++)
 		buf_printf(&body, "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>",
-			   i + 1, hex);
-	}
+			   i + 1, r->parts[i].etag);
 	buf_puts(&body, "</CompleteMultipartUpload>");
 	if (!buf_ok(&body, &e)) {
 		call_free(c);
@@ -1003,7 +1024,6 @@ static void mpu_complete(struct store_req *r)
 		r->inflight--;
 		call_free(c);
 		mpu_fail(r, &e);
-		return;
 	}
 }
 
@@ -1018,12 +1038,18 @@ static void part_done(struct s3_call *c, const struct err *e)
 	if (!e) {
 		md5_final(c->md5, p->md5);
 		response_etag(c->easy, etag, sizeof(etag));
-		if (etag_is_md5(etag) && etag_comparable(c->easy) && !etag_matches(etag, p->md5)) {
+		if (etag[0] == '\0') {
+			err_set(&pe, ERR_TRANSIENT, "part %u of \"%s\": the server gave no ETag",
+				c->part, r->key);
+			e = &pe;
+		} else if (etag_is_md5(etag) && etag_comparable(c->easy) &&
+			   !etag_matches(etag, p->md5)) {
 			err_set(&pe, ERR_INTEGRITY,
 				"part %u of \"%s\": the server stored different bytes (ETag %s)",
 				c->part, r->key, etag);
 			e = &pe;
-		}
+		} else
+			snprintf(p->etag, sizeof(p->etag), "%s", etag);
 	} else {
 		pe = *e;
 		e = &pe;
@@ -1031,17 +1057,20 @@ static void part_done(struct s3_call *c, const struct err *e)
 	if (e && err_retryable(e->code) && p->attempts < S3_PART_ATTEMPTS && !r->failing) {
 		log_debug("store \"%s\": retrying part %u of \"%s\": %s", r->st->base.cfg->name,
 			  c->part, r->key, e->msg);
-		r->next_part = r->next_part < c->part - 1 ? r->next_part : c->part - 1;
+		p->state = PART_TODO;
+		if (c->part - 1 < r->next_part)
+			r->next_part = c->part - 1;
 		call_free(c);
 		mpu_pump(r);
 		return;
 	}
 	call_free(c);
 	if (e) {
+		p->state = PART_TODO;
 		mpu_fail(r, e);
 		return;
 	}
-	p->done = true;
+	p->state = PART_DONE;
 	r->parts_done++;
 	mpu_pump(r);
 }
@@ -1052,15 +1081,14 @@ static void mpu_pump(struct store_req *r)
 		mpu_fail(r, NULL);
 		return;
 	}
-	while (r->inflight < S3_PART_PARALLEL && r->next_part < r->nparts) {
-		uint32_t i = r->next_part++;
+	for (uint32_t i = r->next_part; i < r->nparts && r->inflight < S3_PART_PARALLEL; i++) {
 		struct s3_part *p = &r->parts[i];
 		struct s3_call *c;
 		struct qparam q[2];
 		char num[16];
 		struct err e = {0};
 
-		if (p->done)
+		if (p->state != PART_TODO)
 			continue;
 		c = call_new(r, part_done, S3_ERROR_BODY_MAX);
 		if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
@@ -1071,22 +1099,21 @@ static void mpu_pump(struct store_req *r)
 		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
 		c->part = i + 1;
 		c->in_fd = r->fd;
-		c->off = (uint64_t)i * r->st->part_size;
-		c->len = r->size - c->off < r->st->part_size ? r->size - c->off : r->st->part_size;
+		c->off = (uint64_t)i * r->part_size;
+		c->len = r->size - c->off < r->part_size ? r->size - c->off : r->part_size;
 		p->attempts++;
 		snprintf(num, sizeof(num), "%u", i + 1);
 		q[0] = (struct qparam){"partNumber", num};
 		q[1] = (struct qparam){"uploadId", r->upload_id};
-		r->inflight++;
 		if (!call_start(r, c, "PUT", q, 2, SIGV4_UNSIGNED_PAYLOAD, NULL, 0, &e)) {
-			r->inflight--;
 			call_free(c);
 			mpu_fail(r, &e);
 			return;
 		}
+		p->state = PART_INFLIGHT;
+		r->inflight++;
 	}
-	/* skip over parts already done after a retry rewound next_part */
-	while (r->next_part < r->nparts && r->parts[r->next_part].done)
+	while (r->next_part < r->nparts && r->parts[r->next_part].state == PART_DONE)
 		r->next_part++;
 	if (r->parts_done == r->nparts && r->inflight == 0)
 		mpu_complete(r);
@@ -1113,40 +1140,36 @@ static void create_done(struct s3_call *c, const struct err *e)
 	mpu_pump(r);
 }
 
-static void put_multipart(struct store_req *r)
+/* Start CreateMultipartUpload; false (nothing started) on failure. */
+static bool put_multipart(struct store_req *r, struct err *e)
 {
-	struct s3_call *c = call_new(r, create_done, S3_ERROR_BODY_MAX);
+	struct s3_call *c;
 	uint64_t part = r->st->part_size;
 	struct qparam q[1] = {{"uploads", ""}};
 	struct sigv4_pair extra[1];
 	size_t nx = 0;
-	struct err e = {0};
 
-	/* at most 10,000 parts: grow the part size in whole MiB when needed */
+	/* at most 10,000 parts: grow this upload's part size in whole MiB */
 	if ((r->size + part - 1) / part > S3_MAX_PARTS) {
 		part = (r->size + S3_MAX_PARTS - 1) / S3_MAX_PARTS;
 		part = (part + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
 	}
+	r->part_size = part;
 	r->nparts = (uint32_t)((r->size + part - 1) / part);
 	r->parts = calloc(r->nparts, sizeof(*r->parts));
+	c = call_new(r, create_done, S3_ERROR_BODY_MAX);
 	if (c == NULL || r->parts == NULL) {
 		call_free(c);
-		req_finish(r, &(struct err){ERR_NOMEM, "out of memory"});
-		return;
-	}
-	/* per-operation part size lives in the store; keep it per request */
-	if (part != r->st->part_size) {
-		/* rare: huge object; parts of this request use the larger size */
-		r->st->part_size = part; /* store-wide default grows; harmless */
+		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	if (r->content_type[0])
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
-	r->inflight++;
-	if (!call_start(r, c, "POST", q, 1, SIGV4_EMPTY_SHA256, extra, nx, &e)) {
-		r->inflight--;
+	if (!call_start(r, c, "POST", q, 1, SIGV4_EMPTY_SHA256, extra, nx, e)) {
 		call_free(c);
-		req_finish(r, &e);
+		return false;
 	}
+	r->inflight++;
+	return true;
 }
 
 static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
@@ -1155,6 +1178,7 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 {
 	struct s3_store *st = (struct s3_store *)s;
 	struct store_req *r;
+	bool started;
 
 	if (key == NULL || key[0] == '\0' || strlen(key) > 1024)
 		return err_set(e, ERR_INVALID, "store \"%s\": an S3 key is 1 to 1024 bytes",
@@ -1167,68 +1191,27 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 	r->info = out;
 	if (known && known->content_type[0])
 		snprintf(r->content_type, sizeof(r->content_type), "%s", known->content_type);
-	if (known && known->has_md5) {
+	if (known && known->has_md5 && size > S3_BUFFER_MAX) {
 		memcpy(r->md5, known->md5, 16);
 		r->have_md5 = true;
 	}
+	if (size > st->threshold)
+		started = put_multipart(r, e);
+	else if (r->have_md5)
+		started = put_single(r, e); /* streamed, Content-MD5 already known */
+	else {
+		r->job.work = read_work;
+		r->job.done = read_done;
+		r->in_pool = true;
+		workq_submit(s->env.wq, &r->job);
+		started = true;
+	}
+	if (!started) {
+		req_free(r);
+		err_prefix(e, "store \"%s\": ", s->cfg->name);
+		return false;
+	}
 	*req = r;
-	if (size > st->threshold) {
-		put_multipart(r);
-		return true;
-	}
-	if (size <= S3_BUFFER_MAX) {
-		EVP_MD_CTX *ctx;
-		unsigned char sha[32];
-		unsigned int n = 32;
-		uint64_t got = 0;
-
-		r->mem = malloc(size ? size : 1);
-		if (r->mem == NULL) {
-			req_free(r);
-			return err_set(e, ERR_NOMEM, "out of memory");
-		}
-		while (got < size) {
-			ssize_t k = pread(fd, r->mem + got, size - got, (off_t)got);
-
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k <= 0) {
-				if (k < 0)
-					err_sys(e, errno, "reading the source of \"%s\"", key);
-				else
-					err_set(e, ERR_INTEGRITY,
-						"the source of \"%s\" is shorter than %llu bytes", key,
-						(unsigned long long)size);
-				req_free(r);
-				return false;
-			}
-			got += (uint64_t)k;
-		}
-		ctx = EVP_MD_CTX_new();
-		if (ctx == NULL) {
-			req_free(r);
-			return err_set(e, ERR_NOMEM, "out of memory");
-		}
-		EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
-		EVP_DigestUpdate(ctx, r->mem, size);
-		md5_final(ctx, r->md5);
-		EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-		EVP_DigestUpdate(ctx, r->mem, size);
-		EVP_DigestFinal_ex(ctx, sha, &n);
-		EVP_MD_CTX_free(ctx);
-		hex_encode(sha, 32, r->sha256);
-		r->have_md5 = true;
-		put_single(r);
-		return true;
-	}
-	if (r->have_md5) {
-		put_single(r);
-		return true;
-	}
-	r->job.work = hash_work;
-	r->job.done = hash_done;
-	r->in_pool = true;
-	workq_submit(s->env.wq, &r->job);
 	return true;
 }
 
@@ -1250,6 +1233,13 @@ static void get_done(struct s3_call *c, const struct err *e)
 	}
 	fill_info(c, &info);
 	md5_final(c->md5, got);
+	if (info.size == 0 && c->received > 0) {
+		curl_off_t len = -1;
+
+		curl_easy_getinfo(c->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+		if (len < 0)
+			info.size = c->received; /* chunked: curl checked the framing */
+	}
 	if (c->received != info.size) {
 		err_set(&ie, ERR_INTEGRITY, "GET \"%s\": received %llu of %llu bytes", r->key,
 			(unsigned long long)c->received, (unsigned long long)info.size);
@@ -1323,8 +1313,7 @@ static void del_done(struct s3_call *c, const struct err *e)
 	struct store_req *r = c->r;
 
 	/* Deleting what is not there succeeds. */
-	if (e && e->code == ERR_NOTFOUND && c->status == 404 &&
-	    strstr(e->msg, "NoSuchBucket") == NULL)
+	if (e && c->status == 404 && strcmp(c->s3code, "NoSuchBucket") != 0)
 		e = NULL;
 	if (e) {
 		struct err copy = *e;
@@ -1452,11 +1441,24 @@ static bool s3_list(struct store *s, const char *prefix, const char *token,
 
 static void s3_cancel(struct store *s, struct store_req *r)
 {
-	(void)s;
+	struct store_req *a;
+	struct err e = {0};
+
 	r->cancelled = true;
 	r->finished = true;
 	if (r->in_pool)
-		return; /* hash_done frees it */
+		return; /* read_done frees it */
+	/* An open multipart upload is aborted in the background, so its parts
+	 * are not kept (and billed) until a lifecycle rule removes them. */
+	if (r->upload_id && (a = req_new(r->st, S3_ABORT, r->key, NULL, NULL, &e)) != NULL) {
+		a->upload_id = r->upload_id;
+		r->upload_id = NULL;
+		if (!abort_start(a, &e)) {
+			log_warn("store \"%s\": could not abort the multipart upload of \"%s\": %s",
+				 s->cfg->name, a->key, e.msg);
+			req_free(a);
+		}
+	}
 	req_free(r);
 }
 
@@ -1495,6 +1497,14 @@ static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, st
 	bool ok = false;
 
 	(void)env;
+	{
+		struct curl_header *h;
+
+		if (curl_easy_header(NULL, "ETag", 0, CURLH_HEADER, -1, &h) == CURLHE_NOT_BUILT_IN)
+			return err_set(e, ERR_CONFIG,
+				       "this libcurl lacks the header API (7.84+) that ETag checks "
+				       "need");
+	}
 	if (cfg->endpoint == NULL || cfg->bucket == NULL)
 		return err_set(e, ERR_CONFIG, "endpoint and bucket are required");
 	if (cfg->access_key_id == NULL || cfg->secret_access_key == NULL)

@@ -73,10 +73,12 @@ static void wait_done(void *arg, const struct err *e)
 	}
 }
 
-static bool wait_for(struct store *s, struct waiter *w, struct err *e)
+static bool wait_for(struct store *s, struct store_req *r, struct waiter *w, struct err *e)
 {
-	if (!loop_run_until(s->env.loop, &w->done, e))
+	if (!loop_run_until(s->env.loop, &w->done, e)) {
+		s->ops->cancel(s, r); /* w is on our stack: nobody may call it later */
 		return false;
+	}
 	if (w->failed) {
 		if (e)
 			*e = w->err;
@@ -93,7 +95,7 @@ bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
 
 	if (!s->ops->put(s, key, fd, size, NULL, out, wait_done, &w, &r, e))
 		return false;
-	return wait_for(s, &w, e);
+	return wait_for(s, r, &w, e);
 }
 
 bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
@@ -104,7 +106,7 @@ bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *o
 
 	if (!s->ops->get(s, key, fd, out, wait_done, &w, &r, e))
 		return false;
-	return wait_for(s, &w, e);
+	return wait_for(s, r, &w, e);
 }
 
 bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e)
@@ -114,7 +116,7 @@ bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, str
 
 	if (!s->ops->stat(s, key, out, wait_done, &w, &r, e))
 		return false;
-	return wait_for(s, &w, e);
+	return wait_for(s, r, &w, e);
 }
 
 bool store_del_sync(struct store *s, const char *key, struct err *e)
@@ -124,7 +126,7 @@ bool store_del_sync(struct store *s, const char *key, struct err *e)
 
 	if (!s->ops->del(s, key, wait_done, &w, &r, e))
 		return false;
-	return wait_for(s, &w, e);
+	return wait_for(s, r, &w, e);
 }
 
 bool store_list_sync(struct store *s, const char *prefix, const char *token,
@@ -135,5 +137,5 @@ bool store_list_sync(struct store *s, const char *prefix, const char *token,
 
 	if (!s->ops->list(s, prefix, token, out, wait_done, &w, &r, e))
 		return false;
-	return wait_for(s, &w, e);
+	return wait_for(s, r, &w, e);
 }

@@ -375,6 +375,78 @@ static void test_short_source(void)
 	close(src);
 }
 
+/* Cancel operations in flight, then close the descriptors and free the
+ * outputs at once: nothing may touch them afterwards (ASan watches), and a
+ * cancelled multipart upload must not stay open (the driver checks). */
+static void test_cancel(void)
+{
+	uint64_t big = fs_backend ? 4u << 20 : S->cfg->multipart_threshold + 4 * S->cfg->part_size;
+	int src = make_content(big, 31), dst = tmpfile_fd();
+	struct obj_info *pi = calloc(1, sizeof(*pi)), *gi = calloc(1, sizeof(*gi));
+	struct store_list *li = calloc(1, sizeof(*li));
+	struct store_req *rp, *rg, *rl;
+	struct batch b = {0};
+	struct err e = {0};
+	uint64_t until;
+	bool started;
+
+	round_trip("object to read while cancelling", pkey("cancel/src"), 1000, 32, 0);
+	started = S->ops->put(S, pkey("cancel/big"), src, big, NULL, pi, batch_done, &b, &rp, &e);
+	ok(started, "start a big put");
+	/* let a multipart upload get its id and start parts */
+	until = loop_clock_ms() + 40;
+	while (loop_clock_ms() < until && loop_run_once(S->env.loop, 50, &e))
+		;
+	ok(S->ops->get(S, pkey("cancel/src"), dst, gi, batch_done, &b, &rg, &e), "start a get");
+	ok(S->ops->list(S, pkey("cancel/"), NULL, li, batch_done, &b, &rl, &e), "start a list");
+	if (started && b.done == 0)
+		S->ops->cancel(S, rp);
+	tap_diag("the put was %s when cancelled", b.done ? "already done" : "in flight");
+	S->ops->cancel(S, rg);
+	S->ops->cancel(S, rl);
+	close(src);
+	close(dst);
+	free(pi);
+	free(gi);
+	free(li);
+	/* give background work (an abort, pool jobs) time to end */
+	until = loop_clock_ms() + 1500;
+	while (loop_clock_ms() < until && loop_run_once(S->env.loop, 50, &e))
+		;
+	ok(b.done <= 1, "no callback after cancel (%d)", b.done);
+	ok(store_del_sync(S, pkey("cancel/big"), &e), "the store works on after cancels");
+}
+
+/* fs: puts into fresh directories while deletes prune emptied siblings. */
+static void test_put_delete_race(void)
+{
+	struct batch b = {0};
+	struct err e = {0};
+	int src = make_content(10, 55), ok_puts = 0, i;
+	char key[256];
+	struct store_req *r;
+
+	for (i = 0; i < 600 || b.inflight > 0;) {
+		while (b.inflight < 16 && i < 600) {
+			snprintf(key, sizeof(key), "%srace/d%d/e%d/f", PREFIX, i % 7, i % 13);
+			if (i % 3 == 2) {
+				if (S->ops->del(S, key, batch_done, &b, &r, &e))
+					b.inflight++;
+			} else if (S->ops->put(S, key, src, 10, NULL, NULL, batch_done, &b, &r, &e)) {
+				b.inflight++;
+				ok_puts++;
+			}
+			i++;
+		}
+		if (!loop_run_once(S->env.loop, -1, &e))
+			break;
+	}
+	if (!ok(b.failed == 0, "%d puts racing deletes that prune directories: none failed",
+		ok_puts))
+		tap_diag("%d failed, last: %s", b.failed, b.last.msg);
+	close(src);
+}
+
 /* fs only: nothing under the root may lead outside it. */
 static void test_fs_containment(void)
 {
@@ -558,8 +630,11 @@ int main(int argc, char **argv)
 		test_listing();
 		test_short_source();
 		test_url();
-		if (fs_backend)
+		test_cancel();
+		if (fs_backend) {
 			test_fs_containment();
+			test_put_delete_race();
+		}
 		if (seeded)
 			test_seeded(seeded);
 		rc = tap_done();
