@@ -16,15 +16,16 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: imgsyncd [-v] [-c FILE] [--check-config]\n"
-		   "       imgsyncd --version | --help\n"
-		   "\n"
-		   "  -c, --config FILE   configuration file (default %s)\n"
-		   "  -n, --check-config  validate the configuration and exit (0 ok, 78 not)\n"
-		   "  -v, --verbose       log more detail (repeat for more)\n"
-		   "  -V, --version       print the version and exit\n"
-		   "  -h, --help          print this help and exit\n",
-		   CONF_DEFAULT_PATH);
+	fprintf(f,
+		"usage: imgsyncd [-v] [-c FILE] [--check-config]\n"
+		"       imgsyncd --version | --help\n"
+		"\n"
+		"  -c, --config FILE   configuration file (default %s)\n"
+		"  -n, --check-config  validate the configuration and exit (0 ok, 78 not)\n"
+		"  -v, --verbose       log more detail (repeat for more)\n"
+		"  -V, --version       print the version and exit\n"
+		"  -h, --help          print this help and exit\n",
+		CONF_DEFAULT_PATH);
 }
 
 /* Open every store without touching the network: catches what the parser
@@ -50,7 +51,8 @@ static bool check_stores(const struct conf *c, bool check_only, struct err *e)
 			continue;
 		}
 		if (check_only && e->code == ERR_NOTFOUND) {
-			fprintf(stderr, "%s:%d: warning: %s; imgsyncd will not start until it does\n",
+			fprintf(stderr,
+				"%s:%d: warning: %s; imgsyncd will not start until it does\n",
 				c->path, c->stores[i].line, e->msg);
 			continue;
 		}
@@ -70,12 +72,9 @@ static bool check_stores(const struct conf *c, bool check_only, struct err *e)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"check-config", no_argument, NULL, 'n'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"version", no_argument, NULL, 'V'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'n'},
+	    {"verbose", no_argument, NULL, 'v'},      {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	const char *path = CONF_DEFAULT_PATH;
 	bool check = false;
@@ -125,8 +124,9 @@ int main(int argc, char **argv)
 		conf_free(conf);
 		return EX_OK;
 	}
-	fprintf(stderr, "imgsyncd: %s is valid, but this build has no sync service yet; "
-			"use --check-config\n",
+	fprintf(stderr,
+		"imgsyncd: %s is valid, but this build has no sync service yet; "
+		"use --check-config\n",
 		path);
 	conf_free(conf);
 	return EX_UNAVAILABLE;

@@ -23,7 +23,10 @@ struct buf {
 	bool oom;   /* sticky: an append failed; the contents are truncated */
 };
 
-#define BUF_INIT {NULL, 0, 0, false}
+#define BUF_INIT                                                                                   \
+	{                                                                                          \
+		NULL, 0, 0, false                                                                  \
+	}
 
 bool buf_reserve(struct buf *b, size_t extra) WUR;
 /* Appends never fail loudly; they set b->oom, checked once with buf_ok(). */
@@ -44,7 +47,7 @@ char *buf_steal(struct buf *b);
 /* Small helpers used across modules. */
 void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 bool hex_decode(const char *in, size_t len, unsigned char *out /* len/2 */);
-char *xstrdup(const char *s);     /* NULL in, NULL out; aborts never */
-void secure_free(char *s);        /* wipes a secret string, then frees it */
+char *xstrdup(const char *s); /* NULL in, NULL out; aborts never */
+void secure_free(char *s);    /* wipes a secret string, then frees it */
 
 #endif

@@ -85,15 +85,15 @@ void err_clear(struct err *e)
 const char *err_code_name(enum err_code code)
 {
 	static const char *const names[] = {
-		[ERR_OK] = "ok",
-		[ERR_INVALID] = "invalid",
-		[ERR_NOTFOUND] = "not-found",
-		[ERR_DENIED] = "denied",
-		[ERR_TRANSIENT] = "transient",
-		[ERR_INTEGRITY] = "integrity",
-		[ERR_CONFIG] = "config",
-		[ERR_IO] = "io",
-		[ERR_NOMEM] = "no-memory",
+	    [ERR_OK] = "ok",
+	    [ERR_INVALID] = "invalid",
+	    [ERR_NOTFOUND] = "not-found",
+	    [ERR_DENIED] = "denied",
+	    [ERR_TRANSIENT] = "transient",
+	    [ERR_INTEGRITY] = "integrity",
+	    [ERR_CONFIG] = "config",
+	    [ERR_IO] = "io",
+	    [ERR_NOMEM] = "no-memory",
 	};
 
 	if ((unsigned)code < sizeof(names) / sizeof(names[0]) && names[code])

@@ -14,7 +14,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 
-#define WUR __attribute__((warn_unused_result))
+#define WUR	     __attribute__((warn_unused_result))
 #define PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 enum err_code {
@@ -25,7 +25,7 @@ enum err_code {
 	ERR_TRANSIENT, /* network trouble, 5xx, throttling: retry later */
 	ERR_INTEGRITY, /* checksum or size mismatch: retry the transfer */
 	ERR_CONFIG,    /* configuration error */
-	ERR_IO,        /* local system error (disk full, permission, ...) */
+	ERR_IO,	       /* local system error (disk full, permission, ...) */
 	ERR_NOMEM,     /* out of memory */
 };
 

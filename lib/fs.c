@@ -37,7 +37,7 @@
 
 #include "key.h"
 
-#define FS_TMP_TAG ".imgsync-"
+#define FS_TMP_TAG   ".imgsync-"
 #define FS_LIST_PAGE 1000
 
 struct fs_store {
@@ -65,7 +65,7 @@ struct store_req {
 	enum fs_op op;
 	char *key;   /* or the list prefix */
 	char *token; /* list */
-	int fd;      /* our dup of the caller's descriptor, or -1 */
+	int fd;	     /* our dup of the caller's descriptor, or -1 */
 	uint64_t size;
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
@@ -80,9 +80,9 @@ struct store_req {
 static int fs_openat2(int dirfd, const char *path, int flags, mode_t mode)
 {
 	struct open_how how = {
-		.flags = (uint64_t)flags | O_CLOEXEC,
-		.mode = mode,
-		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	    .flags = (uint64_t)flags | O_CLOEXEC,
+	    .mode = mode,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
 
 	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
@@ -266,7 +266,8 @@ static bool copy_fd(int in, int out, uint64_t size, uint64_t *copied, struct err
 		if (n == 0)
 			return true;
 		for (ssize_t done = 0; done < n; done += w) {
-			w = pwrite(out, buf + done, (size_t)(n - done), (off_t)(*copied + (uint64_t)done));
+			w = pwrite(out, buf + done, (size_t)(n - done),
+				   (off_t)(*copied + (uint64_t)done));
 			if (w < 0 && errno == EINTR)
 				w = 0;
 			else if (w < 0)
@@ -315,8 +316,8 @@ static bool do_put(struct store_req *r)
 		for (int i = 0; i < 100 && fd < 0; i++) {
 			snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", name,
 				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
-			fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-				    0644);
+			fd = openat(dirfd, tmp,
+				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 			if (fd < 0 && errno != EEXIST)
 				break;
 		}
@@ -339,9 +340,10 @@ static bool do_put(struct store_req *r)
 		goto out;
 	}
 	if (copied != r->size) {
-		err_set(e, ERR_INTEGRITY,
-			"the source of \"%s\" ended after %llu of %llu bytes (changed while copying?)",
-			r->key, (unsigned long long)copied, (unsigned long long)r->size);
+		err_set(
+		    e, ERR_INTEGRITY,
+		    "the source of \"%s\" ended after %llu of %llu bytes (changed while copying?)",
+		    r->key, (unsigned long long)copied, (unsigned long long)r->size);
 		goto out;
 	}
 	if (st->fsync && fsync(fd) < 0) {
@@ -452,7 +454,8 @@ static bool do_del(struct store_req *r)
 	split_key(r->key, dir, sizeof(dir), &name);
 	/* a directory is not an object: nothing to delete either */
 	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT && errno != EISDIR) {
-		err_sys(&r->err, errno, "cannot delete \"%s\" under %s", r->key, st->base.cfg->root);
+		err_sys(&r->err, errno, "cannot delete \"%s\" under %s", r->key,
+			st->base.cfg->root);
 		close(dirfd);
 		return false;
 	}
@@ -496,7 +499,8 @@ struct lent {
 static int lent_cmp(const void *a, const void *b)
 {
 	const struct lent *x = a, *y = b;
-	const unsigned char *p = (const unsigned char *)x->name, *q = (const unsigned char *)y->name;
+	const unsigned char *p = (const unsigned char *)x->name,
+			    *q = (const unsigned char *)y->name;
 
 	/* Compare as the keys they lead to: a directory "d" as "d/". */
 	for (;; p++, q++) {
@@ -821,9 +825,8 @@ static bool fs_del(struct store *s, const char *key, store_done_fn done, void *a
 	return true;
 }
 
-static bool fs_list(struct store *s, const char *prefix, const char *token,
-		    struct store_list *out, store_done_fn done, void *arg, struct store_req **req,
-		    struct err *e)
+static bool fs_list(struct store *s, const char *prefix, const char *token, struct store_list *out,
+		    store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
@@ -931,15 +934,15 @@ static void fs_close(struct store *s)
 }
 
 const struct store_ops fs_store_ops = {
-	.type = "fs",
-	.shape = LAYOUT_SHAPE_FS,
-	.open = fs_open_store,
-	.close = fs_close,
-	.put = fs_put,
-	.get = fs_get,
-	.stat = fs_stat,
-	.del = fs_del,
-	.list = fs_list,
-	.cancel = fs_cancel,
-	.url = fs_url,
+    .type = "fs",
+    .shape = LAYOUT_SHAPE_FS,
+    .open = fs_open_store,
+    .close = fs_close,
+    .put = fs_put,
+    .get = fs_get,
+    .stat = fs_stat,
+    .del = fs_del,
+    .list = fs_list,
+    .cancel = fs_cancel,
+    .url = fs_url,
 };

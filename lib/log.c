@@ -40,7 +40,7 @@ void log_set_verbosity(int verbosity)
 
 void log_msg(int prio, const struct log_fields *f, const char *fmt, ...)
 {
-	static const char *const names[] = {"emerg", "alert", "crit", "error",
+	static const char *const names[] = {"emerg",   "alert",	 "crit", "error",
 					    "warning", "notice", "info", "debug"};
 	char msg[2048];
 	va_list ap;
@@ -55,13 +55,13 @@ void log_msg(int prio, const struct log_fields *f, const char *fmt, ...)
 		char mig[32];
 
 		snprintf(mig, sizeof(mig), "%lld", f ? f->migration : 0);
-		sd_journal_send("MESSAGE=%s", msg, "PRIORITY=%d", prio,
-				"SYSLOG_IDENTIFIER=%s", log_ident,
-				f && f->key ? "IMGSYNC_KEY=%s" : "IMGSYNC_KEY=", f && f->key ? f->key : "",
-				f && f->store ? "IMGSYNC_STORE=%s" : "IMGSYNC_STORE=",
-				f && f->store ? f->store : "",
-				f && f->migration ? "IMGSYNC_MIGRATION=%s" : "IMGSYNC_MIGRATION=",
-				f && f->migration ? mig : "", NULL);
+		sd_journal_send(
+		    "MESSAGE=%s", msg, "PRIORITY=%d", prio, "SYSLOG_IDENTIFIER=%s", log_ident,
+		    f && f->key ? "IMGSYNC_KEY=%s" : "IMGSYNC_KEY=", f && f->key ? f->key : "",
+		    f && f->store ? "IMGSYNC_STORE=%s" : "IMGSYNC_STORE=",
+		    f && f->store ? f->store : "",
+		    f && f->migration ? "IMGSYNC_MIGRATION=%s" : "IMGSYNC_MIGRATION=",
+		    f && f->migration ? mig : "", NULL);
 		return;
 	}
 	fprintf(stderr, "%s: %s: %s\n", log_ident, names[prio & 7], msg);

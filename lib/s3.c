@@ -43,21 +43,21 @@
 #include "s3_xml.h"
 #include "sigv4.h"
 
-#define S3_BUFFER_MAX (1024 * 1024)
-#define S3_PART_PARALLEL 4
-#define S3_PART_ATTEMPTS 3
-#define S3_MAX_PARTS 10000
-#define S3_MIN_PART (5ull * 1024 * 1024)
-#define S3_LIST_BODY_MAX (32u * 1024 * 1024)
+#define S3_BUFFER_MAX	  (1024 * 1024)
+#define S3_PART_PARALLEL  4
+#define S3_PART_ATTEMPTS  3
+#define S3_MAX_PARTS	  10000
+#define S3_MIN_PART	  (5ull * 1024 * 1024)
+#define S3_LIST_BODY_MAX  (32u * 1024 * 1024)
 #define S3_ERROR_BODY_MAX (64u * 1024)
-#define S3_MAX_HEADERS 8
+#define S3_MAX_HEADERS	  8
 
 struct s3_store {
 	struct store base;
-	char *url_base;    /* "https://bucket.host:port" or "http://host:port" */
-	char *host_hdr;    /* value of Host: */
+	char *url_base;	   /* "https://bucket.host:port" or "http://host:port" */
+	char *host_hdr;	   /* value of Host: */
 	char *bucket_path; /* raw path of the bucket: "/base/bucket" or "/base" or "" */
-	char *endpoint;    /* for messages */
+	char *endpoint;	   /* for messages */
 	struct sigv4_creds creds;
 	uint64_t threshold, part_size;
 };
@@ -68,7 +68,7 @@ enum part_state { PART_TODO, PART_INFLIGHT, PART_DONE };
 
 struct s3_part {
 	unsigned char md5[16]; /* of the bytes sent */
-	char etag[72];         /* as the server returned it: Complete sends it back */
+	char etag[72];	       /* as the server returned it: Complete sends it back */
 	int attempts;
 	enum part_state state;
 };
@@ -100,9 +100,9 @@ struct store_req {
 	/* multipart */
 	char *upload_id;
 	struct s3_part *parts;
-	uint64_t part_size;  /* of this upload: grows for huge objects */
+	uint64_t part_size; /* of this upload: grows for huge objects */
 	uint32_t nparts;
-	uint32_t next_part;  /* no part below this index is waiting to be sent */
+	uint32_t next_part; /* no part below this index is waiting to be sent */
 	uint32_t parts_done;
 	int inflight;
 	bool failing;
@@ -132,8 +132,8 @@ struct s3_call {
 	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
 	uint32_t part;
 	call_done_fn on_done;
-	struct err local;  /* a local failure met by a curl callback */
-	char s3code[64];   /* the S3 error code of a failed answer, "" if none */
+	struct err local; /* a local failure met by a curl callback */
+	char s3code[64];  /* the S3 error code of a failed answer, "" if none */
 };
 
 static void req_finish(struct store_req *r, const struct err *e);
@@ -318,8 +318,7 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 #undef IS
 }
 
-static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode rc,
-			      struct err *e)
+static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode rc, struct err *e)
 {
 	const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
 
@@ -361,8 +360,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
 	if (c->out_fd >= 0 && status >= 200 && status < 300) {
 		for (size_t done = 0; done < n;) {
-			ssize_t w = pwrite(c->out_fd, data + done, n - done,
-					   (off_t)(c->received + done));
+			ssize_t w =
+			    pwrite(c->out_fd, data + done, n - done, (off_t)(c->received + done));
 
 			if (w < 0 && errno == EINTR)
 				continue;
@@ -535,14 +534,14 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	for (size_t i = 0; i < nextra && nh < sizeof(hdrs) / sizeof(hdrs[0]); i++)
 		hdrs[nh++] = extra[i];
 	sr = (struct sigv4_request){
-		.method = method,
-		.path = buf_str(&path),
-		.path_len = path.len,
-		.query = qs,
-		.nquery = nq,
-		.headers = hdrs,
-		.nheaders = nh,
-		.payload_hash = payload_hash,
+	    .method = method,
+	    .path = buf_str(&path),
+	    .path_len = path.len,
+	    .query = qs,
+	    .nquery = nq,
+	    .headers = hdrs,
+	    .nheaders = nh,
+	    .payload_hash = payload_hash,
 	};
 	if (!buf_ok(&path, e) || !buf_ok(&url, e) ||
 	    !sigv4_authorization(&sr, &st->creds, date, &auth, e))
@@ -816,7 +815,8 @@ static void read_work(struct workq_job *job)
 		sha = EVP_MD_CTX_new();
 	} else
 		buf = malloc(chunk);
-	if (md5 == NULL || (r->size <= S3_BUFFER_MAX ? r->mem == NULL || sha == NULL : buf == NULL)) {
+	if (md5 == NULL ||
+	    (r->size <= S3_BUFFER_MAX ? r->mem == NULL || sha == NULL : buf == NULL)) {
 		err_set(&r->err, ERR_NOMEM, "out of memory");
 		goto out;
 	}
@@ -973,8 +973,8 @@ static void complete_done(struct s3_call *c, const struct err *e)
 		snprintf(want + 32, sizeof(want) - 32, "-%u", r->nparts);
 		if (strchr(etag, '-') && etag_comparable(c->easy) && strcasecmp(etag, want) != 0) {
 			err_set(&pe, ERR_INTEGRITY,
-				"multipart upload of \"%s\": the server's ETag %s is not %s", r->key,
-				etag, want);
+				"multipart upload of \"%s\": the server's ETag %s is not %s",
+				r->key, etag, want);
 			call_free(c);
 			/* the object exists now; a retry overwrites it */
 			req_finish(r, &pe);
@@ -1005,7 +1005,8 @@ static void mpu_complete(struct store_req *r)
 		mpu_fail(r, &(struct err){ERR_NOMEM, "out of memory"});
 		return;
 	}
-	buf_puts(&body, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
+	buf_puts(&body,
+		 "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
 	for (uint32_t i = 0; i < r->nparts; i++)
 		buf_printf(&body, "<Part><PartNumber>%u</PartNumber><ETag>\"%s\"</ETag></Part>",
 			   i + 1, r->parts[i].etag);
@@ -1402,9 +1403,8 @@ static void list_done(struct s3_call *c, const struct err *e)
 	req_finish(r, NULL);
 }
 
-static bool s3_list(struct store *s, const char *prefix, const char *token,
-		    struct store_list *out, store_done_fn done, void *arg, struct store_req **req,
-		    struct err *e)
+static bool s3_list(struct store *s, const char *prefix, const char *token, struct store_list *out,
+		    store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
 	struct s3_store *st = (struct s3_store *)s;
 	struct store_req *r = req_new(st, S3_LIST, "", done, arg, e);
@@ -1520,7 +1520,8 @@ static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, st
 		goto out;
 	}
 	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
-		err_set(e, ERR_CONFIG, "endpoint \"%s\" must be http:// or https://", cfg->endpoint);
+		err_set(e, ERR_CONFIG, "endpoint \"%s\" must be http:// or https://",
+			cfg->endpoint);
 		goto out;
 	}
 	(void)curl_url_get(u, CURLUPART_PORT, &port, 0);
@@ -1557,10 +1558,10 @@ static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, st
 		goto out;
 	}
 	st->creds = (struct sigv4_creds){
-		.access_key_id = cfg->access_key_id,
-		.secret_access_key = cfg->secret_access_key,
-		.region = cfg->region ? cfg->region : "us-east-1",
-		.service = "s3",
+	    .access_key_id = cfg->access_key_id,
+	    .secret_access_key = cfg->secret_access_key,
+	    .region = cfg->region ? cfg->region : "us-east-1",
+	    .service = "s3",
 	};
 	st->threshold = cfg->multipart_threshold;
 	st->part_size = cfg->part_size < S3_MIN_PART ? S3_MIN_PART : cfg->part_size;
@@ -1597,15 +1598,15 @@ static void s3_close(struct store *s)
 }
 
 const struct store_ops s3_store_ops = {
-	.type = "s3",
-	.shape = LAYOUT_SHAPE_OBJECT,
-	.open = s3_open,
-	.close = s3_close,
-	.put = s3_put,
-	.get = s3_get,
-	.stat = s3_stat,
-	.del = s3_del,
-	.list = s3_list,
-	.cancel = s3_cancel,
-	.url = s3_url,
+    .type = "s3",
+    .shape = LAYOUT_SHAPE_OBJECT,
+    .open = s3_open,
+    .close = s3_close,
+    .put = s3_put,
+    .get = s3_get,
+    .stat = s3_stat,
+    .del = s3_del,
+    .list = s3_list,
+    .cancel = s3_cancel,
+    .url = s3_url,
 };

@@ -87,8 +87,8 @@ static void on_text(void *ud, const XML_Char *s, int len)
 	buf_append(&w->text, s, (size_t)len);
 }
 
-static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid,
-		       const XML_Char *pubid, int has_internal)
+static void on_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
+		       int has_internal)
 {
 	struct walker *w = ud;
 
@@ -251,8 +251,9 @@ bool s3_xml_list(const char *doc, size_t len, struct store_list *out, struct err
 		goto fail;
 	}
 	if (s.truncated && (out->next == NULL || out->next[0] == '\0')) {
-		err_set(e, ERR_INVALID, "S3 said the listing is truncated but gave no continuation "
-					"token");
+		err_set(e, ERR_INVALID,
+			"S3 said the listing is truncated but gave no continuation "
+			"token");
 		goto fail;
 	}
 	if (!s.truncated) {

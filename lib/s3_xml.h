@@ -19,15 +19,14 @@
 struct s3_error {
 	char code[64];
 	char message[256];
-	char region[64];   /* AuthorizationHeaderMalformed names the right region */
+	char region[64];    /* AuthorizationHeaderMalformed names the right region */
 	char endpoint[256]; /* PermanentRedirect names the right endpoint */
-	bool present;      /* the document was an <Error> */
+	bool present;	    /* the document was an <Error> */
 };
 
 /* Each element's text at its end tag, with its path from the root
  * ("ListBucketResult/Contents/Key").  Return false to stop with *e set. */
-typedef bool (*s3_xml_fn)(void *arg, const char *path, const char *text, size_t len,
-			  struct err *e);
+typedef bool (*s3_xml_fn)(void *arg, const char *path, const char *text, size_t len, struct err *e);
 bool s3_xml_parse(const char *doc, size_t len, s3_xml_fn fn, void *arg, struct err *e) WUR;
 
 /* Fill err if doc is an S3 <Error> document; false if it is not one. */

@@ -22,7 +22,7 @@
 #include "err.h"
 
 #define SIGV4_UNSIGNED_PAYLOAD "UNSIGNED-PAYLOAD"
-#define SIGV4_EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define SIGV4_EMPTY_SHA256     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 struct sigv4_pair {
 	const char *name;  /* raw (not encoded) */
@@ -30,14 +30,14 @@ struct sigv4_pair {
 };
 
 struct sigv4_request {
-	const char *method;                 /* "GET", "PUT", ... */
-	const char *path;                   /* raw path, e.g. "/bucket/a b+c"; encoded here */
-	size_t path_len;                    /* bytes of path (any byte but NUL); 0: strlen(path) */
-	const struct sigv4_pair *query;     /* raw names and values */
+	const char *method;		/* "GET", "PUT", ... */
+	const char *path;		/* raw path, e.g. "/bucket/a b+c"; encoded here */
+	size_t path_len;		/* bytes of path (any byte but NUL); 0: strlen(path) */
+	const struct sigv4_pair *query; /* raw names and values */
 	size_t nquery;
-	const struct sigv4_pair *headers;   /* every header to sign, host and x-amz-date included */
+	const struct sigv4_pair *headers; /* every header to sign, host and x-amz-date included */
 	size_t nheaders;
-	const char *payload_hash;           /* lower-case hex SHA-256, or SIGV4_UNSIGNED_PAYLOAD */
+	const char *payload_hash; /* lower-case hex SHA-256, or SIGV4_UNSIGNED_PAYLOAD */
 };
 
 struct sigv4_creds {

@@ -87,8 +87,8 @@ static bool wait_for(struct store *s, struct store_req *r, struct waiter *w, str
 	return true;
 }
 
-bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
-		    struct obj_info *out, struct err *e)
+bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
+		    struct err *e)
 {
 	struct waiter w = {0};
 	struct store_req *r;
@@ -98,8 +98,7 @@ bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
 	return wait_for(s, r, &w, e);
 }
 
-bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
-		    struct err *e)
+bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out, struct err *e)
 {
 	struct waiter w = {0};
 	struct store_req *r;
@@ -129,8 +128,8 @@ bool store_del_sync(struct store *s, const char *key, struct err *e)
 	return wait_for(s, r, &w, e);
 }
 
-bool store_list_sync(struct store *s, const char *prefix, const char *token,
-		     struct store_list *out, struct err *e)
+bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
+		     struct err *e)
 {
 	struct waiter w = {0};
 	struct store_req *r;

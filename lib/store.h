@@ -42,10 +42,10 @@ struct store_env {
 
 struct obj_info {
 	uint64_t size;
-	bool has_md5;          /* md5 is the MD5 of the whole content */
+	bool has_md5; /* md5 is the MD5 of the whole content */
 	unsigned char md5[16];
-	char etag[72];         /* as the store reports it, without quotes; "" if none */
-	int64_t mtime;         /* seconds since the epoch, 0 if unknown */
+	char etag[72];		/* as the store reports it, without quotes; "" if none */
+	int64_t mtime;		/* seconds since the epoch, 0 if unknown */
 	char content_type[128]; /* "" if unknown; put sends it as Content-Type */
 };
 
@@ -115,14 +115,14 @@ void store_list_free(struct store_list *l);
 
 /* Blocking forms for tools and tests: they turn the loop until done.  Not
  * for use from inside a loop callback. */
-bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size,
-		    struct obj_info *out, struct err *e) WUR;
+bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
+		    struct err *e) WUR;
 bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
 		    struct err *e) WUR;
 bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e) WUR;
 bool store_del_sync(struct store *s, const char *key, struct err *e) WUR;
-bool store_list_sync(struct store *s, const char *prefix, const char *token,
-		     struct store_list *out, struct err *e) WUR;
+bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
+		     struct err *e) WUR;
 
 /* Backends. */
 extern const struct store_ops fs_store_ops;

@@ -122,8 +122,7 @@ static char *pkey(const char *key)
 }
 
 /* Put, stat, get and compare; returns whether all held. */
-static int round_trip(const char *name, const char *key, uint64_t size, unsigned seed,
-		      int keep)
+static int round_trip(const char *name, const char *key, uint64_t size, unsigned seed, int keep)
 {
 	int src = make_content(size, seed), dst = tmpfile_fd(), good = 1;
 	struct obj_info pi, si, gi;
@@ -174,42 +173,42 @@ static void test_sizes(void)
 
 /* Keys every backend must store and return byte-exact. */
 static const char *const good_keys[] = {
-	"plain.jpg",
-	"with space.jpg",
-	"plus+sign.png",
-	"tilde~name.gif",
-	"equals=sign.jpg",
-	"percent%20literal.jpg",
-	"percent%zz.jpg",
-	"star*name.jpg",
-	"semi;colon,comma.jpg",
-	"quote'paren(x)!.jpg",
-	"at@dollar$amp&.jpg",
-	"colon:hash#frag.jpg",
-	"question?mark.jpg",
-	"brackets[1]{2}<3>.jpg",
-	"caret^pipe|backtick`.jpg",
-	"double\"quote.jpg",
-	"back\\slash.jpg",
-	"unicode/ファイル/é.png",
-	"emoji/😀.gif",
-	"combining/e\xcc\x81.jpg", /* e + U+0301, differs from é by normalisation */
-	"Case/UPPER.JPG",
-	"case/upper.jpg",
-	"deep/a/b/c/d/e/f/g/h/i/j/k/l.jpg",
-	"dot.in.name/..hidden..",
-	".dotfile",
-	"a..b/c...d",
-	"trailing space ",
-	" leading space",
+    "plain.jpg",
+    "with space.jpg",
+    "plus+sign.png",
+    "tilde~name.gif",
+    "equals=sign.jpg",
+    "percent%20literal.jpg",
+    "percent%zz.jpg",
+    "star*name.jpg",
+    "semi;colon,comma.jpg",
+    "quote'paren(x)!.jpg",
+    "at@dollar$amp&.jpg",
+    "colon:hash#frag.jpg",
+    "question?mark.jpg",
+    "brackets[1]{2}<3>.jpg",
+    "caret^pipe|backtick`.jpg",
+    "double\"quote.jpg",
+    "back\\slash.jpg",
+    "unicode/ファイル/é.png",
+    "emoji/😀.gif",
+    "combining/e\xcc\x81.jpg", /* e + U+0301, differs from é by normalisation */
+    "Case/UPPER.JPG",
+    "case/upper.jpg",
+    "deep/a/b/c/d/e/f/g/h/i/j/k/l.jpg",
+    "dot.in.name/..hidden..",
+    ".dotfile",
+    "a..b/c...d",
+    "trailing space ",
+    " leading space",
 };
 
 /* Keys an object store holds but a file system cannot represent. */
 static const char *const s3_only_keys[] = {
-	"runs//of///slashes",
-	"dots/../up",
-	"dots/./here",
-	"trailing/slash/",
+    "runs//of///slashes",
+    "dots/../up",
+    "dots/./here",
+    "trailing/slash/",
 };
 
 static void test_keys(void)
@@ -261,7 +260,8 @@ static void test_overwrite_delete(void)
 
 	round_trip("first version", k, 1000, 500, 0);
 	round_trip("second version", k, 2000, 501, 1);
-	ok(store_del_sync(S, pkey("missing/never-was.jpg"), &e), "delete of a missing key succeeds");
+	ok(store_del_sync(S, pkey("missing/never-was.jpg"), &e),
+	   "delete of a missing key succeeds");
 	ok(store_del_sync(S, pkey("missing-dir/x/y.jpg"), &e),
 	   "delete under a missing directory succeeds");
 	round_trip("to delete", pkey("deleteme/x.jpg"), 10, 502, 0);
@@ -432,7 +432,8 @@ static void test_put_delete_race(void)
 			if (i % 3 == 2) {
 				if (S->ops->del(S, key, batch_done, &b, &r, &e))
 					b.inflight++;
-			} else if (S->ops->put(S, key, src, 10, NULL, NULL, batch_done, &b, &r, &e)) {
+			} else if (S->ops->put(S, key, src, 10, NULL, NULL, batch_done, &b, &r,
+					       &e)) {
 				b.inflight++;
 				ok_puts++;
 			}
@@ -485,8 +486,7 @@ static void test_fs_containment(void)
 	snprintf(path, sizeof(path), "%s/planted.jpg", outside);
 	ok(access(path, F_OK) != 0, "nothing was written outside the root");
 	r = store_get_sync(S, pkey("escape/secret.txt"), dst, &info, &e);
-	ok(!r, "get through a symlinked directory to outside is refused (%s)",
-	   r ? "read!" : e.msg);
+	ok(!r, "get through a symlinked directory to outside is refused (%s)", r ? "read!" : e.msg);
 	r = store_get_sync(S, pkey("passwd.jpg"), dst, &info, &e);
 	ok(!r, "get of a symlink to /etc/passwd is refused (%s)", r ? "read!" : e.msg);
 	r = store_stat_sync(S, pkey("dotdot/etc/passwd"), &info, &e);
@@ -555,9 +555,9 @@ static void test_url(void)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"probe", required_argument, NULL, 'P'},
-		{"url", required_argument, NULL, 'U'},
-		{NULL, 0, NULL, 0},
+	    {"probe", required_argument, NULL, 'P'},
+	    {"url", required_argument, NULL, 'U'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *conf_path = NULL, *store_name = NULL, *seeded = NULL, *probe = NULL,
 		   *url = NULL;

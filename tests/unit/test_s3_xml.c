@@ -105,12 +105,13 @@ static void test_multipart(void)
 	struct err e = {0};
 	char etag[72], *id = NULL;
 
-	ok(s3_xml_upload_id(DOC("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-				"<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/"
-				"2006-03-01/\"><Bucket>example-bucket</Bucket><Key>example-object"
-				"</Key><UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVw"
-				"bG9hZA</UploadId></InitiateMultipartUploadResult>"),
-			    &id, &e),
+	ok(s3_xml_upload_id(
+	       DOC("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<InitiateMultipartUploadResult xmlns=\"http://s3.amazonaws.com/doc/"
+		   "2006-03-01/\"><Bucket>example-bucket</Bucket><Key>example-object"
+		   "</Key><UploadId>VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVw"
+		   "bG9hZA</UploadId></InitiateMultipartUploadResult>"),
+	       &id, &e),
 	   "upload id parsed");
 	is_str(id, "VXBsb2FkIElEIGZvciA2aWWpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA", "upload id");
 	free(id);
