@@ -134,7 +134,7 @@ void hex_encode(const unsigned char *in, size_t len, char *out)
 	out[2 * len] = '\0';
 }
 
-static int hexval(char c)
+int hex_value(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -150,7 +150,7 @@ bool hex_decode(const char *in, size_t len, unsigned char *out)
 	if (len % 2)
 		return false;
 	for (size_t i = 0; i < len; i += 2) {
-		int hi = hexval(in[i]), lo = hexval(in[i + 1]);
+		int hi = hex_value(in[i]), lo = hex_value(in[i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return false;

@@ -57,17 +57,6 @@ static void chomp(char *s)
 		s[--n] = '\0';
 }
 
-static int hexdigit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decode s[0..len) into a new string. */
 static char *pct_decode(const char *s, size_t len)
 {
@@ -76,9 +65,9 @@ static char *pct_decode(const char *s, size_t len)
 	if (out == NULL)
 		return NULL;
 	for (size_t i = 0; i < len; i++) {
-		if (s[i] == '%' && i + 2 < len && hexdigit(s[i + 1]) >= 0 &&
-		    hexdigit(s[i + 2]) >= 0) {
-			*o++ = (char)(hexdigit(s[i + 1]) << 4 | hexdigit(s[i + 2]));
+		if (s[i] == '%' && i + 2 < len && hex_value(s[i + 1]) >= 0 &&
+		    hex_value(s[i + 2]) >= 0) {
+			*o++ = (char)(hex_value(s[i + 1]) << 4 | hex_value(s[i + 2]));
 			i += 2;
 		} else {
 			*o++ = s[i];
