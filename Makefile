@@ -39,7 +39,8 @@ ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS       = $(PKG_LIBS) -lpthread
 
 LIB_SRC   := $(sort $(wildcard lib/*.c))
-LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema.o
+SQL_SRC   := $(sort $(wildcard sql/[0-9]*.sql))
 LIB_A     := $(BUILD)/libimgsync.a
 DAEMON    := $(BUILD)/imgsyncd
 CTL       := $(BUILD)/imgsyncctl
@@ -55,6 +56,13 @@ all: $(DAEMON)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(BUILD)/gen/schema.c: $(SQL_SRC) sql/embed.sh
+	@mkdir -p $(@D)
+	sql/embed.sh $(SQL_SRC) > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/gen/schema.o: $(BUILD)/gen/schema.c
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
 $(LIB_A): $(LIB_OBJ)
