@@ -52,7 +52,7 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 .PHONY: all deps check tests clean install format
 # keep test objects between runs
 .SECONDARY:
-all: $(DAEMON)
+all: $(DAEMON) $(CTL)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
@@ -69,7 +69,7 @@ $(LIB_A): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(DAEMON): $(BUILD)/daemon/imgsyncd.o $(LIB_A)
+$(DAEMON): $(BUILD)/daemon/imgsyncd.o $(BUILD)/daemon/sync.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(CTL): $(BUILD)/daemon/imgsyncctl.o $(LIB_A)

@@ -255,7 +255,8 @@ BEGIN
 			r ->> 'error');
 		SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE;
 		CONTINUE WHEN NOT FOUND OR w.lease_owner IS DISTINCT FROM daemon;
-		IF (r ->> 'ok')::boolean THEN
+		-- a put records the stores that got a copy, even when others failed
+		IF r ->> 'op' = 'put' OR (r ->> 'ok')::boolean THEN
 			IF r ->> 'op' = 'put' THEN
 				UPDATE imgsync.images i
 				   SET stores = ARRAY(SELECT DISTINCT s FROM unnest(i.stores || ARRAY(
@@ -451,7 +452,9 @@ BEGIN
 	   SET mapping = EXCLUDED.mapping, store = EXCLUDED.store,
 	       key_column = EXCLUDED.key_column, mimetype_column = EXCLUDED.mimetype_column,
 	       url_column = EXCLUDED.url_column, object_type = EXCLUDED.object_type;
-	EXECUTE format('DROP TRIGGER IF EXISTS %I ON %s', trg, tbl);
+	IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = trg) THEN
+		EXECUTE format('DROP TRIGGER %I ON %s', trg, tbl);
+	END IF;
 	EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s '
 		       'FOR EACH ROW EXECUTE FUNCTION imgsync.watch_trigger()', trg, tbl);
 	IF backfill THEN

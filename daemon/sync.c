@@ -1,0 +1,872 @@
+/*
+ * sync.c - claim, copy, delete, report.
+ *
+ * Claims: up to transfer.concurrency items are in hand at once; a claim
+ * asks for the free slots, and asks again when it got all it asked for.
+ * Claims run when the connection comes up, on every notification, when
+ * slots free up, when a retry falls due, and on a slow poll.
+ *
+ * Leases: an item is leased for SYNC_LEASE_MS when claimed; the heartbeat
+ * renews the leases of exactly the items still in hand.  An item whose
+ * lease could not be renewed in time (the database unreachable) is
+ * abandoned before it expires: another daemon may take it then, and two
+ * daemons never work on one key at once.
+ *
+ * Results: every finished item appends one JSON object to a batch; the
+ * batch goes to imgsync.complete() whenever no completion is in flight, so
+ * a busy daemon writes many results per round trip and an idle one writes
+ * each at once.  A batch lost with the connection is sent again after the
+ * reconnect (the SQL side ignores results for leases no longer held).
+ *
+ * Errors: a failure that cannot heal by waiting (access denied, a source
+ * that is missing, a key a layout cannot map) kills the item at once; the
+ * others are retried with exponential backoff and full jitter until
+ * transfer.max_attempts.  Dead items keep their last error for imgsyncctl.
+ */
+#include "sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+#include "sql.h"
+
+#define SYNC_LEASE_MS 60000
+#define SYNC_LEASE "60 seconds"
+#define SYNC_HEARTBEAT_MS 10000
+#define SYNC_POLL_MS 10000
+#define SYNC_CLAIM_MAX 200
+#define SYNC_BACKOFF_BASE_S 1.0
+#define SYNC_BACKOFF_CAP_S 300.0
+
+struct item;
+
+/* One store operation of an item. */
+struct op {
+	struct item *it;
+	int store; /* index in conf->stores */
+	struct store_req *req;
+	struct obj_info info;
+	bool busy, ok;
+};
+
+struct item {
+	struct item *next, **pprev;
+	struct sync *sy;
+	char *key, *origin, *mimetype, *claimed_at;
+	char *attr[5]; /* object_type, object_id, width, height, mimetype */
+	struct image_attrs attrs;
+	bool remove, missing, deleted;
+	long long gen, version;
+	int attempts;
+	char *stores; /* comma-separated stores holding the current version */
+	int spool;
+	int src;        /* index of the source store, put only */
+	int busy;       /* operations in flight */
+	struct op *ops; /* one per configured store */
+	struct obj_info got;
+	bool failed, permanent;
+	struct err err;
+	uint64_t lease_deadline;
+	uint64_t t0;
+};
+
+struct sync {
+	struct loop *loop;
+	const struct conf *conf;
+	struct store **stores;
+	struct pgconn *pg;
+	long long daemon;
+	char daemon_s[24];
+	struct item *items;
+	int nitems;
+	bool claiming, claim_again, in_claimed;
+	int claim_asked;
+	struct buf batch; /* results not yet sent: "{...},{...}" */
+	int nbatch;
+	struct buf sent; /* the batch in flight, without its brackets */
+	int nsent;
+	bool completing;
+	bool heartbeating;
+	uint64_t hb_sent_at;
+	struct loop_timer poll, heartbeat, stop_timer;
+	uint64_t objects_done, bytes_done;
+	bool stopping, stop_sent;
+	void (*stopped)(void *);
+	void *stopped_arg;
+	const char *spool_dir;
+};
+
+static void claim(struct sync *s);
+static void flush_results(struct sync *s);
+static void maybe_stopped(struct sync *s);
+
+/* --- small helpers --- */
+
+static void json_str(struct buf *b, const char *v)
+{
+	buf_putc(b, '"');
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			buf_putc(b, '\\');
+			buf_putc(b, (char)*p);
+		} else if (*p < 0x20)
+			buf_printf(b, "\\u%04x", *p);
+		else
+			buf_putc(b, (char)*p);
+	}
+	buf_putc(b, '"');
+}
+
+/* A text[] literal of the keys in hand: {"a","b"}, " and \ escaped. */
+static void pg_array(struct buf *b, struct item *items)
+{
+	buf_putc(b, '{');
+	for (struct item *it = items; it; it = it->next) {
+		buf_putc(b, '"');
+		for (const char *p = it->key; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				buf_putc(b, '\\');
+			buf_putc(b, *p);
+		}
+		buf_putc(b, '"');
+		if (it->next)
+			buf_putc(b, ',');
+	}
+	buf_putc(b, '}');
+}
+
+static int store_index(const struct sync *s, const char *name)
+{
+	for (size_t i = 0; i < s->conf->nstores; i++)
+		if (strcmp(s->conf->stores[i].name, name) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Whether the catalog lists store among those holding the current version. */
+static bool holds(const struct item *it, const char *store)
+{
+	size_t n = strlen(store);
+
+	for (const char *p = it->stores; p && *p;) {
+		const char *c = strchr(p, ',');
+		size_t len = c ? (size_t)(c - p) : strlen(p);
+
+		if (len == n && memcmp(p, store, n) == 0)
+			return true;
+		p = c ? c + 1 : p + len;
+	}
+	return false;
+}
+
+static bool is_permanent(enum err_code c)
+{
+	return c == ERR_DENIED || c == ERR_INVALID || c == ERR_CONFIG || c == ERR_NOTFOUND;
+}
+
+static void item_fail(struct item *it, const struct err *e, bool permanent)
+{
+	if (it->failed)
+		return; /* the first failure is the one to report */
+	it->failed = true;
+	it->permanent = permanent;
+	it->err = *e;
+}
+
+static void item_cancel_ops(struct item *it)
+{
+	struct sync *s = it->sy;
+
+	for (size_t i = 0; i < s->conf->nstores; i++)
+		if (it->ops[i].busy && it->ops[i].req)
+			s->stores[i]->ops->cancel(s->stores[i], it->ops[i].req);
+}
+
+static void item_free(struct item *it)
+{
+	if (it->pprev) {
+		*it->pprev = it->next;
+		if (it->next)
+			it->next->pprev = it->pprev;
+		it->sy->nitems--;
+	}
+	if (it->spool >= 0)
+		close(it->spool);
+	free(it->key);
+	free(it->origin);
+	free(it->mimetype);
+	free(it->claimed_at);
+	free(it->stores);
+	for (int i = 0; i < 5; i++)
+		free(it->attr[i]);
+	free(it->ops);
+	free(it);
+}
+
+static double backoff_s(int attempts)
+{
+	double cap = SYNC_BACKOFF_BASE_S;
+
+	for (int i = 1; i < attempts && cap < SYNC_BACKOFF_CAP_S; i++)
+		cap *= 2;
+	if (cap > SYNC_BACKOFF_CAP_S)
+		cap = SYNC_BACKOFF_CAP_S;
+	/* full jitter, at least a quarter second */
+	return 0.25 + (cap - 0.25) * ((double)random() / RAND_MAX);
+}
+
+/* The item is over: log it, queue its result, free it, claim more. */
+static void item_done(struct item *it)
+{
+	struct sync *s = it->sy;
+	struct log_fields f = {.key = it->key};
+	struct buf *b = &s->batch;
+	const char *what = it->remove ? "remove" : "put";
+	bool dead = it->failed && (it->permanent || it->attempts >= s->conf->max_attempts);
+	double delay = it->failed && !dead ? backoff_s(it->attempts) : 0;
+	bool first = true;
+
+	if (!it->failed) {
+		struct buf where = BUF_INIT;
+
+		for (size_t i = 0; i < s->conf->nstores; i++)
+			if (it->ops[i].ok && (int)i != it->src)
+				buf_printf(&where, "%s%s", where.len ? ", " : "",
+					   s->conf->stores[i].name);
+		s->objects_done++;
+		if (!it->remove)
+			s->bytes_done += it->got.size;
+		if (it->remove)
+			log_msg(LOG_INFO, &f, "removed \"%s\" from %s in %llu ms", it->key,
+				where.len ? buf_str(&where) : "no store (it was nowhere)",
+				(unsigned long long)(loop_now(s->loop) - it->t0));
+		else if (it->src >= 0)
+			log_msg(LOG_INFO, &f, "copied \"%s\" from %s to %s (%llu bytes) in %llu ms",
+				it->key, s->conf->stores[it->src].name, buf_str(&where),
+				(unsigned long long)it->got.size,
+				(unsigned long long)(loop_now(s->loop) - it->t0));
+		else
+			log_msg(LOG_DEBUG, &f, "put \"%s\": every mirror holds it already",
+				it->key);
+		buf_free(&where);
+	} else if (dead)
+		log_msg(LOG_ERR, &f, "%s \"%s\" failed for good after %d attempt%s: %s", what,
+			it->key, it->attempts, it->attempts == 1 ? "" : "s", it->err.msg);
+	else
+		log_msg(LOG_WARNING, &f, "%s \"%s\" failed (attempt %d of %d, next in %.1f s): %s",
+			what, it->key, it->attempts, s->conf->max_attempts, delay, it->err.msg);
+
+	if (s->nbatch)
+		buf_putc(b, ',');
+	buf_puts(b, "{\"key\":");
+	json_str(b, it->key);
+	buf_printf(b, ",\"gen\":%lld,\"op\":\"%s\",\"ok\":%s,\"version\":%lld,\"started_at\":",
+		   it->gen, what, it->failed ? "false" : "true", it->version);
+	json_str(b, it->claimed_at);
+	if (it->failed) {
+		buf_puts(b, ",\"error\":");
+		json_str(b, it->err.msg);
+		buf_printf(b, ",\"permanent\":%s,\"delay\":%.3f", it->permanent ? "true" : "false",
+			   delay);
+	}
+	if (!it->remove) {
+		buf_puts(b, ",\"stores\":[");
+		for (size_t i = 0; i < s->conf->nstores; i++) {
+			if (!it->ops[i].ok || (int)i == it->src)
+				continue;
+			if (!first)
+				buf_putc(b, ',');
+			json_str(b, s->conf->stores[i].name);
+			first = false;
+		}
+		buf_putc(b, ']');
+		if (it->src >= 0 && (it->got.size || !it->failed))
+			buf_printf(b, ",\"size\":%llu", (unsigned long long)it->got.size);
+		if (it->got.has_md5) {
+			char hex[33];
+
+			hex_encode(it->got.md5, 16, hex);
+			buf_printf(b, ",\"checksum\":\"%s\"", hex);
+		}
+	}
+	buf_putc(b, '}');
+	s->nbatch++;
+	if (delay > 0 && !s->stopping) {
+		/* look again when the retry falls due */
+		uint64_t ms = (uint64_t)(delay * 1000) + 50;
+
+		if (!loop_timer_armed(&s->poll) || s->poll.due_ms > loop_clock_ms() + ms)
+			loop_timer_set(s->loop, &s->poll, ms);
+	}
+	item_free(it);
+	flush_results(s);
+	claim(s);
+	maybe_stopped(s);
+}
+
+/* --- puts --- */
+
+static void put_done(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	const struct store_cfg *c = &it->sy->conf->stores[op->store];
+
+	op->busy = false;
+	op->req = NULL;
+	it->busy--;
+	if (e) {
+		struct err m = *e;
+
+		err_prefix(&m, "copying to store \"%s\": ", c->name);
+		item_fail(it, &m, is_permanent(e->code) && e->code != ERR_NOTFOUND);
+	} else if (op->info.size != it->got.size) {
+		struct err m;
+
+		err_set(&m, ERR_INTEGRITY, "store \"%s\" holds %llu bytes, not %llu", c->name,
+			(unsigned long long)op->info.size, (unsigned long long)it->got.size);
+		item_fail(it, &m, false);
+	} else {
+		op->ok = true;
+		/* a store that hashed what it stored gives the catalog a checksum */
+		if (!it->got.has_md5 && op->info.has_md5) {
+			it->got.has_md5 = true;
+			memcpy(it->got.md5, op->info.md5, 16);
+		}
+	}
+	if (it->busy == 0)
+		item_done(it);
+}
+
+static void get_done(void *arg, const struct err *e)
+{
+	struct op *src = arg;
+	struct item *it = src->it;
+	struct sync *s = it->sy;
+	struct obj_info known;
+	struct buf key = BUF_INIT;
+
+	src->busy = false;
+	src->req = NULL;
+	it->busy--;
+	if (e) {
+		struct err m = *e;
+
+		err_prefix(&m, "%s store \"%s\": ",
+			   e->code == ERR_NOTFOUND ? "the source is missing from" : "reading from",
+			   s->conf->stores[src->store].name);
+		item_fail(it, &m, is_permanent(e->code));
+		item_done(it);
+		return;
+	}
+	src->ok = true;
+	it->got = src->info;
+	known = src->info;
+	snprintf(known.content_type, sizeof(known.content_type), "%s",
+		 it->attrs.mimetype ? it->attrs.mimetype : "");
+	for (size_t i = 0; i < s->conf->nmirrors; i++) {
+		int t = store_index(s, s->conf->mirrors[i]);
+		struct op *op;
+		struct err pe = {0};
+
+		if (t < 0 || t == it->src || holds(it, s->conf->stores[t].name))
+			continue;
+		op = &it->ops[t];
+		buf_reset(&key);
+		if (!store_key(s->stores[t], it->key, &it->attrs, &key, &pe) ||
+		    !s->stores[t]->ops->put(s->stores[t], buf_str(&key), it->spool, it->got.size,
+					    &known, &op->info, put_done, op, &op->req, &pe)) {
+			err_prefix(&pe, "copying to store \"%s\": ", s->conf->stores[t].name);
+			item_fail(it, &pe, is_permanent(pe.code));
+			continue;
+		}
+		op->busy = true;
+		it->busy++;
+	}
+	buf_free(&key);
+	if (it->busy == 0)
+		item_done(it);
+}
+
+static void start_put(struct item *it)
+{
+	struct sync *s = it->sy;
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+	bool need = false;
+
+	if (it->missing || it->deleted) {
+		item_done(it); /* removed meanwhile: nothing to copy */
+		return;
+	}
+	/* mirrors that lack the current version */
+	for (size_t i = 0; i < s->conf->nmirrors; i++)
+		if (strcmp(s->conf->mirrors[i], it->origin) != 0 && !holds(it, s->conf->mirrors[i]))
+			need = true;
+	if (!need) {
+		item_done(it);
+		return;
+	}
+	/* the source: the store written to, else any store holding this version */
+	it->src = store_index(s, it->origin);
+	for (size_t i = 0; it->src < 0 && i < s->conf->nstores; i++)
+		if (holds(it, s->conf->stores[i].name))
+			it->src = (int)i;
+	if (it->src < 0) {
+		err_set(&e, ERR_CONFIG,
+			"no configured store holds it (written to store \"%s\", copies in \"%s\")",
+			it->origin, it->stores ? it->stores : "");
+		item_fail(it, &e, true);
+		item_done(it);
+		return;
+	}
+	it->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (it->spool < 0) {
+		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
+		item_fail(it, &e, false);
+		item_done(it);
+		return;
+	}
+	if (!store_key(s->stores[it->src], it->key, &it->attrs, &key, &e) ||
+	    !s->stores[it->src]->ops->get(s->stores[it->src], buf_str(&key), it->spool,
+					  &it->ops[it->src].info, get_done, &it->ops[it->src],
+					  &it->ops[it->src].req, &e)) {
+		err_prefix(&e, "reading from store \"%s\": ", s->conf->stores[it->src].name);
+		item_fail(it, &e, is_permanent(e.code));
+		buf_free(&key);
+		item_done(it);
+		return;
+	}
+	buf_free(&key);
+	it->ops[it->src].busy = true;
+	it->busy++;
+}
+
+/* --- removes --- */
+
+static void del_done(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+
+	op->busy = false;
+	op->req = NULL;
+	it->busy--;
+	if (e) {
+		struct err m = *e;
+
+		err_prefix(&m, "deleting from store \"%s\": ", it->sy->conf->stores[op->store].name);
+		item_fail(it, &m, is_permanent(e->code));
+	} else
+		op->ok = true;
+	if (it->busy == 0)
+		item_done(it);
+}
+
+static void start_remove(struct item *it)
+{
+	struct sync *s = it->sy;
+	struct buf key = BUF_INIT;
+
+	if (it->missing || !it->deleted) {
+		item_done(it); /* gone already, or written again since */
+		return;
+	}
+	for (size_t i = 0; i < s->conf->nstores; i++) {
+		struct op *op = &it->ops[i];
+		struct err e = {0};
+
+		buf_reset(&key);
+		/* A layout that cannot map this image cannot have stored it. */
+		if (!store_key(s->stores[i], it->key, &it->attrs, &key, &e))
+			continue;
+		if (!s->stores[i]->ops->del(s->stores[i], buf_str(&key), del_done, op, &op->req,
+					    &e)) {
+			err_prefix(&e, "deleting from store \"%s\": ", s->conf->stores[i].name);
+			item_fail(it, &e, is_permanent(e.code));
+			continue;
+		}
+		op->busy = true;
+		it->busy++;
+	}
+	buf_free(&key);
+	if (it->busy == 0)
+		item_done(it);
+}
+
+/* --- claiming --- */
+
+static char *col(PGresult *r, int row, int c)
+{
+	return PQgetisnull(r, row, c) ? NULL : strdup(PQgetvalue(r, row, c));
+}
+
+static void claimed(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+	int n;
+
+	s->claiming = false;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res)
+			log_error("claiming work failed: %s", error ? error : "unexpected answer");
+		return; /* the connection's return (or the poll) claims again */
+	}
+	n = PQntuples(res);
+	s->in_claimed = true; /* items finishing at once must not each claim */
+	for (int i = 0; i < n; i++) {
+		struct item *it = calloc(1, sizeof(*it));
+
+		if (it == NULL || (it->ops = calloc(s->conf->nstores, sizeof(*it->ops))) == NULL) {
+			free(it);
+			log_error("out of memory: an item is left to its lease");
+			continue;
+		}
+		it->sy = s;
+		it->spool = -1;
+		it->src = -1;
+		it->t0 = loop_now(s->loop);
+		it->lease_deadline = it->t0 + SYNC_LEASE_MS;
+		it->key = col(res, i, 0);
+		it->remove = strcmp(PQgetvalue(res, i, 1), "remove") == 0;
+		it->gen = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		it->attempts = atoi(PQgetvalue(res, i, 3));
+		it->origin = col(res, i, 4);
+		it->missing = it->origin == NULL;
+		it->mimetype = col(res, i, 5);
+		for (int a = 0; a < 5; a++)
+			it->attr[a] = col(res, i, 6 + a);
+		it->attrs = (struct image_attrs){it->attr[0], it->attr[1], it->attr[2], it->attr[3],
+						 it->attr[4]};
+		it->version = strtoll(PQgetvalue(res, i, 11), NULL, 10);
+		it->stores = col(res, i, 12);
+		it->deleted = PQgetvalue(res, i, 13)[0] == 't';
+		it->claimed_at = col(res, i, 14);
+		for (size_t k = 0; k < s->conf->nstores; k++)
+			it->ops[k] = (struct op){.it = it, .store = (int)k};
+		if (it->key == NULL || it->claimed_at == NULL) {
+			item_free(it);
+			continue;
+		}
+		it->next = s->items;
+		if (s->items)
+			s->items->pprev = &it->next;
+		s->items = it;
+		it->pprev = &s->items;
+		s->nitems++;
+		if (it->remove)
+			start_remove(it);
+		else
+			start_put(it);
+	}
+	s->in_claimed = false;
+	/* all we asked for: more may be waiting */
+	if (n >= s->claim_asked || s->claim_again)
+		claim(s);
+}
+
+static void claim(struct sync *s)
+{
+	char n[16];
+	const char *p[3] = {s->daemon_s, n, SYNC_LEASE};
+	int free_slots = s->conf->concurrency - s->nitems;
+
+	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
+		return;
+	if (s->claiming || s->in_claimed) {
+		s->claim_again = true;
+		return;
+	}
+	s->claim_asked = free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
+	snprintf(n, sizeof(n), "%d", s->claim_asked);
+	if (!pg_query(s->pg, SQL_CLAIM, 3, p, claimed, s)) {
+		log_error("out of memory queueing a claim");
+		return;
+	}
+	s->claiming = true;
+	s->claim_again = false;
+}
+
+/* --- results --- */
+
+/* A batch that did not make it goes back in front of the pending one. */
+static void requeue_sent(struct sync *s)
+{
+	struct buf merged = BUF_INIT;
+
+	if (s->nsent == 0)
+		return;
+	buf_append(&merged, buf_str(&s->sent), s->sent.len);
+	if (s->nbatch) {
+		buf_putc(&merged, ',');
+		buf_append(&merged, buf_str(&s->batch), s->batch.len);
+	}
+	buf_free(&s->batch);
+	s->batch = merged;
+	s->nbatch += s->nsent;
+	buf_reset(&s->sent);
+	s->nsent = 0;
+}
+
+static void completed(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+
+	s->completing = false;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res)
+			log_error("writing %d result(s) back failed: %s", s->nsent,
+				  error ? error : "unexpected answer");
+		requeue_sent(s); /* sent again after the reconnect */
+		return;
+	}
+	buf_reset(&s->sent);
+	s->nsent = 0;
+	flush_results(s);
+	maybe_stopped(s);
+}
+
+static void flush_results(struct sync *s)
+{
+	struct buf arr = BUF_INIT;
+	struct buf tmp;
+	char max[16];
+	const char *p[3];
+
+	if (s->completing || s->nbatch == 0 || !pg_ready(s->pg))
+		return;
+	tmp = s->sent;
+	s->sent = s->batch;
+	s->batch = tmp;
+	buf_reset(&s->batch);
+	s->nsent = s->nbatch;
+	s->nbatch = 0;
+	buf_putc(&arr, '[');
+	buf_append(&arr, buf_str(&s->sent), s->sent.len);
+	buf_putc(&arr, ']');
+	snprintf(max, sizeof(max), "%d", s->conf->max_attempts);
+	p[0] = s->daemon_s;
+	p[1] = buf_str(&arr);
+	p[2] = max;
+	if (!buf_ok(&arr, NULL) || !pg_query(s->pg, SQL_COMPLETE, 3, p, completed, s)) {
+		log_error("out of memory writing results back");
+		requeue_sent(s);
+	} else
+		s->completing = true;
+	buf_free(&arr);
+}
+
+/* --- heartbeat and leases --- */
+
+static void heartbeat_done(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+
+	s->heartbeating = false;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res)
+			log_error("heartbeat failed: %s", error ? error : "unexpected answer");
+		return;
+	}
+	/* the leases of the keys sent were renewed as of the sending */
+	for (struct item *it = s->items; it; it = it->next)
+		if (it->t0 <= s->hb_sent_at && it->lease_deadline < s->hb_sent_at + SYNC_LEASE_MS)
+			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
+}
+
+static void on_heartbeat(void *arg)
+{
+	struct sync *s = arg;
+	uint64_t now = loop_now(s->loop);
+	struct buf keys = BUF_INIT;
+	char in_flight[16], objects[24], bytes[24];
+	const char *p[7];
+
+	loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
+	/* Abandon what we could not keep leased: another daemon may take it
+	 * once the lease runs out, so stop touching it before then. */
+	for (struct item *it = s->items, *next; it; it = next) {
+		next = it->next;
+		if (now + 5000 < it->lease_deadline)
+			continue;
+		log_msg(LOG_WARNING, &(struct log_fields){.key = it->key},
+			"abandoning \"%s\": its lease could not be renewed (database unreachable)",
+			it->key);
+		item_cancel_ops(it);
+		item_free(it);
+	}
+	if (s->daemon == 0 || !pg_ready(s->pg) || s->heartbeating)
+		return;
+	pg_array(&keys, s->items);
+	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
+	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
+	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)s->bytes_done);
+	p[0] = s->daemon_s;
+	p[1] = buf_str(&keys);
+	p[2] = s->stopping ? "stopping" : "running";
+	p[3] = in_flight;
+	p[4] = objects;
+	p[5] = bytes;
+	p[6] = SYNC_LEASE;
+	if (buf_ok(&keys, NULL) && pg_query(s->pg, SQL_HEARTBEAT, 7, p, heartbeat_done, s)) {
+		s->heartbeating = true;
+		s->hb_sent_at = now;
+	}
+	buf_free(&keys);
+}
+
+static void on_poll(void *arg)
+{
+	struct sync *s = arg;
+
+	loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
+	claim(s);
+}
+
+/* --- stopping --- */
+
+static void stop_done(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_warn("could not release this daemon's leases: %s; they expire in %d s",
+			 error ? error : "connection lost", SYNC_LEASE_MS / 1000);
+	if (s->stopped)
+		s->stopped(s->stopped_arg);
+}
+
+static void maybe_stopped(struct sync *s)
+{
+	const char *p[1] = {s->daemon_s};
+
+	if (!s->stopping || s->stop_sent || s->nitems > 0)
+		return;
+	if (pg_ready(s->pg) && (s->nbatch > 0 || s->completing))
+		return; /* results first */
+	s->stop_sent = true;
+	loop_timer_cancel(s->loop, &s->stop_timer);
+	if (s->daemon == 0 || !pg_ready(s->pg) || !pg_query(s->pg, SQL_STOP, 1, p, stop_done, s)) {
+		if (s->nbatch + s->nsent)
+			log_warn("%d result(s) could not be written back; their items will be "
+				 "done again",
+				 s->nbatch + s->nsent);
+		if (s->stopped)
+			s->stopped(s->stopped_arg);
+	}
+}
+
+static void on_stop_deadline(void *arg)
+{
+	struct sync *s = arg;
+
+	for (struct item *it = s->items, *next; it; it = next) {
+		next = it->next;
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key},
+			"abandoning \"%s\" to stop in time; it stays queued", it->key);
+		item_cancel_ops(it);
+		item_free(it);
+	}
+	if (s->completing || !pg_ready(s->pg)) {
+		/* no time left to wait for the database */
+		s->completing = false;
+		s->nbatch = 0;
+	}
+	maybe_stopped(s);
+}
+
+void sync_stop(struct sync *s, uint64_t grace_ms, void (*done)(void *arg), void *arg)
+{
+	if (s->stopping)
+		return;
+	s->stopping = true;
+	s->stopped = done;
+	s->stopped_arg = arg;
+	loop_timer_cancel(s->loop, &s->poll);
+	loop_timer_set(s->loop, &s->stop_timer, grace_ms);
+	if (s->nitems)
+		log_info("stopping: waiting up to %llu ms for %d item(s) in flight",
+			 (unsigned long long)grace_ms, s->nitems);
+	maybe_stopped(s);
+}
+
+/* --- the rest --- */
+
+void sync_set_daemon(struct sync *s, long long id)
+{
+	s->daemon = id;
+	snprintf(s->daemon_s, sizeof(s->daemon_s), "%lld", id);
+}
+
+void sync_connected(struct sync *s)
+{
+	if (!loop_timer_armed(&s->heartbeat))
+		loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
+	if (!s->stopping && !loop_timer_armed(&s->poll))
+		loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
+	s->claiming = false;
+	s->heartbeating = false;
+	s->completing = false;
+	requeue_sent(s);
+	flush_results(s);
+	claim(s);
+	maybe_stopped(s);
+}
+
+void sync_wake(struct sync *s)
+{
+	claim(s);
+}
+
+void sync_stats(const struct sync *s, struct sync_stats *out)
+{
+	out->in_flight = s->nitems;
+	out->results = s->nbatch + s->nsent;
+	out->objects_done = s->objects_done;
+	out->bytes_done = s->bytes_done;
+}
+
+bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
+	      struct pgconn *pg, struct sync **out, struct err *e)
+{
+	struct sync *s = calloc(1, sizeof(*s));
+	const char *tmp = getenv("TMPDIR");
+
+	if (s == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	s->loop = l;
+	s->conf = conf;
+	s->stores = stores;
+	s->pg = pg;
+	s->spool_dir = tmp && tmp[0] == '/' ? tmp : "/var/tmp";
+	loop_timer_init(&s->poll, on_poll, s);
+	loop_timer_init(&s->heartbeat, on_heartbeat, s);
+	loop_timer_init(&s->stop_timer, on_stop_deadline, s);
+	*out = s;
+	return true;
+}
+
+void sync_free(struct sync *s)
+{
+	if (s == NULL)
+		return;
+	while (s->items) {
+		struct item *it = s->items;
+
+		item_cancel_ops(it);
+		item_free(it);
+	}
+	loop_timer_cancel(s->loop, &s->poll);
+	loop_timer_cancel(s->loop, &s->heartbeat);
+	loop_timer_cancel(s->loop, &s->stop_timer);
+	buf_free(&s->batch);
+	buf_free(&s->sent);
+	free(s);
+}

@@ -1,0 +1,50 @@
+/*
+ * sql.h - every statement imgsync sends, in one place, mirroring sql/.
+ * Parameters are always bound ($1...), never formatted into the text.
+ * The queue's rules live in the SQL functions themselves (sql/001_base.sql).
+ */
+#ifndef IMGSYNC_SQL_H
+#define IMGSYNC_SQL_H
+
+/* schema management (imgsyncctl init, imgsyncd start) */
+#define SQL_INIT_LOCK "SELECT pg_advisory_xact_lock(hashtext('imgsync schema'))"
+#define SQL_VERSION_TABLE                                                                          \
+	"CREATE SCHEMA IF NOT EXISTS imgsync; "                                                    \
+	"CREATE TABLE IF NOT EXISTS imgsync.schema_version ("                                      \
+	"version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT "   \
+	"now())"
+#define SQL_VERSION_APPLIED "SELECT 1 FROM imgsync.schema_version WHERE version = $1"
+#define SQL_VERSION_RECORD "INSERT INTO imgsync.schema_version (version, name) VALUES ($1, $2)"
+#define SQL_SET_CHANNEL "UPDATE imgsync.settings SET value = $1 WHERE name = 'channel'"
+/* NULL when the schema is absent; else the highest step applied */
+#define SQL_SCHEMA_VERSION                                                                         \
+	"SELECT CASE WHEN to_regclass('imgsync.schema_version') IS NULL THEN NULL "                \
+	"ELSE (SELECT max(version) FROM imgsync.schema_version) END, "                             \
+	"(SELECT value FROM imgsync.settings WHERE name = 'channel' "                              \
+	" AND to_regclass('imgsync.settings') IS NOT NULL)"
+
+/* the daemon */
+#define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3)"
+/* layout attributes come as columns: no JSON parsing in C */
+#define SQL_CLAIM                                                                                  \
+	"SELECT key, op, gen, attempts, origin, mimetype, attrs->>'object_type', "                  \
+	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
+	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
+	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "              \
+	"FROM imgsync.claim($1, $2, $3::interval)"
+#define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
+#define SQL_HEARTBEAT "SELECT imgsync.heartbeat($1, $2::text[], $3, $4, $5, $6, $7::interval)"
+#define SQL_STOP "SELECT imgsync.stop_daemon($1)"
+#define SQL_EVENT "SELECT imgsync.log_event($1, $2, $3)"
+/* LISTEN takes no parameter: the channel is quoted with PQescapeIdentifier */
+
+/* imgsyncctl */
+#define SQL_QUEUE_STATUS                                                                           \
+	"SELECT pending, in_flight, retrying, dead, "                                              \
+	"coalesce(extract(epoch FROM oldest_age)::bigint, 0) FROM imgsync.queue_status"
+#define SQL_WORKERS                                                                                \
+	"SELECT id, host, pid, version, state, in_flight, objects_done, bytes_done, "              \
+	"extract(epoch FROM now() - heartbeat_at)::bigint FROM imgsync.workers ORDER BY id"
+#define SQL_RETRY_DEAD "SELECT imgsync.retry_dead($1)"
+
+#endif

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# imgsyncd keeps the S3 mirror in step with what the application writes:
+# a watched table's INSERT, UPDATE (rewrite) and DELETE; ImageAttach tables
+# at ImageAttach's keys; a missing source ends as a dead item while the
+# rest go on; malformed NOTIFY payloads are logged and ignored.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+# --- a table with a key column (the Flask/SQLAlchemy "path" style) ---
+d_init watched || { fail "set-up"; done_testing; exit 1; }
+d_sql "CREATE TABLE pictures (id serial PRIMARY KEY, path text NOT NULL, mime text, rev int DEFAULT 1, link text)" >/dev/null
+n=$(d_sql "SELECT imgsync.watch_table('pictures', 'local', key_column => 'path', mimetype_column => 'mime', url_column => 'link')")
+check "watch_table attaches an empty table (backfilled $n)" test "$n" = 0
+check "imgsyncd starts" d_start
+
+mkdir -p "$D_ROOT/users/1"
+printf 'first version' >"$D_ROOT/users/1/a b+c.jpg"
+d_sql "INSERT INTO pictures (path, mime) VALUES ('users/1/a b+c.jpg', 'image/jpeg')" >/dev/null
+check "an INSERT puts the image on the S3 mirror" \
+	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'users/1/a b+c.jpg'" "cloud,local"
+got=$(s3_cat "users/1/a b+c.jpg")
+check "the mirror holds the bytes: $got" test "$got" = "first version"
+
+printf 'second, longer version' >"$D_ROOT/users/1/a b+c.jpg"
+d_sql "UPDATE pictures SET rev = rev + 1 WHERE path = 'users/1/a b+c.jpg'" >/dev/null
+check "an UPDATE that rewrites the image puts the new content" \
+	wait_sql "SELECT array_to_string(stores, ',') || ' ' || size FROM imgsync.images WHERE key = 'users/1/a b+c.jpg'" "cloud,local 22"
+got=$(s3_cat "users/1/a b+c.jpg")
+check "the mirror holds the new bytes: $got" test "$got" = "second, longer version"
+ct=$(oracle_rgw head "$D_BUCKET" "$(printf '%s' 'users/1/a b+c.jpg' | od -An -tx1 | tr -d ' \n')" 2>&1)
+case "$ct" in *image/jpeg*) pass "the mirror copy has Content-Type image/jpeg" ;;
+*) fail "the mirror copy has Content-Type image/jpeg"; diag "$ct" ;; esac
+
+d_sql "UPDATE pictures SET link = 'https://cdn/x' WHERE path = 'users/1/a b+c.jpg'" >/dev/null
+check "an UPDATE of the URL column alone is not a rewrite" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.work")" = 0
+
+d_sql "DELETE FROM pictures WHERE path = 'users/1/a b+c.jpg'" >/dev/null
+check "a DELETE removes the catalog entry" \
+	wait_sql "SELECT count(*) FROM imgsync.images" "0"
+check "... and the object from the mirror" test -z "$(s3_keys)"
+check "... and the file from the origin store" test ! -e "$D_ROOT/users/1/a b+c.jpg"
+
+# --- a missing source ends dead, the rest go on ---
+for i in 1 2 3; do printf "img $i" >"$D_ROOT/ok$i.png"; done
+d_sql "INSERT INTO pictures (path) VALUES ('ok1.png'), ('never-written.png'), ('ok2.png'), ('ok3.png')" >/dev/null
+check "the images that exist are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" "3"
+check "the missing one is a dead item" \
+	wait_sql "SELECT state FROM imgsync.work WHERE key = 'never-written.png'" "dead"
+err=$(d_sql "SELECT last_error FROM imgsync.work WHERE key = 'never-written.png'")
+case "$err" in *"source is missing"*'"local"'*never-written.png*) pass "with a clear error: $err" ;;
+*) fail "with a clear error"; diag "$err" ;; esac
+check "imgsyncctl status shows it" sh -c "'$BUILD/imgsyncctl' -c '$D_CONF' status | grep -q '1 dead'"
+printf 'late' >"$D_ROOT/never-written.png"
+"$BUILD/imgsyncctl" -c "$D_CONF" retry >/dev/null
+check "imgsyncctl retry queues it again, and it lands once the file exists" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" "4"
+
+# --- NOTIFY payloads that are not commands ---
+d_sql "NOTIFY imgsync, '{\"command\": 42'" >/dev/null
+d_sql "SELECT pg_notify('imgsync', repeat('x', 7999))" >/dev/null
+d_sql "NOTIFY imgsync, '$(printf 'line\\nbreak')'" >/dev/null
+printf 'after' >"$D_ROOT/after-notify.png"
+d_sql "INSERT INTO pictures (path) VALUES ('after-notify.png')" >/dev/null
+check "after malformed and oversized notifications the daemon still mirrors" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'after-notify.png' AND 'cloud' = ANY (stores)" "1"
+check "the daemon is still running" kill -0 "$D_PID"
+check "each ignored notification is logged" test "$(grep -c 'ignored a notification' "$D_LOG")" = 3
+check "... and recorded for admins" test "$(d_sql "SELECT count(*) FROM imgsync.events")" = 3
+check "an oversized one is called so" grep -q 'oversized' "$D_LOG"
+
+d_stop
+check "SIGTERM stops it cleanly (exit $D_RC)" test "$D_RC" = 0
+check "... and marks it stopped" test "$(d_sql "SELECT state FROM imgsync.workers")" = stopped
+
+# --- SQLAlchemy-ImageAttach tables land at ImageAttach's keys ---
+d_init imageattach imageattach imageattach || fail "set-up imageattach"
+d_sql "CREATE TABLE user_picture (object_id bigint, width int, height int, mimetype text, original boolean, PRIMARY KEY (object_id, width, height))" >/dev/null
+# FileSystemStore paths: <type>/<id % 1000>/<id // 1000>/<id>.<W>x<H><ext>
+mkdir -p "$D_ROOT/user-picture/345/12" "$D_ROOT/user-picture/7/0"
+printf 'jpeg bytes' >"$D_ROOT/user-picture/345/12/12345.100x80.jpe"
+printf 'png bytes' >"$D_ROOT/user-picture/7/0/7.640x480.png"
+d_sql "INSERT INTO user_picture VALUES (12345, 100, 80, 'image/jpeg', true)" >/dev/null
+n=$(d_sql "SELECT imgsync.watch_table('user_picture', 'local', mapping => 'imageattach')")
+check "watch_table backfills the existing ImageAttach row ($n)" test "$n" = 1
+check "imgsyncd starts" d_start
+d_sql "INSERT INTO user_picture VALUES (7, 640, 480, 'image/png', false)" >/dev/null
+check "both images are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" "2"
+keys=$(s3_keys | sort | tr '\n' ';')
+check "at S3Store's keys: $keys" test "$keys" = "user-picture/12345/100x80.jpe 10;user-picture/7/640x480.png 9;"
+check "with the filesystem's bytes" test "$(s3_cat user-picture/12345/100x80.jpe)" = "jpeg bytes"
+d_sql "DELETE FROM user_picture WHERE object_id = 7" >/dev/null
+check "deleting the row removes both copies" \
+	wait_sql "SELECT count(*) FROM imgsync.images" "1"
+check "... from S3" test "$(s3_keys | wc -l)" = 1
+check "... and from the file system" test ! -e "$D_ROOT/user-picture/7/0/7.640x480.png"
+d_stop
+done_testing

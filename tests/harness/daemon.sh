@@ -1,0 +1,119 @@
+# tests/harness/daemon.sh - running the real imgsyncd in end-to-end tests
+# (bash, sourced after e2e.sh).  Each test gets its own database, fs root
+# and bucket, so tests never see each other's rows or objects.
+
+# d_init NAME [MIRROR_LAYOUT [FS_LAYOUT]]: database, stores, config, schema
+d_init() {
+	D_NAME=$1
+	D_DIR="$T/$1"
+	D_DB="imgsync_$1_$$"
+	D_ROOT="$D_DIR/local"
+	D_BUCKET=$(echo "$1-$$-$RANDOM" | tr '_' '-')
+	D_CONF="$D_DIR/imgsyncd.conf"
+	D_N=0
+	mkdir -p "$D_ROOT"
+	psql -qX -d postgres -c "CREATE DATABASE \"$D_DB\"" >/dev/null || return 1
+	oracle_rgw mkbucket "$D_BUCKET" >/dev/null || return 1
+	printf '%s' "$IMGSYNC_TEST_RGW_SECRET_KEY" >"$D_DIR/secret"
+	chmod 600 "$D_DIR/secret"
+	cat >"$D_CONF" <<CONF
+database {
+  conninfo = "host=$PGHOST port=$PGPORT dbname=$D_DB"
+  channel = "imgsync"
+}
+store "local" {
+  type = "fs"
+  root = "$D_ROOT"
+  layout = "${3:-plain}"
+}
+store "cloud" {
+  type = "s3"
+  endpoint = "$IMGSYNC_TEST_RGW_ENDPOINT"
+  bucket = "$D_BUCKET"
+  path_style = true
+  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
+  secret_access_key_file = "$D_DIR/secret"
+  layout = "${2:-plain}"
+}
+sync { mirrors = { "cloud" } }
+transfer {
+  concurrency = 32
+  max_attempts = ${D_MAX_ATTEMPTS:-8}
+}
+CONF
+	"$BUILD/imgsyncctl" -c "$D_CONF" init >/dev/null
+}
+
+oracle_rgw() {
+	oracle "$IMGSYNC_TEST_RGW_ENDPOINT" "$IMGSYNC_TEST_RGW_ACCESS_KEY" \
+		"$IMGSYNC_TEST_RGW_SECRET_KEY" "$@"
+}
+
+# d_sql SQL: one value per line, no headers
+d_sql() { psql -qXtA -v ON_ERROR_STOP=1 -d "$D_DB" -c "$1"; }
+
+# d_start: start an imgsyncd; its pid in D_PID, its log in D_LOG
+d_start() {
+	D_N=$((D_N + 1))
+	D_LOG="$D_DIR/imgsyncd.$D_N.log"
+	"$BUILD/imgsyncd" -v -c "$D_CONF" >"$D_LOG" 2>&1 &
+	D_PID=$!
+	D_PIDS="${D_PIDS:-} $D_PID"
+	local i
+	for i in $(seq 100); do
+		grep -q 'running as daemon' "$D_LOG" && return 0
+		kill -0 "$D_PID" 2>/dev/null || break
+		sleep 0.1
+	done
+	echo "# imgsyncd did not start:"
+	sed 's/^/#   /' "$D_LOG"
+	return 1
+}
+
+# d_stop [PID]: SIGTERM and wait; the exit status is in D_RC
+d_stop() {
+	local p=${1:-$D_PID} i
+	kill -TERM "$p" 2>/dev/null
+	for i in $(seq 300); do
+		kill -0 "$p" 2>/dev/null || break
+		sleep 0.1
+	done
+	wait "$p" 2>/dev/null
+	D_RC=$?
+}
+
+# kill every daemon this test started (on exit)
+d_cleanup() {
+	local p
+	for p in ${D_PIDS:-}; do kill -KILL "$p" 2>/dev/null; done
+}
+trap 'd_cleanup; _e2e_cleanup' EXIT
+
+# wait_sql SQL WANT [SECONDS]: poll until the query prints WANT
+wait_sql() {
+	local got i n=$((${3:-30} * 10))
+	for i in $(seq $n); do
+		got=$(d_sql "$1" 2>&1)
+		[ "$got" = "$2" ] && return 0
+		sleep 0.1
+	done
+	echo "# waited for [$1] to give [$2], last got [$got]"
+	return 1
+}
+
+# the objects in the bucket, as "KEY SIZE" lines
+s3_keys() {
+	oracle_rgw list "$D_BUCKET" | py -c '
+import sys
+for line in sys.stdin:
+    h, size = line.split()[:2]
+    print(bytes.fromhex(h).decode(), size)'
+}
+
+# s3_cat KEY: the object's bytes on stdout
+s3_cat() {
+	local hex
+	hex=$(printf '%s' "$1" | od -An -tx1 | tr -d ' \n')
+	oracle_rgw get "$D_BUCKET" "$hex" "$D_DIR/cat.tmp" >/dev/null && cat "$D_DIR/cat.tmp"
+	rm -f "$D_DIR/cat.tmp"
+}
