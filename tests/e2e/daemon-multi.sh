@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Two daemons on one database mirror 2,000 puts: every object is copied,
+# both share the work, and no key is ever worked by both at once (the
+# attempt log's intervals for a key never overlap across daemons).
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init multi || { fail "set-up"; done_testing; exit 1; }
+check "first imgsyncd starts" d_start
+p1=$D_PID
+check "second imgsyncd starts" d_start
+p2=$D_PID
+for i in $(seq 2000); do printf 'object %d' "$i" >"$D_ROOT/o$i.bin"; done
+# in 20 transactions of 100, as an application would write them
+for b in $(seq 0 19); do
+	d_sql "SELECT count(imgsync.put('o' || i || '.bin', 'local'))
+	       FROM generate_series($((b * 100 + 1)), $((b * 100 + 100))) i" >/dev/null
+done
+check "all 2,000 are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 2000 120
+n=$(s3_keys | wc -l)
+check "the bucket holds 2,000 objects ($n)" test "$n" = 2000
+share=$(d_sql "SELECT string_agg(n::text, ' ' ORDER BY daemon) FROM (SELECT daemon, count(*) n FROM imgsync.attempts GROUP BY daemon) a")
+check "both daemons did part of the work ($share)" test "$(echo "$share" | wc -w)" = 2
+overlap=$(d_sql "SELECT count(*) FROM imgsync.attempts a JOIN imgsync.attempts b
+                 ON a.key = b.key AND a.id < b.id AND a.daemon <> b.daemon
+                 AND tstzrange(a.started_at, a.finished_at) && tstzrange(b.started_at, b.finished_at)")
+check "no key was worked by both daemons at once ($overlap overlaps)" test "$overlap" = 0
+twice=$(d_sql "SELECT count(*) FROM (SELECT key FROM imgsync.attempts WHERE ok GROUP BY key HAVING count(*) > 1) k")
+check "no put was done twice ($twice)" test "$twice" = 0
+d_stop "$p1"
+d_stop "$p2"
+check "both stop cleanly" test "$(d_sql "SELECT count(*) FROM imgsync.workers WHERE state = 'stopped'")" = 2
+done_testing
