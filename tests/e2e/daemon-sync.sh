@@ -46,7 +46,7 @@ check "... and the file from the origin store" test ! -e "$D_ROOT/users/1/a b+c.
 for i in 1 2 3; do printf "img $i" >"$D_ROOT/ok$i.png"; done
 d_sql "INSERT INTO pictures (path) VALUES ('ok1.png'), ('never-written.png'), ('ok2.png'), ('ok3.png')" >/dev/null
 check "the images that exist are mirrored" \
-	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" "3"
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores) AND key LIKE 'ok%'" "3"
 check "the missing one is a dead item" \
 	wait_sql "SELECT state FROM imgsync.work WHERE key = 'never-written.png'" "dead"
 err=$(d_sql "SELECT last_error FROM imgsync.work WHERE key = 'never-written.png'")
@@ -56,7 +56,20 @@ check "imgsyncctl status shows it" sh -c "'$BUILD/imgsyncctl' -c '$D_CONF' statu
 printf 'late' >"$D_ROOT/never-written.png"
 "$BUILD/imgsyncctl" -c "$D_CONF" retry >/dev/null
 check "imgsyncctl retry queues it again, and it lands once the file exists" \
-	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" "4"
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores) AND key LIKE '%.png'" "4"
+
+# --- rewrites while older copies are in flight: the newest content wins ---
+d_sql "INSERT INTO pictures (path) VALUES ('hot.bin')" >/dev/null 2>&1
+for v in $(seq 1 40); do
+	head -c $((200000 + v)) /dev/zero | tr '\0' "$(printf "\\$(printf '%03o' $((65 + v % 26)))")" >"$D_ROOT/hot.bin.tmp"
+	mv "$D_ROOT/hot.bin.tmp" "$D_ROOT/hot.bin"
+	d_sql "UPDATE pictures SET rev = rev + 1 WHERE path = 'hot.bin'" >/dev/null
+done
+check "40 quick rewrites settle" wait_sql "SELECT count(*) FROM imgsync.work WHERE key = 'hot.bin'" 0
+size=$(s3_keys | awk '$1 == "hot.bin" {print $2}')
+check "the mirror holds the last version, not an older one in flight ($size bytes)" test "$size" = 200040
+got=$(s3_cat hot.bin | head -c 5)
+check "content of the newest rewrite ($got)" test "$got" = "OOOOO"
 
 # --- NOTIFY payloads that are not commands ---
 d_sql "NOTIFY imgsync, '{\"command\": 42'" >/dev/null
