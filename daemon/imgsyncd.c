@@ -167,7 +167,8 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 		return;
 	}
 	if (PQgetisnull(res, 0, 0)) {
-		log_error("the database has no imgsync schema: run \"imgsyncctl init\"");
+		log_error("the database's imgsync schema lists no version: run \"imgsyncctl "
+			  "init\"");
 		service_exit(sv, EX_CONFIG);
 		return;
 	}
@@ -198,6 +199,26 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 		service_exit(sv, EX_SOFTWARE);
 }
 
+static void schema_exists(void *arg, PGresult *res, const char *error)
+{
+	struct service *sv = arg;
+
+	if (res == NULL)
+		return; /* lost: checked again on the next connect */
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		log_error("cannot look for the imgsync schema: %s", error);
+		service_exit(sv, EX_UNAVAILABLE);
+		return;
+	}
+	if (PQgetvalue(res, 0, 0)[0] != 't') {
+		log_error("the database has no imgsync schema: run \"imgsyncctl init\"");
+		service_exit(sv, EX_CONFIG);
+		return;
+	}
+	if (!pg_query(sv->pg, SQL_SCHEMA_VERSION, 0, NULL, version_checked, sv))
+		service_exit(sv, EX_SOFTWARE);
+}
+
 static void on_pg_state(void *arg, bool up, const char *why)
 {
 	struct service *sv = arg;
@@ -217,7 +238,7 @@ static void on_pg_state(void *arg, bool up, const char *why)
 		status_line(sv);
 		return;
 	}
-	if (!pg_query(sv->pg, SQL_SCHEMA_VERSION, 0, NULL, version_checked, sv))
+	if (!pg_query(sv->pg, SQL_SCHEMA_EXISTS, 0, NULL, schema_exists, sv))
 		service_exit(sv, EX_SOFTWARE);
 }
 

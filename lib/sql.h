@@ -16,12 +16,14 @@
 #define SQL_VERSION_APPLIED "SELECT 1 FROM imgsync.schema_version WHERE version = $1"
 #define SQL_VERSION_RECORD "INSERT INTO imgsync.schema_version (version, name) VALUES ($1, $2)"
 #define SQL_SET_CHANNEL "UPDATE imgsync.settings SET value = $1 WHERE name = 'channel'"
-/* NULL when the schema is absent; else the highest step applied */
+/* whether the schema is there at all (a query on a missing table fails to parse) */
+#define SQL_SCHEMA_EXISTS                                                                          \
+	"SELECT to_regclass('imgsync.schema_version') IS NOT NULL "                                \
+	"AND to_regclass('imgsync.settings') IS NOT NULL"
+/* the highest step applied, and the channel the database notifies */
 #define SQL_SCHEMA_VERSION                                                                         \
-	"SELECT CASE WHEN to_regclass('imgsync.schema_version') IS NULL THEN NULL "                \
-	"ELSE (SELECT max(version) FROM imgsync.schema_version) END, "                             \
-	"(SELECT value FROM imgsync.settings WHERE name = 'channel' "                              \
-	" AND to_regclass('imgsync.settings') IS NOT NULL)"
+	"SELECT (SELECT max(version) FROM imgsync.schema_version), "                               \
+	"(SELECT value FROM imgsync.settings WHERE name = 'channel')"
 
 /* the daemon */
 #define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3)"
