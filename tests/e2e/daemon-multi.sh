@@ -32,4 +32,22 @@ check "no put was done twice ($twice)" test "$twice" = 0
 d_stop "$p1"
 d_stop "$p2"
 check "both stop cleanly" test "$(d_sql "SELECT count(*) FROM imgsync.workers WHERE state = 'stopped'")" = 2
+
+# A daemon killed with SIGKILL mid-run: its leased items are taken over by
+# another once the leases expire, and nothing is lost.
+d_init takeover || fail "set-up takeover"
+for i in $(seq 3000); do head -c 20000 /dev/urandom >"$D_ROOT/t$i.bin"; done
+d_sql "SELECT count(imgsync.put('t' || i || '.bin', 'local')) FROM generate_series(1, 3000) i" >/dev/null
+check "a first imgsyncd starts" d_start
+wait_sql "SELECT count(*) > 300 FROM imgsync.images WHERE 'cloud' = ANY (stores)" t 60 >/dev/null
+kill -KILL "$D_PID"
+wait "$D_PID" 2>/dev/null
+leased=$(d_sql "SELECT count(*) FROM imgsync.work WHERE lease_until > now()")
+check "killed with SIGKILL while holding $leased leases" test "$leased" -gt 0
+check "a second imgsyncd starts" d_start
+check "it takes the dead daemon's items over when their leases expire, and all 3,000 land" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 3000 150
+n=$(s3_keys | wc -l)
+check "the bucket holds 3,000 objects ($n)" test "$n" = 3000
+d_stop
 done_testing
