@@ -146,26 +146,27 @@ static int cmd_retry(const char *prefix)
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: imgsyncctl [-c FILE] [-d CONNINFO] COMMAND\n"
-		   "\n"
-		   "  init                install or upgrade the imgsync schema\n"
-		   "  status              the work queue\n"
-		   "  workers             the running imgsyncd daemons\n"
-		   "  retry [PREFIX]      queue dead items (whose key starts with PREFIX) again\n"
-		   "\n"
-		   "  -c, --config FILE      configuration (default %s)\n"
-		   "  -d, --dbname CONNINFO  database to use instead of the configuration's\n",
-		   CONF_DEFAULT_PATH);
+	fprintf(f,
+		"usage: imgsyncctl [-c FILE] [-d CONNINFO] COMMAND\n"
+		"\n"
+		"  init                install or upgrade the imgsync schema\n"
+		"  status              the work queue\n"
+		"  workers             the running imgsyncd daemons\n"
+		"  retry [PREFIX]      queue dead items (whose key starts with PREFIX) again\n"
+		"\n"
+		"  -c, --config FILE      configuration (default %s)\n"
+		"  -d, --dbname CONNINFO  database to use instead of the configuration's\n",
+		CONF_DEFAULT_PATH);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"dbname", required_argument, NULL, 'd'},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"dbname", required_argument, NULL, 'd'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = CONF_DEFAULT_PATH, *conninfo = NULL, *cmd, *channel = "imgsync";
 	struct conf *conf = NULL;
@@ -206,8 +207,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "imgsyncctl: %s\n", e.msg);
 		return EX_CONFIG;
 	}
-	if (strcmp(cmd, "init") == 0 || strcmp(cmd, "status") == 0 ||
-	    strcmp(cmd, "workers") == 0 || strcmp(cmd, "retry") == 0)
+	if (strcmp(cmd, "init") == 0 || strcmp(cmd, "status") == 0 || strcmp(cmd, "workers") == 0 ||
+	    strcmp(cmd, "retry") == 0)
 		connect_db(conninfo);
 	if (strcmp(cmd, "init") == 0)
 		rc = cmd_init(channel);

@@ -25,9 +25,9 @@
 #include "store.h"
 #include "sync.h"
 
-#define START_ATTEMPTS 5       /* failed connections at start before exit 69 */
-#define STOP_GRACE_MS 20000    /* in-flight work gets this long after SIGTERM */
-#define NOTIFY_PAYLOAD_MAX 4096 /* commands are small JSON documents */
+#define START_ATTEMPTS	   5	 /* failed connections at start before exit 69 */
+#define STOP_GRACE_MS	   20000 /* in-flight work gets this long after SIGTERM */
+#define NOTIFY_PAYLOAD_MAX 4096	 /* commands are small JSON documents */
 
 /* Everything the service holds, built in order by service_run(). */
 struct service {
@@ -39,9 +39,9 @@ struct service {
 	struct loop_io sigio;
 	int sigfd;
 	long long daemon;
-	bool checked;  /* schema version checked on this connection */
-	bool ready;    /* READY=1 sent */
-	bool done;     /* leave the loop */
+	bool checked; /* schema version checked on this connection */
+	bool ready;   /* READY=1 sent */
+	bool done;    /* leave the loop */
 	int exit_code;
 	int terms;
 	char host[256];
@@ -323,11 +323,11 @@ static int service_run(const struct conf *conf)
 {
 	struct service sv = {.conf = conf, .sigfd = -1, .exit_code = EX_OK};
 	struct pgconn_cfg pc = {
-		.conninfo = conf->db_conninfo,
-		.channel = conf->db_channel,
-		.on_state = on_pg_state,
-		.on_notify = on_notify,
-		.arg = &sv,
+	    .conninfo = conf->db_conninfo,
+	    .channel = conf->db_channel,
+	    .on_state = on_pg_state,
+	    .on_notify = on_notify,
+	    .arg = &sv,
 	};
 	struct err e = {0};
 	size_t opened = 0;

@@ -37,13 +37,13 @@
 #include "log.h"
 #include "sql.h"
 
-#define SYNC_LEASE_MS 60000
-#define SYNC_LEASE "60 seconds"
-#define SYNC_HEARTBEAT_MS 10000
-#define SYNC_POLL_MS 10000
-#define SYNC_CLAIM_MAX 200
+#define SYNC_LEASE_MS	    60000
+#define SYNC_LEASE	    "60 seconds"
+#define SYNC_HEARTBEAT_MS   10000
+#define SYNC_POLL_MS	    10000
+#define SYNC_CLAIM_MAX	    200
 #define SYNC_BACKOFF_BASE_S 1.0
-#define SYNC_BACKOFF_CAP_S 300.0
+#define SYNC_BACKOFF_CAP_S  300.0
 
 struct item;
 
@@ -67,8 +67,8 @@ struct item {
 	int attempts;
 	char *stores; /* comma-separated stores holding the current version */
 	int spool;
-	int src;        /* index of the source store, put only */
-	int busy;       /* operations in flight */
+	int src;	/* index of the source store, put only */
+	int busy;	/* operations in flight */
 	struct op *ops; /* one per configured store */
 	struct obj_info got;
 	bool failed, permanent;
@@ -462,7 +462,8 @@ static void del_done(void *arg, const struct err *e)
 	if (e) {
 		struct err m = *e;
 
-		err_prefix(&m, "deleting from store \"%s\": ", it->sy->conf->stores[op->store].name);
+		err_prefix(&m,
+			   "deleting from store \"%s\": ", it->sy->conf->stores[op->store].name);
 		item_fail(it, &m, is_permanent(e->code));
 	} else
 		op->ok = true;
@@ -833,8 +834,8 @@ void sync_stats(const struct sync *s, struct sync_stats *out)
 	out->bytes_done = s->bytes_done;
 }
 
-bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
-	      struct pgconn *pg, struct sync **out, struct err *e)
+bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, struct pgconn *pg,
+	      struct sync **out, struct err *e)
 {
 	struct sync *s = calloc(1, sizeof(*s));
 	const char *tmp = getenv("TMPDIR");

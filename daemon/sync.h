@@ -25,13 +25,13 @@
 struct sync;
 
 struct sync_stats {
-	int in_flight;   /* items being worked */
-	int results;     /* results waiting to be written back */
+	int in_flight; /* items being worked */
+	int results;   /* results waiting to be written back */
 	uint64_t objects_done, bytes_done;
 };
 
-bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
-	      struct pgconn *pg, struct sync **out, struct err *e) WUR;
+bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, struct pgconn *pg,
+	      struct sync **out, struct err *e) WUR;
 void sync_free(struct sync *s);
 
 /* The daemon's id in imgsync.daemons; claims start once it is set. */

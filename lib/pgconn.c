@@ -140,8 +140,8 @@ static void on_deadline(void *arg)
 	struct pgconn *pg = arg;
 
 	pg_lost(pg, pg->state == PG_CONNECTING || pg->state == PG_SETUP
-			    ? "no answer while connecting (timed out)"
-			    : "no answer to a query within 45 s: the connection is presumed dead");
+			? "no answer while connecting (timed out)"
+			: "no answer to a query within 45 s: the connection is presumed dead");
 }
 
 static void send_next(struct pgconn *pg)
@@ -324,8 +324,12 @@ static void on_retry(void *arg)
 void pg_connect(struct pgconn *pg)
 {
 	/* our defaults first: the operator's conninfo (dbname) overrides them */
-	static const char *const keys[] = {"keepalives",	"keepalives_idle", "keepalives_interval",
-					   "keepalives_count",	"application_name", "dbname",
+	static const char *const keys[] = {"keepalives",
+					   "keepalives_idle",
+					   "keepalives_interval",
+					   "keepalives_count",
+					   "application_name",
+					   "dbname",
 					   NULL};
 	const char *vals[] = {"1", "10", "5", "3", "imgsyncd", pg->conninfo, NULL};
 	struct pgq *setup;

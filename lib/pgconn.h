@@ -21,7 +21,7 @@
 #include "err.h"
 #include "loop.h"
 
-#define PG_QUERY_TIMEOUT_MS 45000
+#define PG_QUERY_TIMEOUT_MS   45000
 #define PG_CONNECT_TIMEOUT_MS 15000
 
 struct pgconn;
@@ -39,8 +39,7 @@ struct pgconn_cfg {
 	void *arg;
 };
 
-bool pg_new(struct loop *l, const struct pgconn_cfg *cfg, struct pgconn **out,
-	    struct err *e) WUR;
+bool pg_new(struct loop *l, const struct pgconn_cfg *cfg, struct pgconn **out, struct err *e) WUR;
 /* Fails queued queries (res NULL) without calling on_state. */
 void pg_free(struct pgconn *pg);
 void pg_connect(struct pgconn *pg);

@@ -11,11 +11,11 @@
 #define SQL_VERSION_TABLE                                                                          \
 	"CREATE SCHEMA IF NOT EXISTS imgsync; "                                                    \
 	"CREATE TABLE IF NOT EXISTS imgsync.schema_version ("                                      \
-	"version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT "   \
+	"version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT "    \
 	"now())"
 #define SQL_VERSION_APPLIED "SELECT 1 FROM imgsync.schema_version WHERE version = $1"
-#define SQL_VERSION_RECORD "INSERT INTO imgsync.schema_version (version, name) VALUES ($1, $2)"
-#define SQL_SET_CHANNEL "UPDATE imgsync.settings SET value = $1 WHERE name = 'channel'"
+#define SQL_VERSION_RECORD  "INSERT INTO imgsync.schema_version (version, name) VALUES ($1, $2)"
+#define SQL_SET_CHANNEL	    "UPDATE imgsync.settings SET value = $1 WHERE name = 'channel'"
 /* whether the schema is there at all (a query on a missing table fails to parse) */
 #define SQL_SCHEMA_EXISTS                                                                          \
 	"SELECT to_regclass('imgsync.schema_version') IS NOT NULL "                                \
@@ -29,15 +29,15 @@
 #define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3)"
 /* layout attributes come as columns: no JSON parsing in C */
 #define SQL_CLAIM                                                                                  \
-	"SELECT key, op, gen, attempts, origin, mimetype, attrs->>'object_type', "                  \
+	"SELECT key, op, gen, attempts, origin, mimetype, attrs->>'object_type', "                 \
 	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
-	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "              \
+	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "             \
 	"FROM imgsync.claim($1, $2, $3::interval)"
-#define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
+#define SQL_COMPLETE  "SELECT imgsync.complete($1, $2::jsonb, $3)"
 #define SQL_HEARTBEAT "SELECT imgsync.heartbeat($1, $2::text[], $3, $4, $5, $6, $7::interval)"
-#define SQL_STOP "SELECT imgsync.stop_daemon($1)"
-#define SQL_EVENT "SELECT imgsync.log_event($1, $2, $3)"
+#define SQL_STOP      "SELECT imgsync.stop_daemon($1)"
+#define SQL_EVENT     "SELECT imgsync.log_event($1, $2, $3)"
 /* LISTEN takes no parameter: the channel is quoted with PQescapeIdentifier */
 
 /* imgsyncctl */
