@@ -93,14 +93,17 @@ static int cmd_init(const char *channel)
 		printf("applied %s\n", s->name);
 		applied++;
 	}
-	{
+	/* without a configuration (-d), the channel is left as it is */
+	if (channel) {
 		const char *p[1] = {channel};
 
 		PQclear(run(SQL_SET_CHANNEL, 1, p));
 	}
 	PQclear(run("COMMIT", 0, NULL));
-	printf("imgsync schema is at version %d%s; notifications go to channel \"%s\"\n", last,
-	       applied ? "" : " (nothing to do)", channel);
+	printf("imgsync schema is at version %d%s", last, applied ? "" : " (nothing to do)");
+	if (channel)
+		printf("; notifications go to channel \"%s\"", channel);
+	printf("\n");
 	return EX_OK;
 }
 
@@ -168,7 +171,7 @@ int main(int argc, char **argv)
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *path = CONF_DEFAULT_PATH, *conninfo = NULL, *cmd, *channel = "imgsync";
+	const char *path = CONF_DEFAULT_PATH, *conninfo = NULL, *cmd, *channel = NULL;
 	struct conf *conf = NULL;
 	struct err e = {0};
 	int ch, rc;

@@ -372,8 +372,9 @@ static int service_run(const struct conf *conf)
 			status_line(&sv);
 	rc = sv.exit_code;
 out:
-	sync_free(sv.sync);
+	/* the connection first: its queued callbacks still reach the engine */
 	pg_free(sv.pg);
+	sync_free(sv.sync);
 	for (size_t i = 0; i < opened; i++)
 		store_close(sv.stores[i]);
 	free(sv.stores);

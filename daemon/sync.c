@@ -6,11 +6,18 @@
  * Claims run when the connection comes up, on every notification, when
  * slots free up, when a retry falls due, and on a slow poll.
  *
- * Leases: an item is leased for SYNC_LEASE_MS when claimed; the heartbeat
- * renews the leases of exactly the items still in hand.  An item whose
- * lease could not be renewed in time (the database unreachable) is
- * abandoned before it expires: another daemon may take it then, and two
- * daemons never work on one key at once.
+ * Leases: a claim leases an item for SYNC_LEASE_MS and names the claim with
+ * a token; results and renewals echo the token, so nothing meant for an
+ * older claim of the key can touch a newer one.  The heartbeat renews the
+ * tokens in hand and answers with those it renewed: an item whose token is
+ * missing lost its lease and is dropped at once, and an item whose lease
+ * could not be renewed (the database unreachable) is dropped a heartbeat
+ * before it would expire.  Local deadlines count from the moment the claim
+ * was sent, so they never outlast the lease the server granted.
+ *
+ * Removes delete an object only if it is still the one that was removed: a
+ * store holding a different size, or an object modified after the removal,
+ * keeps it (the application wrote the key again meanwhile).
  *
  * Results: every finished item appends one JSON object to a batch; the
  * batch goes to imgsync.complete() whenever no completion is in flight, so
@@ -20,8 +27,11 @@
  *
  * Errors: a failure that cannot heal by waiting (access denied, a source
  * that is missing, a key a layout cannot map) kills the item at once; the
- * others are retried with exponential backoff and full jitter until
- * transfer.max_attempts.  Dead items keep their last error for imgsyncctl.
+ * others are retried with exponential backoff and full jitter.  A store
+ * that is unreachable or failing (network, 5xx, throttling) does not spend
+ * the item's attempts: an outage of any length is waited out.  Failures of
+ * the object itself (integrity, local I/O) count up to transfer.max_attempts.
+ * Dead items keep their last error for imgsyncctl.
  */
 #include "sync.h"
 
@@ -54,6 +64,7 @@ struct op {
 	struct store_req *req;
 	struct obj_info info;
 	bool busy, ok;
+	bool stat_phase; /* remove: looking before deleting */
 };
 
 struct item {
@@ -63,9 +74,12 @@ struct item {
 	char *attr[5]; /* object_type, object_id, width, height, mimetype */
 	struct image_attrs attrs;
 	bool remove, missing, deleted;
-	long long gen, version;
+	long long gen, version, token;
 	int attempts;
-	char *stores; /* comma-separated stores holding the current version */
+	bool size_known;
+	uint64_t size;	   /* recorded size of the version, if known */
+	double changed_at; /* when the catalog entry last changed (a remove: when) */
+	char *stores;	   /* comma-separated stores holding the current version */
 	int spool;
 	int src;	/* index of the source store, put only */
 	int busy;	/* operations in flight */
@@ -88,16 +102,18 @@ struct sync {
 	int nitems;
 	bool claiming, claim_again, in_claimed;
 	int claim_asked;
+	uint64_t claim_sent_at;
 	struct buf batch; /* results not yet sent: "{...},{...}" */
 	int nbatch;
 	struct buf sent; /* the batch in flight, without its brackets */
 	int nsent;
+	double batch_delay, sent_delay; /* soonest retry among them, seconds */
 	bool completing;
 	bool heartbeating;
 	uint64_t hb_sent_at;
-	struct loop_timer poll, heartbeat, stop_timer;
+	struct loop_timer poll, heartbeat, stop_timer, flush_retry;
 	uint64_t objects_done, bytes_done;
-	bool stopping, stop_sent;
+	bool stopping, stop_sent, deadline_passed;
 	void (*stopped)(void *);
 	void *stopped_arg;
 	const char *spool_dir;
@@ -109,36 +125,65 @@ static void maybe_stopped(struct sync *s);
 
 /* --- small helpers --- */
 
+/* Length of the valid UTF-8 sequence at p, or 0. */
+static size_t utf8_len(const unsigned char *p)
+{
+	size_t n;
+	unsigned min;
+	unsigned cp;
+
+	if (p[0] < 0x80)
+		return 1;
+	if (p[0] >= 0xc2 && p[0] <= 0xdf)
+		n = 2, min = 0x80, cp = p[0] & 0x1f;
+	else if (p[0] >= 0xe0 && p[0] <= 0xef)
+		n = 3, min = 0x800, cp = p[0] & 0x0f;
+	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
+		n = 4, min = 0x10000, cp = p[0] & 0x07;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* A JSON string; bytes that are not valid UTF-8 (a message cut in the
+ * middle of a character) become U+FFFD, so the batch always parses. */
 static void json_str(struct buf *b, const char *v)
 {
+	const unsigned char *p = (const unsigned char *)v;
+
 	buf_putc(b, '"');
-	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
-		if (*p == '"' || *p == '\\') {
+	while (*p) {
+		size_t n = utf8_len(p);
+
+		if (n == 0) {
+			buf_puts(b, "\\ufffd");
+			p++;
+		} else if (*p == '"' || *p == '\\') {
 			buf_putc(b, '\\');
-			buf_putc(b, (char)*p);
-		} else if (*p < 0x20)
-			buf_printf(b, "\\u%04x", *p);
-		else
-			buf_putc(b, (char)*p);
+			buf_putc(b, (char)*p++);
+		} else if (*p < 0x20) {
+			buf_printf(b, "\\u%04x", *p++);
+		} else {
+			buf_append(b, p, n);
+			p += n;
+		}
 	}
 	buf_putc(b, '"');
 }
 
-/* A text[] literal of the keys in hand: {"a","b"}, " and \ escaped. */
-static void pg_array(struct buf *b, struct item *items)
+/* A bigint[] literal of the claim tokens in hand: {1,2,3}. */
+static void token_array(struct buf *b, struct item *items)
 {
 	buf_putc(b, '{');
-	for (struct item *it = items; it; it = it->next) {
-		buf_putc(b, '"');
-		for (const char *p = it->key; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				buf_putc(b, '\\');
-			buf_putc(b, *p);
-		}
-		buf_putc(b, '"');
-		if (it->next)
-			buf_putc(b, ',');
-	}
+	for (struct item *it = items; it; it = it->next)
+		buf_printf(b, "%lld%s", it->token, it->next ? "," : "");
 	buf_putc(b, '}');
 }
 
@@ -229,7 +274,10 @@ static void item_done(struct item *it)
 	struct log_fields f = {.key = it->key};
 	struct buf *b = &s->batch;
 	const char *what = it->remove ? "remove" : "put";
-	bool dead = it->failed && (it->permanent || it->attempts >= s->conf->max_attempts);
+	/* store-wide trouble (unreachable, 5xx, throttled) spends no attempt */
+	bool counted = it->err.code != ERR_TRANSIENT;
+	bool dead =
+	    it->failed && (it->permanent || (counted && it->attempts >= s->conf->max_attempts));
 	double delay = it->failed && !dead ? backoff_s(it->attempts) : 0;
 	bool first = true;
 
@@ -259,6 +307,9 @@ static void item_done(struct item *it)
 	} else if (dead)
 		log_msg(LOG_ERR, &f, "%s \"%s\" failed for good after %d attempt%s: %s", what,
 			it->key, it->attempts, it->attempts == 1 ? "" : "s", it->err.msg);
+	else if (!counted)
+		log_msg(LOG_WARNING, &f, "%s \"%s\" failed (next try in %.1f s): %s", what, it->key,
+			delay, it->err.msg);
 	else
 		log_msg(LOG_WARNING, &f, "%s \"%s\" failed (attempt %d of %d, next in %.1f s): %s",
 			what, it->key, it->attempts, s->conf->max_attempts, delay, it->err.msg);
@@ -267,14 +318,16 @@ static void item_done(struct item *it)
 		buf_putc(b, ',');
 	buf_puts(b, "{\"key\":");
 	json_str(b, it->key);
-	buf_printf(b, ",\"gen\":%lld,\"op\":\"%s\",\"ok\":%s,\"version\":%lld,\"started_at\":",
-		   it->gen, what, it->failed ? "false" : "true", it->version);
+	buf_printf(b,
+		   ",\"gen\":%lld,\"token\":%lld,\"op\":\"%s\",\"ok\":%s,\"version\":%lld,"
+		   "\"started_at\":",
+		   it->gen, it->token, what, it->failed ? "false" : "true", it->version);
 	json_str(b, it->claimed_at);
 	if (it->failed) {
 		buf_puts(b, ",\"error\":");
 		json_str(b, it->err.msg);
-		buf_printf(b, ",\"permanent\":%s,\"delay\":%.3f", it->permanent ? "true" : "false",
-			   delay);
+		buf_printf(b, ",\"permanent\":%s,\"counted\":%s,\"delay\":%.3f",
+			   it->permanent ? "true" : "false", counted ? "true" : "false", delay);
 	}
 	if (!it->remove) {
 		buf_puts(b, ",\"stores\":[");
@@ -298,13 +351,8 @@ static void item_done(struct item *it)
 	}
 	buf_putc(b, '}');
 	s->nbatch++;
-	if (delay > 0 && !s->stopping) {
-		/* look again when the retry falls due */
-		uint64_t ms = (uint64_t)(delay * 1000) + 50;
-
-		if (!loop_timer_armed(&s->poll) || s->poll.due_ms > loop_clock_ms() + ms)
-			loop_timer_set(s->loop, &s->poll, ms);
-	}
+	if (delay > 0 && (s->batch_delay == 0 || delay < s->batch_delay))
+		s->batch_delay = delay; /* a claim is timed when the server has the result */
 	item_free(it);
 	flush_results(s);
 	claim(s);
@@ -451,6 +499,60 @@ static void start_put(struct item *it)
 
 /* --- removes --- */
 
+static void del_done(void *arg, const struct err *e);
+
+/* Whether the object a remove found is still the image that was removed:
+ * not if its size differs from the recorded one, or it was modified after
+ * the removal (the application wrote the key again since). */
+static bool still_removed_one(const struct item *it, const struct obj_info *o)
+{
+	if (it->size_known && o->size != it->size)
+		return false;
+	if (o->mtime > 0 && (double)o->mtime > it->changed_at + 1.0)
+		return false;
+	return true;
+}
+
+static void remove_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct sync *s = it->sy;
+	const struct store_cfg *c = &s->conf->stores[op->store];
+	struct buf key = BUF_INIT;
+	struct err de = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	op->stat_phase = false;
+	it->busy--;
+	if (e && e->code == ERR_NOTFOUND) {
+		op->ok = true; /* nothing there: deleted */
+	} else if (e) {
+		struct err m = *e;
+
+		err_prefix(&m, "deleting from store \"%s\": ", c->name);
+		item_fail(it, &m, is_permanent(e->code));
+	} else if (!still_removed_one(it, &op->info)) {
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
+			"not deleting \"%s\" from store \"%s\": it was written after the removal "
+			"(%llu bytes); the application wrote the key again",
+			it->key, c->name, (unsigned long long)op->info.size);
+		op->ok = true;
+	} else if (!store_key(s->stores[op->store], it->key, &it->attrs, &key, &de) ||
+		   !s->stores[op->store]->ops->del(s->stores[op->store], buf_str(&key), del_done,
+						   op, &op->req, &de)) {
+		err_prefix(&de, "deleting from store \"%s\": ", c->name);
+		item_fail(it, &de, is_permanent(de.code));
+	} else {
+		op->busy = true;
+		it->busy++;
+	}
+	buf_free(&key);
+	if (it->busy == 0)
+		item_done(it);
+}
+
 static void del_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
@@ -488,12 +590,13 @@ static void start_remove(struct item *it)
 		/* A layout that cannot map this image cannot have stored it. */
 		if (!store_key(s->stores[i], it->key, &it->attrs, &key, &e))
 			continue;
-		if (!s->stores[i]->ops->del(s->stores[i], buf_str(&key), del_done, op, &op->req,
-					    &e)) {
+		if (!s->stores[i]->ops->stat(s->stores[i], buf_str(&key), &op->info, remove_looked,
+					     op, &op->req, &e)) {
 			err_prefix(&e, "deleting from store \"%s\": ", s->conf->stores[i].name);
 			item_fail(it, &e, is_permanent(e.code));
 			continue;
 		}
+		op->stat_phase = true;
 		op->busy = true;
 		it->busy++;
 	}
@@ -521,6 +624,12 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		return; /* the connection's return (or the poll) claims again */
 	}
 	n = PQntuples(res);
+	if (s->stopping) {
+		/* stop_daemon releases their leases; nothing has been done yet */
+		s->claim_again = false;
+		maybe_stopped(s);
+		return;
+	}
 	s->in_claimed = true; /* items finishing at once must not each claim */
 	for (int i = 0; i < n; i++) {
 		struct item *it = calloc(1, sizeof(*it));
@@ -534,22 +643,27 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		it->spool = -1;
 		it->src = -1;
 		it->t0 = loop_now(s->loop);
-		it->lease_deadline = it->t0 + SYNC_LEASE_MS;
+		/* the server's lease started no later than our sending the claim */
+		it->lease_deadline = s->claim_sent_at + SYNC_LEASE_MS;
 		it->key = col(res, i, 0);
 		it->remove = strcmp(PQgetvalue(res, i, 1), "remove") == 0;
 		it->gen = strtoll(PQgetvalue(res, i, 2), NULL, 10);
 		it->attempts = atoi(PQgetvalue(res, i, 3));
-		it->origin = col(res, i, 4);
+		it->token = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+		it->origin = col(res, i, 5);
 		it->missing = it->origin == NULL;
-		it->mimetype = col(res, i, 5);
+		it->mimetype = col(res, i, 6);
 		for (int a = 0; a < 5; a++)
-			it->attr[a] = col(res, i, 6 + a);
+			it->attr[a] = col(res, i, 7 + a);
 		it->attrs = (struct image_attrs){it->attr[0], it->attr[1], it->attr[2], it->attr[3],
 						 it->attr[4]};
-		it->version = strtoll(PQgetvalue(res, i, 11), NULL, 10);
-		it->stores = col(res, i, 12);
-		it->deleted = PQgetvalue(res, i, 13)[0] == 't';
-		it->claimed_at = col(res, i, 14);
+		it->version = strtoll(PQgetvalue(res, i, 12), NULL, 10);
+		it->stores = col(res, i, 13);
+		it->deleted = PQgetvalue(res, i, 14)[0] == 't';
+		it->size_known = !PQgetisnull(res, i, 15);
+		it->size = it->size_known ? strtoull(PQgetvalue(res, i, 15), NULL, 10) : 0;
+		it->changed_at = PQgetisnull(res, i, 16) ? 0 : strtod(PQgetvalue(res, i, 16), NULL);
+		it->claimed_at = col(res, i, 17);
 		for (size_t k = 0; k < s->conf->nstores; k++)
 			it->ops[k] = (struct op){.it = it, .store = (int)k};
 		if (it->key == NULL || it->claimed_at == NULL) {
@@ -591,6 +705,7 @@ static void claim(struct sync *s)
 		log_error("out of memory queueing a claim");
 		return;
 	}
+	s->claim_sent_at = loop_now(s->loop);
 	s->claiming = true;
 	s->claim_again = false;
 }
@@ -612,6 +727,9 @@ static void requeue_sent(struct sync *s)
 	buf_free(&s->batch);
 	s->batch = merged;
 	s->nbatch += s->nsent;
+	if (s->sent_delay > 0 && (s->batch_delay == 0 || s->sent_delay < s->batch_delay))
+		s->batch_delay = s->sent_delay;
+	s->sent_delay = 0;
 	buf_reset(&s->sent);
 	s->nsent = 0;
 }
@@ -622,16 +740,32 @@ static void completed(void *arg, PGresult *res, const char *error)
 
 	s->completing = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		if (res)
-			log_error("writing %d result(s) back failed: %s", s->nsent,
+		if (res) {
+			log_error("writing %d result(s) back failed: %s; trying again", s->nsent,
 				  error ? error : "unexpected answer");
-		requeue_sent(s); /* sent again after the reconnect */
+			loop_timer_set(s->loop, &s->flush_retry, 1000);
+		}
+		requeue_sent(s); /* the reconnect (or the timer) sends it again */
 		return;
+	}
+	if (s->sent_delay > 0 && !s->stopping) {
+		/* look again when the soonest retry falls due on the server */
+		uint64_t ms = (uint64_t)(s->sent_delay * 1000) + 100;
+
+		if (!loop_timer_armed(&s->poll) || s->poll.due_ms > loop_clock_ms() + ms)
+			loop_timer_set(s->loop, &s->poll, ms);
 	}
 	buf_reset(&s->sent);
 	s->nsent = 0;
+	s->sent_delay = 0;
 	flush_results(s);
+	claim(s); /* rows released as "written again" are ready now */
 	maybe_stopped(s);
+}
+
+static void on_flush_retry(void *arg)
+{
+	flush_results(arg);
 }
 
 static void flush_results(struct sync *s)
@@ -649,6 +783,8 @@ static void flush_results(struct sync *s)
 	buf_reset(&s->batch);
 	s->nsent = s->nbatch;
 	s->nbatch = 0;
+	s->sent_delay = s->batch_delay;
+	s->batch_delay = 0;
 	buf_putc(&arr, '[');
 	buf_append(&arr, buf_str(&s->sent), s->sent.len);
 	buf_putc(&arr, ']');
@@ -666,9 +802,18 @@ static void flush_results(struct sync *s)
 
 /* --- heartbeat and leases --- */
 
+static void abandon(struct item *it, const char *why)
+{
+	log_msg(LOG_WARNING, &(struct log_fields){.key = it->key}, "abandoning \"%s\": %s", it->key,
+		why);
+	item_cancel_ops(it);
+	item_free(it);
+}
+
 static void heartbeat_done(void *arg, PGresult *res, const char *error)
 {
 	struct sync *s = arg;
+	int n;
 
 	s->heartbeating = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -676,51 +821,59 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 			log_error("heartbeat failed: %s", error ? error : "unexpected answer");
 		return;
 	}
-	/* the leases of the keys sent were renewed as of the sending */
-	for (struct item *it = s->items; it; it = it->next)
-		if (it->t0 <= s->hb_sent_at && it->lease_deadline < s->hb_sent_at + SYNC_LEASE_MS)
+	/* Claims sent before the heartbeat and missing from its answer lost
+	 * their lease: another daemon may hold the key now. */
+	n = PQntuples(res);
+	for (struct item *it = s->items, *next; it; it = next) {
+		bool renewed = false;
+
+		next = it->next;
+		if (it->t0 > s->hb_sent_at)
+			continue; /* claimed after the heartbeat left */
+		for (int i = 0; i < n && !renewed; i++)
+			renewed = strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token;
+		if (renewed)
 			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
+		else
+			abandon(it, "its lease was lost (expired and taken, or released)");
+	}
 }
 
 static void on_heartbeat(void *arg)
 {
 	struct sync *s = arg;
 	uint64_t now = loop_now(s->loop);
-	struct buf keys = BUF_INIT;
+	struct buf tokens = BUF_INIT;
 	char in_flight[16], objects[24], bytes[24];
 	const char *p[7];
 
 	loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
-	/* Abandon what we could not keep leased: another daemon may take it
-	 * once the lease runs out, so stop touching it before then. */
+	/* Drop what cannot be renewed before the next heartbeat: once a lease
+	 * runs out another daemon may take the key. */
 	for (struct item *it = s->items, *next; it; it = next) {
 		next = it->next;
-		if (now + 5000 < it->lease_deadline)
-			continue;
-		log_msg(LOG_WARNING, &(struct log_fields){.key = it->key},
-			"abandoning \"%s\": its lease could not be renewed (database unreachable)",
-			it->key);
-		item_cancel_ops(it);
-		item_free(it);
+		if (now + SYNC_HEARTBEAT_MS + 5000 >= it->lease_deadline)
+			abandon(it, "its lease could not be renewed in time (database "
+				    "unreachable)");
 	}
 	if (s->daemon == 0 || !pg_ready(s->pg) || s->heartbeating)
 		return;
-	pg_array(&keys, s->items);
+	token_array(&tokens, s->items);
 	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
 	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)s->bytes_done);
 	p[0] = s->daemon_s;
-	p[1] = buf_str(&keys);
+	p[1] = buf_str(&tokens);
 	p[2] = s->stopping ? "stopping" : "running";
 	p[3] = in_flight;
 	p[4] = objects;
 	p[5] = bytes;
 	p[6] = SYNC_LEASE;
-	if (buf_ok(&keys, NULL) && pg_query(s->pg, SQL_HEARTBEAT, 7, p, heartbeat_done, s)) {
+	if (buf_ok(&tokens, NULL) && pg_query(s->pg, SQL_HEARTBEAT, 7, p, heartbeat_done, s)) {
 		s->heartbeating = true;
 		s->hb_sent_at = now;
 	}
-	buf_free(&keys);
+	buf_free(&tokens);
 }
 
 static void on_poll(void *arg)
@@ -750,8 +903,8 @@ static void maybe_stopped(struct sync *s)
 
 	if (!s->stopping || s->stop_sent || s->nitems > 0)
 		return;
-	if (pg_ready(s->pg) && (s->nbatch > 0 || s->completing))
-		return; /* results first */
+	if (!s->deadline_passed && pg_ready(s->pg) && (s->nbatch > 0 || s->completing))
+		return; /* results first, until the deadline */
 	s->stop_sent = true;
 	loop_timer_cancel(s->loop, &s->stop_timer);
 	if (s->daemon == 0 || !pg_ready(s->pg) || !pg_query(s->pg, SQL_STOP, 1, p, stop_done, s)) {
@@ -775,11 +928,9 @@ static void on_stop_deadline(void *arg)
 		item_cancel_ops(it);
 		item_free(it);
 	}
-	if (s->completing || !pg_ready(s->pg)) {
-		/* no time left to wait for the database */
-		s->completing = false;
-		s->nbatch = 0;
-	}
+	/* No more waiting for the database: results not written are redone by
+	 * whoever claims their items next. */
+	s->deadline_passed = true;
 	maybe_stopped(s);
 }
 
@@ -812,10 +963,6 @@ void sync_connected(struct sync *s)
 		loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
 	if (!s->stopping && !loop_timer_armed(&s->poll))
 		loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
-	s->claiming = false;
-	s->heartbeating = false;
-	s->completing = false;
-	requeue_sent(s);
 	flush_results(s);
 	claim(s);
 	maybe_stopped(s);
@@ -850,6 +997,7 @@ bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, st
 	loop_timer_init(&s->poll, on_poll, s);
 	loop_timer_init(&s->heartbeat, on_heartbeat, s);
 	loop_timer_init(&s->stop_timer, on_stop_deadline, s);
+	loop_timer_init(&s->flush_retry, on_flush_retry, s);
 	*out = s;
 	return true;
 }
@@ -867,6 +1015,7 @@ void sync_free(struct sync *s)
 	loop_timer_cancel(s->loop, &s->poll);
 	loop_timer_cancel(s->loop, &s->heartbeat);
 	loop_timer_cancel(s->loop, &s->stop_timer);
+	loop_timer_cancel(s->loop, &s->flush_retry);
 	buf_free(&s->batch);
 	buf_free(&s->sent);
 	free(s);

@@ -71,7 +71,10 @@ struct store_req {
 	struct store_list list, *list_out;
 	store_done_fn done;
 	void *arg;
-	bool ok, cancelled;
+	bool ok;
+	/* set on the loop thread, read by the pool thread: a cancelled request
+	 * not yet started is skipped, and none renames or unlinks anything */
+	_Atomic bool cancelled;
 	struct err err;
 };
 
@@ -360,6 +363,10 @@ static bool do_put(struct store_req *r)
 		goto out;
 	}
 	fd = -1;
+	if (r->cancelled) {
+		err_set(e, ERR_TRANSIENT, "cancelled");
+		goto out;
+	}
 	if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
 			st->base.cfg->root);
@@ -452,6 +459,10 @@ static bool do_del(struct store_req *r)
 	if (dirfd < 0)
 		return r->err.code == ERR_NOTFOUND;
 	split_key(r->key, dir, sizeof(dir), &name);
+	if (r->cancelled) {
+		close(dirfd);
+		return err_set(&r->err, ERR_TRANSIENT, "cancelled");
+	}
 	/* a directory is not an object: nothing to delete either */
 	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT && errno != EISDIR) {
 		err_sys(&r->err, errno, "cannot delete \"%s\" under %s", r->key,
@@ -685,23 +696,26 @@ static void req_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)job;
 
-	switch (r->op) {
-	case FS_PUT:
-		r->ok = do_put(r);
-		break;
-	case FS_GET:
-		r->ok = do_get(r);
-		break;
-	case FS_STAT:
-		r->ok = do_stat(r);
-		break;
-	case FS_DEL:
-		r->ok = do_del(r);
-		break;
-	case FS_LIST:
-		r->ok = do_list(r);
-		break;
-	}
+	if (r->cancelled)
+		r->ok = err_set(&r->err, ERR_TRANSIENT, "cancelled");
+	else
+		switch (r->op) {
+		case FS_PUT:
+			r->ok = do_put(r);
+			break;
+		case FS_GET:
+			r->ok = do_get(r);
+			break;
+		case FS_STAT:
+			r->ok = do_stat(r);
+			break;
+		case FS_DEL:
+			r->ok = do_del(r);
+			break;
+		case FS_LIST:
+			r->ok = do_list(r);
+			break;
+		}
 	pthread_mutex_lock(&r->st->mu);
 	if (--r->st->pending == 0)
 		pthread_cond_broadcast(&r->st->idle);

@@ -5,6 +5,9 @@
  * arrive unasked); output is watched only while PQflush() has more to
  * send.  libpq may replace the socket during PQconnectPoll (several hosts
  * in the conninfo), so the watcher is re-armed after every poll step.
+ *
+ * Known limit: PQconnectStartParams resolves host names synchronously; use
+ * an IP address (hostaddr) or a unix socket where DNS may be slow.
  */
 #include "pgconn.h"
 
@@ -73,21 +76,27 @@ static void one_line(char *dst, size_t size, const char *src)
 			*p = ' ';
 }
 
-static void arm(struct pgconn *pg, uint32_t events)
+/* Watch the connection's socket for events.  fresh: register it anew, as
+ * after a PQconnectPoll step, which may have closed the socket and opened
+ * another under the same number (epoll forgot the closed one). */
+static bool arm(struct pgconn *pg, uint32_t events, bool fresh)
 {
 	int fd = pg->conn ? PQsocket(pg->conn) : -1;
 
-	if (pg->io_armed && (fd != pg->io.fd || events == 0)) {
+	if (pg->io_armed && (fresh || fd != pg->io.fd || events == 0)) {
 		loop_io_del(pg->loop, &pg->io);
 		pg->io_armed = false;
 	}
 	if (fd < 0 || events == 0)
-		return;
+		return true;
 	if (!pg->io_armed)
 		pg->io.fd = fd;
-	if (!loop_io_set(pg->loop, &pg->io, events, NULL))
+	if (!loop_io_set(pg->loop, &pg->io, events, NULL)) {
 		log_error("postgres: cannot watch the connection's socket");
+		return false;
+	}
 	pg->io_armed = true;
+	return true;
 }
 
 /* Drop the connection, fail every query, schedule a reconnect. */
@@ -98,7 +107,7 @@ static void pg_lost(struct pgconn *pg, const char *why)
 	uint64_t cap, delay;
 
 	one_line(msg, sizeof(msg), why);
-	arm(pg, 0);
+	(void)arm(pg, 0, false);
 	loop_timer_cancel(pg->loop, &pg->deadline);
 	if (pg->last) {
 		PQclear(pg->last);
@@ -180,7 +189,8 @@ static void send_next(struct pgconn *pg)
 		pg_lost(pg, PQerrorMessage(pg->conn));
 		return;
 	}
-	arm(pg, EPOLLIN | (rc == 1 ? EPOLLOUT : 0));
+	if (!arm(pg, EPOLLIN | (rc == 1 ? EPOLLOUT : 0), false))
+		pg_lost(pg, "cannot watch the connection's socket");
 }
 
 static void notifications(struct pgconn *pg)
@@ -275,7 +285,11 @@ static void on_io(void *arg, int fd, uint32_t events)
 			pg_lost(pg, PQerrorMessage(pg->conn));
 			return;
 		}
-		arm(pg, EPOLLIN | (rc == 1 ? EPOLLOUT : 0));
+		if (!arm(pg, EPOLLIN | (rc == 1 ? EPOLLOUT : 0), false)) {
+			pg_lost(pg, "cannot watch the connection's socket");
+			return;
+		}
+		notifications(pg); /* PQflush may have read some */
 	}
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
 		if (!PQconsumeInput(pg->conn)) {
@@ -294,10 +308,12 @@ static void pg_step(struct pgconn *pg)
 {
 	switch (PQconnectPoll(pg->conn)) {
 	case PGRES_POLLING_READING:
-		arm(pg, EPOLLIN);
+		if (!arm(pg, EPOLLIN, true))
+			pg_lost(pg, "cannot watch the connection's socket");
 		return;
 	case PGRES_POLLING_WRITING:
-		arm(pg, EPOLLOUT);
+		if (!arm(pg, EPOLLOUT, true))
+			pg_lost(pg, "cannot watch the connection's socket");
 		return;
 	case PGRES_POLLING_FAILED:
 		pg_lost(pg, PQerrorMessage(pg->conn));
@@ -312,7 +328,10 @@ static void pg_step(struct pgconn *pg)
 		return;
 	}
 	set_state(pg, PG_SETUP);
-	arm(pg, EPOLLIN);
+	if (!arm(pg, EPOLLIN, true)) {
+		pg_lost(pg, "cannot watch the connection's socket");
+		return;
+	}
 	send_next(pg); /* the setup query sits at the head */
 }
 
@@ -383,18 +402,25 @@ void pg_free(struct pgconn *pg)
 	if (pg == NULL)
 		return;
 	pg->cfg.on_state = NULL;
-	arm(pg, 0);
+	(void)arm(pg, 0, false);
 	loop_timer_cancel(pg->loop, &pg->retry);
 	loop_timer_cancel(pg->loop, &pg->deadline);
 	PQclear(pg->last);
 	PQfinish(pg->conn);
+	pg->conn = NULL;
+	/* callbacks see the connection gone; what they queue is dropped */
 	while (pg->head) {
-		struct pgq *q = pg->head;
+		struct pgq *list = pg->head;
 
-		pg->head = q->next;
-		if (q->cb)
-			q->cb(q->arg, NULL, "shutting down");
-		q_free(q);
+		pg->head = pg->tail = NULL;
+		while (list) {
+			struct pgq *q = list;
+
+			list = q->next;
+			if (q->cb)
+				q->cb(q->arg, NULL, "shutting down");
+			q_free(q);
+		}
 	}
 	free(pg->conninfo);
 	free(pg->channel);

@@ -29,15 +29,18 @@
 #define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3)"
 /* layout attributes come as columns: no JSON parsing in C */
 #define SQL_CLAIM                                                                                  \
-	"SELECT key, op, gen, attempts, origin, mimetype, attrs->>'object_type', "                 \
+	"SELECT key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "          \
 	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
+	"size, changed_at, "                                                                       \
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "             \
 	"FROM imgsync.claim($1, $2, $3::interval)"
-#define SQL_COMPLETE  "SELECT imgsync.complete($1, $2::jsonb, $3)"
-#define SQL_HEARTBEAT "SELECT imgsync.heartbeat($1, $2::text[], $3, $4, $5, $6, $7::interval)"
-#define SQL_STOP      "SELECT imgsync.stop_daemon($1)"
-#define SQL_EVENT     "SELECT imgsync.log_event($1, $2, $3)"
+#define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
+/* answers with the tokens whose leases it renewed */
+#define SQL_HEARTBEAT                                                                              \
+	"SELECT * FROM imgsync.heartbeat($1, $2::bigint[], $3, $4, $5, $6, $7::interval)"
+#define SQL_STOP  "SELECT imgsync.stop_daemon($1)"
+#define SQL_EVENT "SELECT imgsync.log_event($1, $2, $3)"
 /* LISTEN takes no parameter: the channel is quoted with PQescapeIdentifier */
 
 /* imgsyncctl */

@@ -81,16 +81,57 @@ check "after malformed and oversized notifications the daemon still mirrors" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'after-notify.png' AND 'cloud' = ANY (stores)" "1"
 check "the daemon is still running" kill -0 "$D_PID"
 check "each ignored notification is logged" test "$(grep -c 'ignored a notification' "$D_LOG")" = 3
-check "... and recorded for admins" test "$(d_sql "SELECT count(*) FROM imgsync.events")" = 3
+check "... and recorded for admins" test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'ignored notification%'")" = 3
 check "an oversized one is called so" grep -q 'oversized' "$D_LOG"
+
+# --- a key imgsync cannot accept does not abort the application ---
+d_sql "INSERT INTO pictures (path) VALUES ('/absolute/path.jpg')" >/dev/null 2>&1
+check "an INSERT with an invalid image key still commits" \
+	test "$(d_sql "SELECT count(*) FROM pictures WHERE path = '/absolute/path.jpg'")" = 1
+check "... and the refusal is recorded for admins" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE '%invalid image key%'")" = 1
+
+# --- one result whose error message is cut inside a character (a long
+# Cyrillic key) does not keep the others from being recorded ---
+long=$(printf 'ж%.0s' $(seq 480))
+for i in 1 2 3; do printf "batch $i" >"$D_ROOT/batch$i.png"; done
+d_sql "SELECT imgsync.put('$long.jpg', 'local'), imgsync.put('batch1.png', 'local'),
+       imgsync.put('batch2.png', 'local'), imgsync.put('batch3.png', 'local')" >/dev/null
+check "the other results of the batch are recorded" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'batch%' AND 'cloud' = ANY (stores)" 3
+check "the long key's missing source is a dead item" \
+	wait_sql "SELECT state FROM imgsync.work WHERE key = '$long.jpg'" dead
+check "no result failed to be written" sh -c "! grep -q 'result(s) back failed' '$D_LOG'"
+
+# --- a removed image written again before the removal is carried out: the
+# new file stays ---
+printf 'old' >"$D_ROOT/reused.jpg"
+d_sql "INSERT INTO pictures (path) VALUES ('reused.jpg')" >/dev/null
+wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'reused.jpg' AND 'cloud' = ANY (stores)" 1 >/dev/null
+d_stop
+d_sql "DELETE FROM pictures WHERE path = 'reused.jpg'" >/dev/null
+sleep 1.2
+printf 'the new image' >"$D_ROOT/reused.jpg"
+check "imgsyncd starts again" d_start
+check "the removal is carried out" wait_sql "SELECT count(*) FROM imgsync.work WHERE key = 'reused.jpg'" 0
+check "... on the mirror" test -z "$(s3_keys | grep '^reused.jpg ')"
+check "... but the origin keeps the file written after the removal" \
+	test "$(cat "$D_ROOT/reused.jpg" 2>/dev/null)" = "the new image"
+check "... saying so" grep -q 'not deleting "reused.jpg" from store "local": it was written after the removal' "$D_LOG"
+d_sql "INSERT INTO pictures (path) VALUES ('reused.jpg')" >/dev/null
+check "and the new image, put again, is mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'reused.jpg' AND 'cloud' = ANY (stores)" 1
+check "... with its new bytes" test "$(s3_cat reused.jpg)" = "the new image"
 
 d_stop
 check "SIGTERM stops it cleanly (exit $D_RC)" test "$D_RC" = 0
-check "... and marks it stopped" test "$(d_sql "SELECT state FROM imgsync.workers")" = stopped
+check "... and marks it stopped" test "$(d_sql "SELECT count(*) FROM imgsync.workers WHERE state <> 'stopped'")" = 0
 
 # --- SQLAlchemy-ImageAttach tables land at ImageAttach's keys ---
 d_init imageattach imageattach imageattach || fail "set-up imageattach"
-d_sql "CREATE TABLE user_picture (object_id bigint, width int, height int, mimetype text, original boolean, PRIMARY KEY (object_id, width, height))" >/dev/null
+# as ImageAttach declares it: the object id is the one primary key column
+# besides width and height (here user_id), not a column named object_id
+d_sql "CREATE TABLE user_picture (user_id bigint, width int, height int, mimetype text, original boolean, created_at timestamptz DEFAULT now(), PRIMARY KEY (user_id, width, height))" >/dev/null
 # FileSystemStore paths: <type>/<id % 1000>/<id // 1000>/<id>.<W>x<H><ext>
 mkdir -p "$D_ROOT/user-picture/345/12" "$D_ROOT/user-picture/7/0"
 printf 'jpeg bytes' >"$D_ROOT/user-picture/345/12/12345.100x80.jpe"
@@ -105,7 +146,7 @@ check "both images are mirrored" \
 keys=$(s3_keys | sort | tr '\n' ';')
 check "at S3Store's keys: $keys" test "$keys" = "user-picture/12345/100x80.jpe 10;user-picture/7/640x480.png 9;"
 check "with the filesystem's bytes" test "$(s3_cat user-picture/12345/100x80.jpe)" = "jpeg bytes"
-d_sql "DELETE FROM user_picture WHERE object_id = 7" >/dev/null
+d_sql "DELETE FROM user_picture WHERE user_id = 7" >/dev/null
 check "deleting the row removes both copies" \
 	wait_sql "SELECT count(*) FROM imgsync.images" "1"
 check "... from S3" test "$(s3_keys | wc -l)" = 1

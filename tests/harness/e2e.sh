@@ -11,7 +11,7 @@ chmod 755 "$T"
 _e2e_own_servers=0
 _e2e_cleanup() {
 	[ $_e2e_own_servers = 1 ] && servers_stop >/dev/null 2>&1
-	rm -rf "$T"
+	[ "${IMGSYNC_KEEP_TMP:-0}" = 1 ] && echo "# kept $T" || rm -rf "$T"
 }
 trap _e2e_cleanup EXIT
 trap 'exit 130' INT TERM

@@ -535,8 +535,11 @@ servers_start() {
 }
 
 # _srv_pg_stop DIR: immediate shutdown, then SIGKILL the postmaster and its children if still there.
+# _srv_pg_stop DIR [MODE]: immediate for teardown; "fast" for a clean
+# restart under a running test (a checkpoint: nothing committed is lost,
+# even with synchronous_commit off)
 _srv_pg_stop() {
-	local dir=$1 bindir pid=
+	local dir=$1 mode=${2:-immediate} bindir pid=
 	[ -d "$dir/pg/data" ] || return 0
 	if [ -r "$dir/pg/data/postmaster.pid" ]; then
 		pid=$(head -n 1 "$dir/pg/data/postmaster.pid" 2>/dev/null) || pid=
@@ -548,7 +551,7 @@ _srv_pg_stop() {
 	if [ -n "$bindir" ]; then
 		set -- timeout 10
 		[ "$(id -u)" != 0 ] || set -- "$@" "$(_srv_runuser)" -u "${IMGSYNC_TEST_PG_OSUSER:-postgres}" --
-		(cd / && "$@" "$bindir/pg_ctl" stop -D "$dir/pg/data" -m immediate -w -t 5 -s) \
+		(cd / && "$@" "$bindir/pg_ctl" stop -D "$dir/pg/data" -m "$mode" -w -t 5 -s) \
 			>/dev/null 2>&1 || true
 	fi
 	if _srv_alive "$pid" && _srv_cmdline_has "$pid" "$dir"; then
@@ -673,10 +676,11 @@ servers_stop() {
 
 # --- restarts, for tests of "Postgres restarted" and "store was down" ---
 
+# a clean shutdown, as an operator's restart is
 servers_pg_stop() {
 	local d=${1:-${IMGSYNC_TEST_SERVERS_DIR:-}}
 	[ -n "$d" ] || return 1
-	_srv_pg_stop "$d"
+	_srv_pg_stop "$d" fast
 }
 
 servers_pg_start() {
