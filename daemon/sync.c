@@ -36,6 +36,7 @@
 #include "sync.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +65,25 @@ struct op {
 	struct store_req *req;
 	struct obj_info info;
 	bool busy, ok;
+	bool stored;	 /* a put succeeded: the store holds this version now */
 	bool stat_phase; /* remove: looking before deleting */
+};
+
+/* The migration duty of an item (see sql/002_migrations.sql). */
+struct mig {
+	long long id; /* 0: none */
+	char *step;   /* "copy" or "delete-source" */
+	char *source, *target;
+	bool move, dry_run, verify;
+	bool started;
+	int src, tgt;	  /* store indexes */
+	int spool, check; /* the copy, and the target read back (verify) */
+	struct op get, put, back, del;
+	const char *outcome; /* "done", "skipped" or NULL */
+	uint64_t bytes;
+	const char *home;    /* the image's new home store */
+	const char *unstore; /* a store that no longer holds it */
+	const char *next_step;
 };
 
 struct item {
@@ -89,6 +108,7 @@ struct item {
 	struct err err;
 	uint64_t lease_deadline;
 	uint64_t t0;
+	struct mig mig;
 };
 
 struct sync {
@@ -103,6 +123,7 @@ struct sync {
 	bool claiming, claim_again, in_claimed;
 	int claim_asked;
 	uint64_t claim_sent_at;
+	bool advancing;
 	struct buf batch; /* results not yet sent: "{...},{...}" */
 	int nbatch;
 	struct buf sent; /* the batch in flight, without its brackets */
@@ -225,13 +246,24 @@ static void item_fail(struct item *it, const struct err *e, bool permanent)
 	it->err = *e;
 }
 
+static void op_cancel(struct sync *s, struct op *op)
+{
+	if (op->busy && op->req)
+		s->stores[op->store]->ops->cancel(s->stores[op->store], op->req);
+	op->busy = false;
+	op->req = NULL;
+}
+
 static void item_cancel_ops(struct item *it)
 {
 	struct sync *s = it->sy;
 
 	for (size_t i = 0; i < s->conf->nstores; i++)
-		if (it->ops[i].busy && it->ops[i].req)
-			s->stores[i]->ops->cancel(s->stores[i], it->ops[i].req);
+		op_cancel(s, &it->ops[i]);
+	op_cancel(s, &it->mig.get);
+	op_cancel(s, &it->mig.put);
+	op_cancel(s, &it->mig.back);
+	op_cancel(s, &it->mig.del);
 }
 
 static void item_free(struct item *it)
@@ -244,6 +276,13 @@ static void item_free(struct item *it)
 	}
 	if (it->spool >= 0)
 		close(it->spool);
+	if (it->mig.spool >= 0)
+		close(it->mig.spool);
+	if (it->mig.check >= 0)
+		close(it->mig.check);
+	free(it->mig.step);
+	free(it->mig.source);
+	free(it->mig.target);
 	free(it->key);
 	free(it->origin);
 	free(it->mimetype);
@@ -267,8 +306,10 @@ static double backoff_s(int attempts)
 	return 0.25 + (cap - 0.25) * ((double)random() / RAND_MAX);
 }
 
+static void start_migrate(struct item *it);
+
 /* The item is over: log it, queue its result, free it, claim more. */
-static void item_done(struct item *it)
+static void item_finish(struct item *it)
 {
 	struct sync *s = it->sy;
 	struct log_fields f = {.key = it->key};
@@ -300,9 +341,18 @@ static void item_done(struct item *it)
 				it->key, s->conf->stores[it->src].name, buf_str(&where),
 				(unsigned long long)it->got.size,
 				(unsigned long long)(loop_now(s->loop) - it->t0));
-		else
+		else if (!it->mig.id)
 			log_msg(LOG_DEBUG, &f, "put \"%s\": every mirror holds it already",
 				it->key);
+		if (it->mig.id && it->mig.outcome)
+			log_msg(LOG_INFO,
+				&(struct log_fields){.key = it->key, .migration = it->mig.id},
+				"migration %lld: \"%s\" %s%s%s", it->mig.id, it->key,
+				it->mig.next_step ? "copied to "
+				: it->mig.unstore ? "moved to "
+						  : it->mig.outcome,
+				it->mig.next_step || it->mig.unstore ? it->mig.target : "",
+				it->mig.next_step ? ", verified; the source copy goes next" : "");
 		buf_free(&where);
 	} else if (dead)
 		log_msg(LOG_ERR, &f, "%s \"%s\" failed for good after %d attempt%s: %s", what,
@@ -332,12 +382,17 @@ static void item_done(struct item *it)
 	if (!it->remove) {
 		buf_puts(b, ",\"stores\":[");
 		for (size_t i = 0; i < s->conf->nstores; i++) {
-			if (!it->ops[i].ok || (int)i == it->src)
+			if (!it->ops[i].stored)
 				continue;
 			if (!first)
 				buf_putc(b, ',');
 			json_str(b, s->conf->stores[i].name);
 			first = false;
+		}
+		if (it->mig.put.stored) {
+			if (!first)
+				buf_putc(b, ',');
+			json_str(b, it->mig.target);
 		}
 		buf_putc(b, ']');
 		if (it->src >= 0 && (it->got.size || !it->failed))
@@ -349,6 +404,22 @@ static void item_done(struct item *it)
 			buf_printf(b, ",\"checksum\":\"%s\"", hex);
 		}
 	}
+	if (it->mig.id) {
+		buf_printf(b, ",\"migration\":%lld", it->mig.id);
+		if (!it->failed && it->mig.outcome)
+			buf_printf(b, ",\"mig\":\"%s\",\"mig_bytes\":%llu", it->mig.outcome,
+				   (unsigned long long)it->mig.bytes);
+		if (!it->failed && it->mig.home) {
+			buf_puts(b, ",\"home\":");
+			json_str(b, it->mig.home);
+		}
+		if (!it->failed && it->mig.unstore) {
+			buf_puts(b, ",\"unstore\":");
+			json_str(b, it->mig.unstore);
+		}
+		if (!it->failed && it->mig.next_step)
+			buf_printf(b, ",\"next_step\":\"%s\"", it->mig.next_step);
+	}
 	buf_putc(b, '}');
 	s->nbatch++;
 	if (delay > 0 && (s->batch_delay == 0 || delay < s->batch_delay))
@@ -357,6 +428,18 @@ static void item_done(struct item *it)
 	flush_results(s);
 	claim(s);
 	maybe_stopped(s);
+}
+
+/* A stage of the item is over: its migration duty next, if it has one. */
+static void item_done(struct item *it)
+{
+	if (it->mig.id && !it->mig.started && !it->failed && !it->remove) {
+		start_migrate(it);
+		return;
+	}
+	if (it->mig.id && it->remove && !it->failed)
+		it->mig.outcome = "skipped"; /* removed: nothing to migrate */
+	item_finish(it);
 }
 
 /* --- puts --- */
@@ -383,6 +466,7 @@ static void put_done(void *arg, const struct err *e)
 		item_fail(it, &m, false);
 	} else {
 		op->ok = true;
+		op->stored = true;
 		/* a store that hashed what it stored gives the catalog a checksum */
 		if (!it->got.has_md5 && op->info.has_md5) {
 			it->got.has_md5 = true;
@@ -605,6 +689,331 @@ static void start_remove(struct item *it)
 		item_done(it);
 }
 
+/* --- migrations --- */
+
+/* MD5 of a spool file (local, just written: page-cache speed). */
+static bool md5_of(int fd, unsigned char out[16], struct err *e)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned char buf[65536];
+	unsigned int n = 16;
+	off_t off = 0;
+	ssize_t k;
+
+	if (ctx == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
+	while ((k = pread(fd, buf, sizeof(buf), off)) > 0) {
+		EVP_DigestUpdate(ctx, buf, (size_t)k);
+		off += k;
+	}
+	EVP_DigestFinal_ex(ctx, out, &n);
+	EVP_MD_CTX_free(ctx);
+	if (k < 0)
+		return err_sys(e, errno, "reading a spool file");
+	return true;
+}
+
+static void mig_fail(struct item *it, const struct err *e, const char *what)
+{
+	struct err m = *e;
+
+	err_prefix(&m, "migration %lld, %s: ", it->mig.id, what);
+	item_fail(it, &m, is_permanent(e->code));
+}
+
+/* the copy is in place and verified */
+static void mig_copied(struct item *it)
+{
+	struct mig *m = &it->mig;
+
+	m->put.stored = true;
+	if (m->move) {
+		m->home = m->target;
+		m->next_step = "delete-source";
+	} else {
+		m->outcome = "done";
+		m->bytes = it->got.size;
+	}
+}
+
+static void mig_back_done(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct mig *m = &it->mig;
+	unsigned char a[16], b[16];
+	struct err ve = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	if (e) {
+		mig_fail(it, e, "reading the target copy back");
+	} else if (!md5_of(m->spool, a, &ve) || !md5_of(m->check, b, &ve)) {
+		mig_fail(it, &ve, "verifying");
+	} else if (op->info.size != it->got.size || memcmp(a, b, 16) != 0) {
+		err_set(&ve, ERR_INTEGRITY,
+			"the copy in store \"%s\" differs from the source (%llu vs %llu bytes)",
+			m->target, (unsigned long long)op->info.size,
+			(unsigned long long)it->got.size);
+		mig_fail(it, &ve, "verifying");
+	} else {
+		it->got.has_md5 = true;
+		memcpy(it->got.md5, a, 16);
+		mig_copied(it);
+	}
+	item_finish(it);
+}
+
+static void mig_put_done(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct sync *s = it->sy;
+	struct mig *m = &it->mig;
+	struct buf key = BUF_INIT;
+	struct err ve = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	if (e) {
+		mig_fail(it, e, "copying to the target");
+		item_finish(it);
+		return;
+	}
+	if (op->info.size != it->got.size) {
+		err_set(&ve, ERR_INTEGRITY, "store \"%s\" holds %llu bytes, not %llu", m->target,
+			(unsigned long long)op->info.size, (unsigned long long)it->got.size);
+		mig_fail(it, &ve, "verifying");
+		item_finish(it);
+		return;
+	}
+	if (!it->got.has_md5 && op->info.has_md5) {
+		it->got.has_md5 = true;
+		memcpy(it->got.md5, op->info.md5, 16);
+	}
+	if (!m->verify) {
+		mig_copied(it);
+		item_finish(it);
+		return;
+	}
+	/* verify: read the target's copy back and compare the content */
+	m->check = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	m->back = (struct op){.it = it, .store = m->tgt};
+	if (m->check < 0) {
+		err_sys(&ve, errno, "cannot create a spool file in %s", s->spool_dir);
+		mig_fail(it, &ve, "verifying");
+	} else if (!store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
+		   !s->stores[m->tgt]->ops->get(s->stores[m->tgt], buf_str(&key), m->check,
+						&m->back.info, mig_back_done, &m->back,
+						&m->back.req, &ve)) {
+		mig_fail(it, &ve, "reading the target copy back");
+	} else
+		m->back.busy = true;
+	buf_free(&key);
+	if (!m->back.busy)
+		item_finish(it);
+}
+
+static void mig_get_done(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct sync *s = it->sy;
+	struct mig *m = &it->mig;
+	struct obj_info known;
+	struct buf key = BUF_INIT;
+	struct err pe = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	if (e) {
+		mig_fail(it, e, "reading the source");
+		item_finish(it);
+		return;
+	}
+	it->got = op->info;
+	known = op->info;
+	snprintf(known.content_type, sizeof(known.content_type), "%s",
+		 it->attrs.mimetype ? it->attrs.mimetype : "");
+	m->put = (struct op){.it = it, .store = m->tgt};
+	if (!store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &pe) ||
+	    !s->stores[m->tgt]->ops->put(s->stores[m->tgt], buf_str(&key), m->spool, it->got.size,
+					 &known, &m->put.info, mig_put_done, &m->put, &m->put.req,
+					 &pe)) {
+		mig_fail(it, &pe, "copying to the target");
+		buf_free(&key);
+		item_finish(it);
+		return;
+	}
+	buf_free(&key);
+	m->put.busy = true;
+}
+
+/* dry run: the size of what would move */
+static void mig_measured(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+
+	op->busy = false;
+	op->req = NULL;
+	if (e)
+		mig_fail(it, e, "looking at the source");
+	else {
+		it->mig.outcome = "done";
+		it->mig.bytes = op->info.size;
+	}
+	item_finish(it);
+}
+
+static void mig_deleted(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+
+	op->busy = false;
+	op->req = NULL;
+	if (e)
+		mig_fail(it, e, "deleting the source copy");
+	else {
+		it->mig.outcome = "done";
+		it->mig.unstore = it->mig.source;
+	}
+	item_finish(it);
+}
+
+/* the source copy, looked at before deleting: still the copied version? */
+static void mig_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct sync *s = it->sy;
+	struct mig *m = &it->mig;
+	struct buf key = BUF_INIT;
+	struct err de = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	m->bytes = it->size;
+	if (e && e->code == ERR_NOTFOUND) {
+		m->outcome = "done"; /* gone already */
+		m->unstore = m->source;
+	} else if (e) {
+		mig_fail(it, e, "looking at the source copy");
+	} else if (it->size_known && op->info.size != it->size) {
+		err_set(&de, ERR_INVALID,
+			"the source copy is %llu bytes, the image %llu: it changed behind the "
+			"catalog's back; not deleting it",
+			(unsigned long long)op->info.size, (unsigned long long)it->size);
+		mig_fail(it, &de, "deleting the source copy");
+	} else {
+		m->bytes = op->info.size;
+		m->del = (struct op){.it = it, .store = m->src};
+		if (!store_key(s->stores[m->src], it->key, &it->attrs, &key, &de) ||
+		    !s->stores[m->src]->ops->del(s->stores[m->src], buf_str(&key), mig_deleted,
+						 &m->del, &m->del.req, &de))
+			mig_fail(it, &de, "deleting the source copy");
+		else
+			m->del.busy = true;
+	}
+	buf_free(&key);
+	if (!m->del.busy)
+		item_finish(it);
+}
+
+/* Start the item's migration duty: copy (and verify), or delete the source. */
+static void start_migrate(struct item *it)
+{
+	struct sync *s = it->sy;
+	struct mig *m = &it->mig;
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+	bool in_src, in_tgt, ok;
+
+	m->started = true;
+	if (it->missing || it->deleted) {
+		m->outcome = "skipped";
+		item_finish(it);
+		return;
+	}
+	m->src = store_index(s, m->source);
+	m->tgt = store_index(s, m->target);
+	if (m->src < 0 || m->tgt < 0) {
+		err_set(&e, ERR_CONFIG, "store \"%s\" is not in this daemon's configuration",
+			m->src < 0 ? m->source : m->target);
+		mig_fail(it, &e, "starting");
+		item_finish(it);
+		return;
+	}
+	in_src = strcmp(it->origin, m->source) == 0 || holds(it, m->source);
+	in_tgt = strcmp(it->origin, m->target) == 0 || holds(it, m->target);
+	if (strcmp(m->step, "delete-source") == 0 && in_tgt) {
+		if (!in_src) {
+			m->outcome = "done";
+			m->bytes = it->size;
+			item_finish(it);
+			return;
+		}
+		m->get = (struct op){.it = it, .store = m->src};
+		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
+						  mig_looked, &m->get, &m->get.req, &e);
+		buf_free(&key);
+		if (!ok) {
+			mig_fail(it, &e, "looking at the source copy");
+			item_finish(it);
+		} else
+			m->get.busy = true;
+		return;
+	}
+	if (!in_src) {
+		/* moved already (an earlier run), or never in the source */
+		m->outcome = in_tgt ? "done" : "skipped";
+		m->bytes = in_tgt ? it->size : 0;
+		item_finish(it);
+		return;
+	}
+	if (m->dry_run) {
+		m->get = (struct op){.it = it, .store = m->src};
+		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
+						  mig_measured, &m->get, &m->get.req, &e);
+		buf_free(&key);
+		if (!ok) {
+			mig_fail(it, &e, "looking at the source");
+			item_finish(it);
+		} else
+			m->get.busy = true;
+		return;
+	}
+	if (in_tgt) {
+		/* the target holds this version already (a mirror, or an earlier run) */
+		it->got.size = it->size;
+		mig_copied(it);
+		m->put.stored = false;
+		item_finish(it);
+		return;
+	}
+	m->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (m->spool < 0) {
+		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
+		mig_fail(it, &e, "copying");
+		item_finish(it);
+		return;
+	}
+	m->get = (struct op){.it = it, .store = m->src};
+	ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
+	     s->stores[m->src]->ops->get(s->stores[m->src], buf_str(&key), m->spool, &m->get.info,
+					 mig_get_done, &m->get, &m->get.req, &e);
+	buf_free(&key);
+	if (!ok) {
+		mig_fail(it, &e, "reading the source");
+		item_finish(it);
+	} else
+		m->get.busy = true;
+}
+
 /* --- claiming --- */
 
 static char *col(PGresult *r, int row, int c)
@@ -664,6 +1073,18 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		it->size = it->size_known ? strtoull(PQgetvalue(res, i, 15), NULL, 10) : 0;
 		it->changed_at = PQgetisnull(res, i, 16) ? 0 : strtod(PQgetvalue(res, i, 16), NULL);
 		it->claimed_at = col(res, i, 17);
+		it->mig.spool = it->mig.check = -1;
+		if (!PQgetisnull(res, i, 18)) {
+			it->mig.id = strtoll(PQgetvalue(res, i, 18), NULL, 10);
+			it->mig.step = col(res, i, 19);
+			it->mig.source = col(res, i, 20);
+			it->mig.target = col(res, i, 21);
+			it->mig.move = strcmp(PQgetvalue(res, i, 22), "move") == 0;
+			it->mig.dry_run = PQgetvalue(res, i, 23)[0] == 't';
+			it->mig.verify = PQgetvalue(res, i, 24)[0] == 't';
+			if (!it->mig.step || !it->mig.source || !it->mig.target)
+				it->mig.id = 0;
+		}
 		for (size_t k = 0; k < s->conf->nstores; k++)
 			it->ops[k] = (struct op){.it = it, .store = (int)k};
 		if (it->key == NULL || it->claimed_at == NULL) {
@@ -678,6 +1099,10 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		s->nitems++;
 		if (it->remove)
 			start_remove(it);
+		else if (strcmp(PQgetvalue(res, i, 1), "migrate") == 0 && it->mig.id)
+			start_migrate(it);
+		else if (strcmp(PQgetvalue(res, i, 1), "migrate") == 0)
+			item_finish(it); /* its migration ended meanwhile */
 		else
 			start_put(it);
 	}
@@ -685,6 +1110,15 @@ static void claimed(void *arg, PGresult *res, const char *error)
 	/* all we asked for: more may be waiting */
 	if (n >= s->claim_asked || s->claim_again)
 		claim(s);
+}
+
+static void advanced(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+
+	s->advancing = false;
+	if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_error("advancing migrations failed: %s", error ? error : "unexpected answer");
 }
 
 static void claim(struct sync *s)
@@ -701,6 +1135,15 @@ static void claim(struct sync *s)
 	}
 	s->claim_asked = free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
 	snprintf(n, sizeof(n), "%d", s->claim_asked);
+	/* running migrations first hand their next keys to the queue (the
+	 * cursor is their checkpoint); one such query in flight at a time */
+	if (!s->advancing) {
+		char win[16];
+		const char *ap[1] = {win};
+
+		snprintf(win, sizeof(win), "%d", 2 * s->conf->concurrency + 64);
+		s->advancing = pg_query(s->pg, SQL_ADVANCE, 1, ap, advanced, s);
+	}
 	if (!pg_query(s->pg, SQL_CLAIM, 3, p, claimed, s)) {
 		log_error("out of memory queueing a claim");
 		return;

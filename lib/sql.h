@@ -33,8 +33,11 @@
 	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
 	"size, changed_at, "                                                                       \
-	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "             \
+	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
+	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify "                        \
 	"FROM imgsync.claim($1, $2, $3::interval)"
+/* hand running migrations' next keys to the queue (at most $1 queued each) */
+#define SQL_ADVANCE  "SELECT imgsync.advance_migrations($1)"
 #define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
 /* answers with the tokens whose leases it renewed */
 #define SQL_HEARTBEAT                                                                              \
