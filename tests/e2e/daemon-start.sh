@@ -18,11 +18,12 @@ check "no schema: exit 78 (got $D_RC)" test "$D_RC" = 78
 check "... naming the command that fixes it" grep -q 'run "imgsyncctl init"' "$D_DIR/out"
 
 "$BUILD/imgsyncctl" -c "$D_CONF" init >/dev/null
-d_sql "UPDATE imgsync.schema_version SET version = 99" >/dev/null
+cur=$(d_sql "SELECT max(version) FROM imgsync.schema_version")
+d_sql "UPDATE imgsync.schema_version SET version = 99 WHERE version = $cur" >/dev/null
 run_daemon "$D_CONF"
 check "a schema version it does not know: exit 78 (got $D_RC)" test "$D_RC" = 78
-check "... saying which versions and what to run" grep -q 'version 99, this imgsyncd speaks version 1' "$D_DIR/out"
-d_sql "UPDATE imgsync.schema_version SET version = 1" >/dev/null
+check "... saying which versions and what to run" grep -q "version 99, this imgsyncd speaks version $cur" "$D_DIR/out"
+d_sql "UPDATE imgsync.schema_version SET version = $cur WHERE version = 99" >/dev/null
 
 sed 's/channel = "imgsync"/channel = "other"/' "$D_CONF" >"$D_DIR/chan.conf"
 run_daemon "$D_DIR/chan.conf"
