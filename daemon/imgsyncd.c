@@ -242,10 +242,42 @@ static void on_pg_state(void *arg, bool up, const char *why)
 		service_exit(sv, EX_SOFTWARE);
 }
 
+/* Record, for admins, a command that was refused (its own transaction
+ * rolled back with it). */
+static void record_refusal(struct service *sv, const char *what)
+{
+	char id[24];
+	const char *p[3] = {id, "warning", what};
+
+	if (sv->daemon == 0)
+		return;
+	snprintf(id, sizeof(id), "%lld", sv->daemon);
+	if (!pg_query(sv->pg, SQL_EVENT, 3, p, NULL, NULL))
+		log_error("out of memory recording an event");
+}
+
+static void command_done(void *arg, PGresult *res, const char *error)
+{
+	struct service *sv = arg;
+	char msg[600];
+
+	if (res == NULL)
+		return; /* connection lost: the sender sees no result in the status */
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		log_warn("refused a command: %s", error ? error : "unexpected answer");
+		snprintf(msg, sizeof(msg), "refused command: %s", error ? error : "?");
+		record_refusal(sv, msg);
+		return;
+	}
+	log_notice("command: %s", PQgetvalue(res, 0, 0));
+	sync_wake(sv->sync);
+}
+
 static void on_notify(void *arg, const char *channel, const char *payload)
 {
 	struct service *sv = arg;
-	char shown[240];
+	char shown[240], msg[400];
+	const char *p[1] = {payload};
 	size_t n = strlen(payload);
 
 	if (n == 0) {
@@ -253,22 +285,20 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 			sync_wake(sv->sync);
 		return;
 	}
-	/* Commands arrive as JSON payloads; this version knows none yet: log
-	 * and record the refusal, touch nothing else. */
+	/* An admin command.  One too big to be one is refused here; the rest
+	 * is parsed and checked in SQL (a bound parameter, never SQL text). */
 	key_escape(payload, n, shown, sizeof(shown));
-	log_warn("ignored a notification on channel \"%s\" (%zu bytes%s): \"%s\"", channel, n,
-		 n > NOTIFY_PAYLOAD_MAX ? ", oversized" : "", shown);
-	if (sv->daemon) {
-		char id[24], msg[400];
-		const char *p[3] = {id, "warning", msg};
-
-		snprintf(id, sizeof(id), "%lld", sv->daemon);
-		snprintf(msg, sizeof(msg), "ignored notification (%zu bytes): %s", n, shown);
-		if (!pg_query(sv->pg, SQL_EVENT, 3, p, NULL, NULL))
-			log_error("out of memory recording an event");
+	if (n > NOTIFY_PAYLOAD_MAX || !sv->checked) {
+		log_warn("refused a notification on channel \"%s\" (%zu bytes%s): \"%s\"", channel,
+			 n, n > NOTIFY_PAYLOAD_MAX ? ", oversized" : ", not connected yet", shown);
+		snprintf(msg, sizeof(msg), "refused command (%zu bytes%s): %s", n,
+			 n > NOTIFY_PAYLOAD_MAX ? ", oversized" : "", shown);
+		record_refusal(sv, msg);
+		return;
 	}
-	if (sv->checked)
-		sync_wake(sv->sync);
+	log_info("command on channel \"%s\": \"%s\"", channel, shown);
+	if (!pg_query(sv->pg, SQL_COMMAND, 1, p, command_done, sv))
+		log_error("out of memory queueing a command");
 }
 
 static void on_signal(void *arg, int fd, uint32_t events)

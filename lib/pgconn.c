@@ -255,7 +255,16 @@ static void results(struct pgconn *pg)
 			char buf[512];
 
 			if (r && PQresultStatus(r) == PGRES_FATAL_ERROR) {
-				one_line(buf, sizeof(buf), PQresultErrorMessage(r));
+				/* the server's message and hint, without severity and
+				 * context lines */
+				const char *prim = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+				const char *hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+				char full[512];
+
+				snprintf(full, sizeof(full), "%s%s%s%s",
+					 prim ? prim : PQresultErrorMessage(r), hint ? " (" : "",
+					 hint ? hint : "", hint ? ")" : "");
+				one_line(buf, sizeof(buf), full);
 				msg = buf;
 			}
 			if (q->cb)

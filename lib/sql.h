@@ -44,6 +44,8 @@
 	"SELECT * FROM imgsync.heartbeat($1, $2::bigint[], $3, $4, $5, $6, $7::interval)"
 #define SQL_STOP  "SELECT imgsync.stop_daemon($1)"
 #define SQL_EVENT "SELECT imgsync.log_event($1, $2, $3)"
+/* an admin command arrived as a NOTIFY payload (parsed and checked in SQL) */
+#define SQL_COMMAND "SELECT imgsync.command($1)"
 /* LISTEN takes no parameter: the channel is quoted with PQescapeIdentifier */
 
 /* imgsyncctl */

@@ -428,3 +428,81 @@ LANGUAGE sql VOLATILE AS $$
 	   AND starts_with(k, m.prefix) AND m.cursor IS NOT NULL AND k <= m.cursor;
 	SELECT imgsync.wake();
 $$;
+
+-- The admin commands as a NOTIFY payload, for a psql session with no
+-- function call at hand:
+--   NOTIFY imgsync, '{"command":"migrate","source":"local","target":"cloud","mode":"move"}'
+--   NOTIFY imgsync, '{"command":"pause","id":3}'   (also resume, cancel, retry_failed)
+-- A daemon passes the payload here as a bound parameter; what is wrong with
+-- it is raised as an error, which the daemon logs and records as an event.
+-- Options of migrate may be given in "options" or at the top level.
+CREATE FUNCTION imgsync.command(payload text) RETURNS text
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	j jsonb;
+	cmd text;
+	mid bigint;
+	opts jsonb;
+	k text;
+BEGIN
+	IF octet_length(payload) > 4096 THEN
+		RAISE EXCEPTION 'a command is at most 4096 bytes, this one %', octet_length(payload)
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	BEGIN
+		j := payload::jsonb;
+	EXCEPTION WHEN others THEN
+		RAISE EXCEPTION 'not a JSON command: %', SQLERRM
+			USING ERRCODE = 'invalid_parameter_value';
+	END;
+	IF jsonb_typeof(j) <> 'object' OR jsonb_typeof(j -> 'command') IS DISTINCT FROM 'string' THEN
+		RAISE EXCEPTION 'a command is a JSON object with a "command" string'
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	cmd := j ->> 'command';
+	IF cmd = 'migrate' THEN
+		FOR k IN SELECT jsonb_object_keys(j) LOOP
+			IF k NOT IN ('command', 'source', 'target', 'mode', 'options', 'dry_run', 'prefix',
+				     'verify', 'follow') THEN
+				RAISE EXCEPTION 'migrate: unknown field "%"', k
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		END LOOP;
+		IF jsonb_typeof(j -> 'source') IS DISTINCT FROM 'string'
+		   OR jsonb_typeof(j -> 'target') IS DISTINCT FROM 'string'
+		   OR (j ? 'mode' AND jsonb_typeof(j -> 'mode') <> 'string') THEN
+			RAISE EXCEPTION 'migrate: "source", "target" (and "mode") are strings'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		IF j ? 'options' AND jsonb_typeof(j -> 'options') <> 'object' THEN
+			RAISE EXCEPTION 'migrate: "options" is an object'
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		opts := coalesce(j -> 'options', '{}') ||
+			(SELECT coalesce(jsonb_object_agg(key, value), '{}') FROM jsonb_each(j)
+			  WHERE key IN ('dry_run', 'prefix', 'verify', 'follow'));
+		mid := imgsync.start_migration(j ->> 'source', j ->> 'target',
+					       coalesce(j ->> 'mode', 'move'), opts);
+		RETURN format('migration %s started: %s from %s to %s', mid,
+			      coalesce(j ->> 'mode', 'move'), j ->> 'source', j ->> 'target');
+	ELSIF cmd IN ('pause', 'resume', 'cancel', 'retry_failed') THEN
+		IF jsonb_typeof(j -> 'id') IS DISTINCT FROM 'number' OR (j ->> 'id') !~ '^[0-9]+$' THEN
+			RAISE EXCEPTION '%: "id" is the number of a migration', cmd
+				USING ERRCODE = 'invalid_parameter_value';
+		END IF;
+		mid := (j ->> 'id')::bigint;
+		IF cmd = 'pause' THEN
+			PERFORM imgsync.pause_migration(mid);
+		ELSIF cmd = 'resume' THEN
+			PERFORM imgsync.resume_migration(mid);
+		ELSIF cmd = 'cancel' THEN
+			PERFORM imgsync.cancel_migration(mid);
+		ELSE
+			PERFORM imgsync.retry_failed(mid);
+		END IF;
+		RETURN format('migration %s: %s done', mid, cmd);
+	END IF;
+	RAISE EXCEPTION 'unknown command "%"; commands are migrate, pause, resume, cancel, retry_failed',
+		left(cmd, 40) USING ERRCODE = 'invalid_parameter_value';
+END
+$$;

@@ -80,9 +80,14 @@ d_sql "INSERT INTO pictures (path) VALUES ('after-notify.png')" >/dev/null
 check "after malformed and oversized notifications the daemon still mirrors" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'after-notify.png' AND 'cloud' = ANY (stores)" "1"
 check "the daemon is still running" kill -0 "$D_PID"
-check "each ignored notification is logged" test "$(grep -c 'ignored a notification' "$D_LOG")" = 3
-check "... and recorded for admins" test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'ignored notification%'")" = 3
+check "each refused notification is logged with the reason" test "$(grep -c 'refused a ' "$D_LOG")" = 3
+check "... and recorded for admins" test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'refused command%'")" = 3
+check "the reason says what is wrong" grep -q 'refused a command: not a JSON command' "$D_LOG"
 check "an oversized one is called so" grep -q 'oversized' "$D_LOG"
+d_sql "NOTIFY imgsync, '{\"command\": \"migrate\", \"source\": \"local\", \"target\": \"local'';DROP TABLE pictures;--\"}'" >/dev/null
+sleep 0.5
+check "SQL in a string field is only a (wrong) store name" \
+	test "$(d_sql "SELECT count(*) FROM pictures")" -gt 0
 
 # --- a key imgsync cannot accept does not abort the application ---
 d_sql "INSERT INTO pictures (path) VALUES ('/absolute/path.jpg')" >/dev/null 2>&1

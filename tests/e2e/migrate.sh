@@ -71,5 +71,21 @@ else
 fi
 check "the status view has rates and timestamps" \
 	test "$(d_sql "SELECT finished_at IS NOT NULL AND started_at IS NOT NULL FROM imgsync.migration_status WHERE id = $m")" = t
+# commands as NOTIFY payloads, as from a psql session
+d_sql "NOTIFY imgsync, '{\"command\": \"migrate\", \"source\": \"cloud\", \"target\": \"local\", \"mode\": \"copy\", \"prefix\": \"a/00/\"}'" >/dev/null
+check "a migration started by a raw NOTIFY runs to the end" \
+	wait_sql "SELECT state FROM imgsync.migration_status WHERE source = 'cloud' AND prefix = 'a/00/'" done 60
+n=$(find "$D_ROOT/a/00" -type f | wc -l)
+check "... copying its keys back ($n files, $(s3_keys | grep -c '^a/00/') in the bucket)" \
+	test "$n" -gt 0 -a "$n" = "$(s3_keys | grep -c '^a/00/')"
+d_sql "NOTIFY imgsync, '{\"command\": \"migrate\", \"source\": \"cloud\"}'" >/dev/null
+d_sql "NOTIFY imgsync, '{\"command\": \"pause\", \"id\": \"1; DROP TABLE x\"}'" >/dev/null
+d_sql "NOTIFY imgsync, '{\"command\": \"explode\"}'" >/dev/null
+check "malformed commands are refused and recorded with the reason" \
+	wait_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'refused command:%'" 3 20
+d_sql "SELECT message FROM imgsync.events WHERE message LIKE 'refused command:%' ORDER BY id" | sed 's/^/# /'
+check "... harming nothing: no migration started by them" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.migrations")" = 4
+check "the daemon is still running" kill -0 "$D_PID"
 d_stop
 done_testing
