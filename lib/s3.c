@@ -1126,6 +1126,18 @@ static void create_done(struct s3_call *c, const struct err *e)
 	struct err pe = {0};
 
 	r->inflight--;
+	if (r->cancelled) {
+		/* cancelled while the upload was being created: abort it now
+		 * that its id is known, nobody waiting */
+		bool have = !e && s3_xml_upload_id(buf_str(&c->resp), c->resp.len, &r->upload_id,
+						   &pe);
+
+		call_free(c);
+		r->kind = S3_ABORT;
+		if (!have || !abort_start(r, &pe))
+			req_free(r);
+		return;
+	}
 	if (e) {
 		pe = *e;
 		call_free(c);
@@ -1448,6 +1460,8 @@ static void s3_cancel(struct store *s, struct store_req *r)
 	r->finished = true;
 	if (r->in_pool)
 		return; /* read_done frees it */
+	if (r->kind == S3_PUT && r->parts && r->upload_id == NULL && r->inflight > 0)
+		return; /* CreateMultipartUpload in flight: create_done aborts and frees */
 	/* An open multipart upload is aborted in the background, so its parts
 	 * are not kept (and billed) until a lifecycle rule removes them. */
 	if (r->upload_id && (a = req_new(r->st, S3_ABORT, r->key, NULL, NULL, &e)) != NULL) {
