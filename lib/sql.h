@@ -56,5 +56,23 @@
 	"SELECT id, host, pid, version, state, in_flight, objects_done, bytes_done, "              \
 	"extract(epoch FROM now() - heartbeat_at)::bigint FROM imgsync.workers ORDER BY id"
 #define SQL_RETRY_DEAD "SELECT imgsync.retry_dead($1)"
+#define SQL_START_MIGRATION                                                                        \
+	"SELECT imgsync.start_migration($1, $2, $3, jsonb_strip_nulls(jsonb_build_object("         \
+	"'dry_run', $4::boolean, 'prefix', $5::text, 'verify', $6::boolean, 'follow', "            \
+	"$7::boolean)))"
+#define SQL_MIGRATION_ONE                                                                          \
+	"SELECT id, source, target, mode, state, total, done, failed, skipped, bytes_done, "       \
+	"objects_per_s, bytes_per_s, coalesce(extract(epoch FROM eta)::bigint, -1), "              \
+	"coalesce(last_error, '') FROM imgsync.migration_status WHERE id = $1"
+/* the active migrations and those ended in the last day */
+#define SQL_MIGRATIONS                                                                             \
+	"SELECT id, source, target, mode, state, total, done, failed, skipped, bytes_done, "       \
+	"objects_per_s, bytes_per_s, coalesce(extract(epoch FROM eta)::bigint, -1), "              \
+	"coalesce(last_error, '') FROM imgsync.migration_status "                                  \
+	"WHERE finished_at IS NULL OR finished_at > now() - interval '1 day' ORDER BY id"
+#define SQL_PAUSE	 "SELECT imgsync.pause_migration($1)"
+#define SQL_RESUME	 "SELECT imgsync.resume_migration($1)"
+#define SQL_CANCEL	 "SELECT imgsync.cancel_migration($1)"
+#define SQL_RETRY_FAILED "SELECT imgsync.retry_failed($1)"
 
 #endif

@@ -54,8 +54,8 @@ case "$err" in *"source is missing"*'"local"'*never-written.png*) pass "with a c
 *) fail "with a clear error"; diag "$err" ;; esac
 check "imgsyncctl status shows it" sh -c "'$BUILD/imgsyncctl' -c '$D_CONF' status | grep -q '1 dead'"
 printf 'late' >"$D_ROOT/never-written.png"
-"$BUILD/imgsyncctl" -c "$D_CONF" retry >/dev/null
-check "imgsyncctl retry queues it again, and it lands once the file exists" \
+"$BUILD/imgsyncctl" -c "$D_CONF" retry-dead >/dev/null
+check "imgsyncctl retry-dead queues it again, and it lands once the file exists" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores) AND key LIKE '%.png'" "4"
 
 # --- rewrites while older copies are in flight: the newest content wins ---

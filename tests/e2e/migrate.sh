@@ -33,7 +33,12 @@ check "the catalog's puts settle (no mirrors: nothing to copy)" \
 	wait_sql "SELECT count(*) FROM imgsync.work" 0
 
 # a dry run: counts and bytes, nothing written
-m=$(d_sql "SELECT imgsync.start_migration('local', 'cloud', 'move', '{\"dry_run\": true}')")
+ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
+ctl migrate local cloud --dry-run --wait >"$D_DIR/dry.out" 2>&1
+rc=$?
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "imgsyncctl migrate --dry-run --wait follows a dry run to its end (exit $rc)" test "$rc" = 0
+check "... in plain lines when not on a terminal" grep -q "^migration $m move local -> cloud: done, 2000/2000" "$D_DIR/dry.out"
 check "a dry run completes" wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 60
 want=$(awk '{s += $2} END {print s}' "$D_DIR/manifest")
 check "it counts every image and their bytes ($(status "$m"))" \
@@ -42,23 +47,27 @@ check "... and writes nothing" test -z "$(s3_keys)"
 check "... the source is untouched" test "$(find "$D_ROOT" -type f | wc -l)" = 2000
 
 # a prefix, paused and resumed
-m=$(d_sql "SELECT imgsync.start_migration('local', 'cloud', 'move', '{\"prefix\": \"b/\"}')")
-d_sql "SELECT imgsync.pause_migration($m)" >/dev/null
+m=$(ctl migrate local cloud --prefix b/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncctl migrate --prefix starts migration $m" test -n "$m"
+ctl pause "$m" >/dev/null
 sleep 1
 before=$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = $m")
 sleep 2
 check "pause holds progress ($before, then $(d_sql "SELECT done FROM imgsync.migration_status WHERE id = $m"))" \
 	test "$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = $m")" = "$before"
-d_sql "SELECT imgsync.resume_migration($m)" >/dev/null
+check "imgsyncctl status shows it paused" sh -c "'$BUILD/imgsyncctl' -c '$D_CONF' status | grep -q '^migration $m move local -> cloud: paused'"
+ctl resume "$m" >/dev/null
 check "resume continues it to the end" wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 120
 check "the prefix migration moved its 500 keys ($(status "$m"))" test "$(status "$m")" = "done 500/500 0 0"
 check "... and only those" test "$(s3_keys | grep -vc '^b/')" = 0
 check "... the a/ images stay in the source" test "$(find "$D_ROOT/a" -type f | wc -l)" = 1500
 
 # the whole move
-m=$(d_sql "SELECT imgsync.start_migration('local', 'cloud', 'move')")
-check "a 2,000-image move fs -> S3 completes" \
-	wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 300
+ctl migrate local cloud --wait >"$D_DIR/move.out" 2>&1
+rc=$?
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a 2,000-image move fs -> S3 completes: imgsyncctl migrate --wait exits $rc" test "$rc" = 0
+check "... with progress lines on the way" test "$(grep -c "^migration $m " "$D_DIR/move.out")" -ge 1
 check "... counting every image ($(status "$m"))" test "$(status "$m")" = "done 2000/2000 0 0"
 check "the source store is empty" test "$(find "$D_ROOT" -type f | wc -l)" = 0
 check "the catalog says every image is on S3, and only there" \
@@ -78,6 +87,16 @@ check "a migration started by a raw NOTIFY runs to the end" \
 n=$(find "$D_ROOT/a/00" -type f | wc -l)
 check "... copying its keys back ($n files, $(s3_keys | grep -c '^a/00/') in the bucket)" \
 	test "$n" -gt 0 -a "$n" = "$(s3_keys | grep -c '^a/00/')"
+ctl migrate cloud local --copy --prefix a/ >/dev/null
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+ctl cancel "$m" >/dev/null
+check "imgsyncctl cancel ends a migration" wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" cancelled 10
+check "... leaving every image readable where the catalog says (all on S3)" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)")" = 2000
+ctl migrate nowhere local >"$D_DIR/bad.out" 2>&1
+rc=$?
+check "a migrate naming an unknown store is refused (exit $rc): $(cat "$D_DIR/bad.out")" \
+	sh -c "test $rc = 64 && test \$(wc -l <'$D_DIR/bad.out') = 1 && grep -q 'no store named \"nowhere\"' '$D_DIR/bad.out'"
 d_sql "NOTIFY imgsync, '{\"command\": \"migrate\", \"source\": \"cloud\"}'" >/dev/null
 d_sql "NOTIFY imgsync, '{\"command\": \"pause\", \"id\": \"1; DROP TABLE x\"}'" >/dev/null
 d_sql "NOTIFY imgsync, '{\"command\": \"explode\"}'" >/dev/null
@@ -85,7 +104,7 @@ check "malformed commands are refused and recorded with the reason" \
 	wait_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'refused command:%'" 3 20
 d_sql "SELECT message FROM imgsync.events WHERE message LIKE 'refused command:%' ORDER BY id" | sed 's/^/# /'
 check "... harming nothing: no migration started by them" \
-	test "$(d_sql "SELECT count(*) FROM imgsync.migrations")" = 4
+	test "$(d_sql "SELECT count(*) FROM imgsync.migrations WHERE source = 'cloud' AND prefix = ''")" = 0
 check "the daemon is still running" kill -0 "$D_PID"
 d_stop
 done_testing
