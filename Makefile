@@ -1,6 +1,7 @@
 # imgsync - build, test and install.
 #
 #   make                 build imgsyncd, imgsyncctl and libimgsync
+#   make demo            a guided tour: throwaway servers, a migration to S3
 #   make check           install missing packages (Debian), build, run all tests
 #   make check SANITIZE=1  the same with ASan + UBSan (no recovery)
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -49,7 +50,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check tests clean install format
+.PHONY: all deps check demo tests clean install format
 # keep test objects between runs
 .SECONDARY:
 all: $(DAEMON) $(CTL)
@@ -91,6 +92,12 @@ check:
 	@tests/harness/install-deps
 	@$(MAKE) --no-print-directory tests
 	@BUILD=$(BUILD) tests/run
+
+# A guided tour on throwaway servers (see README.md).
+demo:
+	@tests/harness/install-deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) tests/harness/demo
 
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \

@@ -248,8 +248,13 @@ $$;
 
 CREATE VIEW imgsync.migration_status AS
 SELECT id, source, target, mode, state, total, done, failed, skipped, bytes_done,
-       round(objects_per_s::numeric, 1) AS objects_per_s,
-       round(bytes_per_s::numeric) AS bytes_per_s,
+       -- while running, the recent rate; once ended, the average of the run
+       round((CASE WHEN finished_at IS NULL THEN objects_per_s
+		   ELSE done / greatest(extract(epoch FROM finished_at - started_at), 0.001)
+	      END)::numeric, 1) AS objects_per_s,
+       round((CASE WHEN finished_at IS NULL THEN bytes_per_s
+		   ELSE bytes_done / greatest(extract(epoch FROM finished_at - started_at), 0.001)
+	      END)::numeric) AS bytes_per_s,
        CASE WHEN state = 'running' AND objects_per_s > 0 AND total > done + failed + skipped
 	    THEN make_interval(secs => (total - done - failed - skipped) / objects_per_s)
        END AS eta,
