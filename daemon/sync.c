@@ -69,7 +69,7 @@ struct op {
 	bool stat_phase; /* remove: looking before deleting */
 };
 
-/* The migration duty of an item (see sql/002_migrations.sql). */
+/* The migration duty of an item (see "Migrations" in sql/001_base.sql). */
 struct mig {
 	long long id; /* 0: none */
 	char *step;   /* "copy" or "delete-source" */
@@ -124,6 +124,7 @@ struct sync {
 	int claim_asked;
 	uint64_t claim_sent_at;
 	bool advancing;
+	bool advance_due; /* a migration may want keys handed out */
 	struct buf batch; /* results not yet sent: "{...},{...}" */
 	int nbatch;
 	struct buf sent; /* the batch in flight, without its brackets */
@@ -1117,8 +1118,15 @@ static void advanced(void *arg, PGresult *res, const char *error)
 	struct sync *s = arg;
 
 	s->advancing = false;
-	if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+		/* while migrations run, every claim hands out their next keys */
+		if (atoll(PQgetvalue(res, 0, 0)) > 0)
+			s->advance_due = true;
+	} else if (res) {
 		log_error("advancing migrations failed: %s", error ? error : "unexpected answer");
+		s->advance_due = true;
+	} else
+		s->advance_due = true; /* the connection's return claims again */
 }
 
 static void claim(struct sync *s)
@@ -1136,8 +1144,10 @@ static void claim(struct sync *s)
 	s->claim_asked = free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
 	snprintf(n, sizeof(n), "%d", s->claim_asked);
 	/* running migrations first hand their next keys to the queue (the
-	 * cursor is their checkpoint); one such query in flight at a time */
-	if (!s->advancing) {
+	 * cursor is their checkpoint); only while some run, or when one may
+	 * have started (a notification, the poll); one query at a time */
+	if (s->advance_due && !s->advancing) {
+		s->advance_due = false;
 		char win[16];
 		const char *ap[1] = {win};
 
@@ -1324,6 +1334,7 @@ static void on_poll(void *arg)
 	struct sync *s = arg;
 
 	loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
+	s->advance_due = true;
 	claim(s);
 }
 
@@ -1406,6 +1417,7 @@ void sync_connected(struct sync *s)
 		loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
 	if (!s->stopping && !loop_timer_armed(&s->poll))
 		loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
+	s->advance_due = true;
 	flush_results(s);
 	claim(s);
 	maybe_stopped(s);
@@ -1413,6 +1425,7 @@ void sync_connected(struct sync *s)
 
 void sync_wake(struct sync *s)
 {
+	s->advance_due = true; /* a migration may have been started or resumed */
 	claim(s);
 }
 

@@ -869,22 +869,13 @@ static bool fs_url(struct store *s, const char *key, struct buf *out, struct err
 {
 	const struct store_cfg *c = s->cfg;
 
-	if (c->public_url && c->public_url[0]) {
+	if (c->public_url && c->public_url[0])
 		buf_puts(out, c->public_url);
-		if (out->len && out->p[out->len - 1] != '/')
-			buf_putc(out, '/');
-	} else {
+	else {
 		buf_puts(out, "file://");
 		buf_puts(out, c->root);
-		buf_putc(out, '/');
 	}
-	for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || strchr("-._~/", *p))
-			buf_putc(out, (char)*p);
-		else
-			buf_printf(out, "%%%02X", *p);
-	}
+	store_url_append_key(out, key);
 	return buf_ok(out, e);
 }
 

@@ -99,6 +99,23 @@ static bool arm(struct pgconn *pg, uint32_t events, bool fresh)
 	return true;
 }
 
+/* Fail every queued query.  The queue is detached first: what a callback
+ * queues now waits for the next connection instead of failing here. */
+static void fail_queue(struct pgconn *pg, const char *msg)
+{
+	struct pgq *list = pg->head;
+
+	pg->head = pg->tail = NULL;
+	while (list) {
+		struct pgq *q = list;
+
+		list = q->next;
+		if (q->cb)
+			q->cb(q->arg, NULL, msg);
+		q_free(q);
+	}
+}
+
 /* Drop the connection, fail every query, schedule a reconnect. */
 static void pg_lost(struct pgconn *pg, const char *why)
 {
@@ -117,21 +134,7 @@ static void pg_lost(struct pgconn *pg, const char *why)
 	pg->conn = NULL;
 	pg->busy = false;
 	set_state(pg, PG_DOWN);
-	/* Detach the queue first: what a callback queues now waits for the
-	 * next connection instead of failing in this loop. */
-	{
-		struct pgq *list = pg->head;
-
-		pg->head = pg->tail = NULL;
-		while (list) {
-			struct pgq *q = list;
-
-			list = q->next;
-			if (q->cb)
-				q->cb(q->arg, NULL, msg);
-			q_free(q);
-		}
-	}
+	fail_queue(pg, msg);
 	if (!was_up)
 		pg->failures++;
 	/* capped exponential backoff with full jitter: 0..min(30 s, 250 ms * 2^n) */
@@ -418,19 +421,8 @@ void pg_free(struct pgconn *pg)
 	PQfinish(pg->conn);
 	pg->conn = NULL;
 	/* callbacks see the connection gone; what they queue is dropped */
-	while (pg->head) {
-		struct pgq *list = pg->head;
-
-		pg->head = pg->tail = NULL;
-		while (list) {
-			struct pgq *q = list;
-
-			list = q->next;
-			if (q->cb)
-				q->cb(q->arg, NULL, "shutting down");
-			q_free(q);
-		}
-	}
+	while (pg->head)
+		fail_queue(pg, "shutting down");
 	free(pg->conninfo);
 	free(pg->channel);
 	free(pg);

@@ -1129,8 +1129,8 @@ static void create_done(struct s3_call *c, const struct err *e)
 	if (r->cancelled) {
 		/* cancelled while the upload was being created: abort it now
 		 * that its id is known, nobody waiting */
-		bool have = !e && s3_xml_upload_id(buf_str(&c->resp), c->resp.len, &r->upload_id,
-						   &pe);
+		bool have =
+		    !e && s3_xml_upload_id(buf_str(&c->resp), c->resp.len, &r->upload_id, &pe);
 
 		call_free(c);
 		r->kind = S3_ABORT;
@@ -1476,26 +1476,18 @@ static void s3_cancel(struct store *s, struct store_req *r)
 	req_free(r);
 }
 
-static void append_encoded_key(struct buf *out, const char *key)
-{
-	sigv4_uri_encode(out, key, strlen(key), true);
-}
-
 static bool s3_url(struct store *s, const char *key, struct buf *out, struct err *e)
 {
 	struct s3_store *st = (struct s3_store *)s;
 	const char *pub = s->cfg->public_url;
 
-	if (pub && pub[0]) {
+	if (pub && pub[0])
 		buf_puts(out, pub);
-		if (out->len && out->p[out->len - 1] != '/')
-			buf_putc(out, '/');
-	} else {
+	else {
 		buf_puts(out, st->url_base);
 		buf_puts(out, st->bucket_path);
-		buf_putc(out, '/');
 	}
-	append_encoded_key(out, key);
+	store_url_append_key(out, key);
 	return buf_ok(out, e);
 }
 

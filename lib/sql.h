@@ -36,7 +36,8 @@
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
 	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify "                        \
 	"FROM imgsync.claim($1, $2, $3::interval)"
-/* hand running migrations' next keys to the queue (at most $1 queued each) */
+/* hand running migrations' next keys to the queue (at most $1 queued each);
+ * answers with the number of migrations still running */
 #define SQL_ADVANCE  "SELECT imgsync.advance_migrations($1)"
 #define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
 /* answers with the tokens whose leases it renewed */

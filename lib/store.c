@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sigv4.h"
+
 static const struct store_ops *const backends[] = {&fs_store_ops, &s3_store_ops};
 
 const struct store_ops *store_ops_find(const char *type)
@@ -45,6 +47,13 @@ bool store_key(struct store *s, const char *logical_key, const struct image_attr
 {
 	return layout_key(s->cfg->layout, s->ops->shape, s->cfg->prefix, logical_key, attrs, out,
 			  e);
+}
+
+void store_url_append_key(struct buf *out, const char *key)
+{
+	if (out->len == 0 || out->p[out->len - 1] != '/')
+		buf_putc(out, '/');
+	sigv4_uri_encode(out, key, strlen(key), true);
 }
 
 void store_list_free(struct store_list *l)

@@ -113,6 +113,10 @@ bool store_key(struct store *s, const char *logical_key, const struct image_attr
 
 void store_list_free(struct store_list *l);
 
+/* For backends' url(): append '/' unless out ends with one, then the key,
+ * percent-encoded as URLs (and S3 signatures) want it, '/' kept. */
+void store_url_append_key(struct buf *out, const char *key);
+
 /* Blocking forms for tools and tests: they turn the loop until done.  Not
  * for use from inside a loop callback. */
 bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
