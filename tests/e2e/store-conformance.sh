@@ -165,6 +165,46 @@ else
 	skip "moto: ${IMGSYNC_TEST_MOTO_SKIP:-not available}"
 fi
 
+# --- TLS: certificates are verified by default, and a failure says so ---
+tls_test() {
+	local port pid out
+	openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -days 1 \
+		-addext subjectAltName=IP:127.0.0.1 -keyout "$T/tls.key" -out "$T/tls.crt" \
+		>/dev/null 2>&1 || { skip "TLS: openssl cannot make a certificate"; return; }
+	for port in $(shuf -i 20000-60000 -n 5); do
+		openssl s_server -quiet -accept "$port" -cert "$T/tls.crt" -key "$T/tls.key" -www \
+			>/dev/null 2>&1 &
+		pid=$!
+		sleep 0.5
+		kill -0 "$pid" 2>/dev/null && break
+	done
+	cat >"$T/tls.conf" <<CONF
+store "tls" {
+  type = "s3"
+  endpoint = "https://127.0.0.1:$port"
+  bucket = "media"
+  path_style = true
+  access_key_id = "AK"
+  secret_access_key = "SK"
+}
+CONF
+	out=$("$tool" -c "$T/tls.conf" -s tls --probe x.jpg 2>&1)
+	case "$out" in
+	denied*"TLS certificate of https://127.0.0.1:$port is not trusted"*ca_file*)
+		pass "TLS: a self-signed server is refused by default: ${out:0:160}" ;;
+	*) fail "TLS: a self-signed server is refused by default"; diag "$out" ;;
+	esac
+	sed "s|secret_access_key = \"SK\"|&\n  ca_file = \"$T/tls.crt\"|" "$T/tls.conf" >"$T/tls-ca.conf"
+	out=$("$tool" -c "$T/tls-ca.conf" -s tls --probe x.jpg 2>&1)
+	case "$out" in
+	*TLS*) fail "TLS: trusted once ca_file names its certificate"; diag "$out" ;;
+	*) pass "TLS: trusted once ca_file names its certificate (then: ${out:0:80})" ;;
+	esac
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+}
+if command -v openssl >/dev/null; then tls_test; else skip "TLS: openssl not installed"; fi
+
 # --- addressing: URLs for path-style and virtual-hosted-style (no network) ---
 cat >"$T/url.conf" <<CONF
 store "path" {
