@@ -73,7 +73,7 @@ $(LIB_A): $(LIB_OBJ)
 $(DAEMON): $(BUILD)/daemon/imgsyncd.o $(BUILD)/daemon/sync.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(CTL): $(BUILD)/daemon/imgsyncctl.o $(LIB_A)
+$(CTL): $(BUILD)/daemon/imgsyncctl.o $(BUILD)/daemon/ctl_verify.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB_A)

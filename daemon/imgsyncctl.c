@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "ctl.h"
 #include "schema.h"
 #include "sql.h"
 
@@ -43,25 +44,35 @@ static const char *pq_err(void)
 	return msg;
 }
 
+PGresult *ctl_exec(PGconn *c, const char *sql, int n, const char *const *params, struct err *e)
+{
+	PGresult *r =
+	    n || params ? PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0) : PQexec(c, sql);
+	ExecStatusType st = PQresultStatus(r);
+	const char *prim, *hint, *msg;
+
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+		return r;
+	prim = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
+	msg = prim ? prim : r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+	/* the server's message (and hint), without severity and context; a lost
+	 * connection is worth trying again, a refused statement is not */
+	err_set(e, PQstatus(c) == CONNECTION_OK ? ERR_INVALID : ERR_TRANSIENT, "%s%s%s%s", msg,
+		hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
+	e->msg[strcspn(e->msg, "\n")] = '\0';
+	PQclear(r);
+	return NULL;
+}
+
 /* Run a statement; die with the server's message unless it succeeds. */
 static PGresult *run(const char *sql, int n, const char *const *params)
 {
-	PGresult *r = n || params ? PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0)
-				  : PQexec(conn, sql);
-	ExecStatusType st = PQresultStatus(r);
+	struct err e;
+	PGresult *r = ctl_exec(conn, sql, n, params, &e);
 
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		static char msg[1024];
-		const char *prim = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-		const char *hint = PQresultErrorField(r, PG_DIAG_MESSAGE_HINT);
-
-		/* the server's message (and hint), without severity and context */
-		snprintf(msg, sizeof(msg), "%s%s%s%s", prim ? prim : PQresultErrorMessage(r),
-			 hint ? " (" : "", hint ? hint : "", hint ? ")" : "");
-		msg[strcspn(msg, "\n")] = '\0';
-		PQclear(r);
-		die(EX_SOFTWARE, "%s", msg);
-	}
+	if (r == NULL)
+		die(e.code == ERR_TRANSIENT ? EX_UNAVAILABLE : EX_SOFTWARE, "%s", e.msg);
 	return r;
 }
 
@@ -397,9 +408,21 @@ static void usage(FILE *f)
 		"usage: imgsyncctl [-c FILE] [-d CONNINFO] COMMAND\n"
 		"\n"
 		"  init                install or upgrade the imgsync schema\n"
-		"  status              the work queue\n"
+		"  status [--watch]    the work queue and the migrations of the last day\n"
 		"  workers             the running imgsyncd daemons\n"
-		"  retry [PREFIX]      queue dead items (whose key starts with PREFIX) again\n"
+		"  migrate SOURCE TARGET [--copy] [--dry-run] [--prefix P] [--follow] [--verify]\n"
+		"          [--wait]    move (or copy) every image from one store to another\n"
+		"  pause ID, resume ID, cancel ID\n"
+		"                      hold, continue or end a migration\n"
+		"  retry ID            try a migration's failed images again\n"
+		"  retry-dead [PREFIX] queue dead items (whose key starts with PREFIX) again\n"
+		"  verify [--checksum] STORE_A [STORE_B]\n"
+		"                      compare the catalog with what the stores hold: one line\n"
+		"                      per missing, extra or mismatched object, then a summary;\n"
+		"                      exit 1 on a difference.  Sizes come from the listings;\n"
+		"                      --checksum also compares each object's MD5 (from the\n"
+		"                      store's metadata where it keeps one, else by reading\n"
+		"                      the object).  Images with work queued are skipped\n"
 		"\n"
 		"  -c, --config FILE      configuration (default %s)\n"
 		"  -d, --dbname CONNINFO  database to use instead of the configuration's\n",
@@ -458,6 +481,12 @@ int main(int argc, char **argv)
 		conf_free(conf);
 		return EX_OK;
 	}
+	if (strcmp(cmd, "verify") == 0 && conf == NULL) {
+		/* the stores are in the configuration, whatever -d says */
+		fprintf(stderr, "imgsyncctl: verify needs the stores of the configuration: %s\n",
+			e.msg);
+		return EX_CONFIG;
+	}
 	connect_db(conninfo);
 	if (strcmp(cmd, "init") == 0)
 		rc = cmd_init(channel);
@@ -478,6 +507,8 @@ int main(int argc, char **argv)
 				      optind < argc ? argv[optind] : NULL);
 	else if (strcmp(cmd, "retry-dead") == 0)
 		rc = cmd_retry(optind < argc ? argv[optind] : NULL);
+	else if (strcmp(cmd, "verify") == 0)
+		rc = ctl_verify(conn, conf, argc - optind + 1, argv + optind - 1);
 	else {
 		fprintf(stderr, "imgsyncctl: unknown command \"%s\"\n", cmd);
 		usage(stderr);

@@ -76,4 +76,19 @@
 #define SQL_CANCEL	 "SELECT imgsync.cancel_migration($1)"
 #define SQL_RETRY_FAILED "SELECT imgsync.retry_failed($1)"
 
+/* imgsyncctl verify: the whole catalog in one read-only snapshot, through a
+ * cursor (bounded memory per round trip, never a query per image).  $1, $2:
+ * the stores compared.  Layout attributes come as columns, as in the claim;
+ * the last column says whether queued work is changing the image. */
+#define SQL_VERIFY_BEGIN "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+#define SQL_VERIFY_DECLARE                                                                         \
+	"DECLARE imgsync_verify NO SCROLL CURSOR FOR "                                             \
+	"SELECT i.key, i.attrs->>'object_type', i.attrs->>'object_id', i.attrs->>'width', "        \
+	"i.attrs->>'height', coalesce(i.attrs->>'mimetype', i.mimetype), i.size, i.checksum, "    \
+	"i.deleted, $1::text = ANY (i.stores), $2::text = ANY (i.stores), w.key IS NOT NULL "      \
+	"FROM imgsync.images i "                                                                   \
+	"LEFT JOIN imgsync.work w ON w.key = i.key AND w.state = 'pending'"
+#define SQL_VERIFY_FETCH "FETCH 10000 FROM imgsync_verify"
+#define SQL_VERIFY_END	 "COMMIT"
+
 #endif

@@ -1,0 +1,20 @@
+/*
+ * digest.h - hashes of local files, for comparing what stores hold.
+ *
+ * Reads with pread from offset 0 to the end of the file, so the caller's
+ * file offset is untouched.  Blocking disk reads: call it from a tool, a
+ * workq job, or on the loop only for files just written (page-cache speed).
+ */
+#ifndef IMGSYNC_DIGEST_H
+#define IMGSYNC_DIGEST_H
+
+#include <stdbool.h>
+
+#include "err.h"
+
+#define DIGEST_MD5_LEN 16
+
+/* MD5 of the whole content of fd.  Errors: ERR_IO (read), ERR_NOMEM. */
+bool digest_md5_fd(int fd, unsigned char out[DIGEST_MD5_LEN], struct err *e) WUR;
+
+#endif
