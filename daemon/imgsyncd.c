@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "host.h"
 #include "key.h"
 #include "log.h"
 #include "pgconn.h"
@@ -128,6 +129,56 @@ static void status_line(struct service *sv)
 		   (unsigned long long)st.objects_done);
 }
 
+static void reaped(void *arg, PGresult *res, const char *error)
+{
+	(void)arg;
+	if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_warn("could not release a dead daemon's leases: %s; they expire on their own",
+			 error);
+	else if (res && PQntuples(res) == 1 && atoll(PQgetvalue(res, 0, 0)) > 0)
+		log_info("released %s lease(s) of a daemon that ended without stopping",
+			 PQgetvalue(res, 0, 0));
+}
+
+/* Daemons that ran on this host and did not stop: those certainly gone
+ * (killed, crashed) have their leases released now, so a restart after a
+ * crash takes their work over at once instead of after the lease time. */
+static void peers_listed(void *arg, PGresult *res, const char *error)
+{
+	struct service *sv = arg;
+	char me[24];
+
+	if (res == NULL)
+		return;
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		log_warn("could not list this host's other daemons: %s", error);
+		return;
+	}
+	snprintf(me, sizeof(me), "%lld", sv->daemon);
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *p[2] = {PQgetvalue(res, i, 0), me};
+		pid_t pid = (pid_t)atoi(PQgetvalue(res, i, 1));
+
+		if (!host_process_gone(PQgetvalue(res, i, 2), pid))
+			continue;
+		log_notice("daemon %s (pid %d on this host) ended without stopping: releasing "
+			   "its leases",
+			   p[0], (int)pid);
+		if (!pg_query(sv->pg, SQL_REAP_DAEMON, 2, p, reaped, sv))
+			log_error("out of memory releasing a dead daemon's leases");
+	}
+}
+
+static void reap_peers(struct service *sv)
+{
+	char me[24];
+	const char *p[2] = {me, sv->host};
+
+	snprintf(me, sizeof(me), "%lld", sv->daemon);
+	if (!pg_query(sv->pg, SQL_HOST_DAEMONS, 2, p, peers_listed, sv))
+		log_error("out of memory listing this host's daemons");
+}
+
 static void registered(void *arg, PGresult *res, const char *error)
 {
 	struct service *sv = arg;
@@ -149,6 +200,7 @@ static void registered(void *arg, PGresult *res, const char *error)
 	sv->ready = true;
 	sd_notify(0, "READY=1");
 	status_line(sv);
+	reap_peers(sv);
 }
 
 static void version_checked(void *arg, PGresult *res, const char *error)
@@ -157,7 +209,8 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 	int want = schema_steps[schema_nsteps - 1].version;
 	const char *chan;
 	char pid[16];
-	const char *p[3] = {sv->host, pid, IMGSYNC_VERSION};
+	char ident[HOST_IDENT_MAX];
+	const char *p[4] = {sv->host, pid, IMGSYNC_VERSION, ident};
 
 	if (res == NULL)
 		return; /* lost: checked again on the next connect */
@@ -195,7 +248,8 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 		return;
 	}
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
-	if (!pg_query(sv->pg, SQL_REGISTER, 3, p, registered, sv))
+	host_ident(ident, sizeof(ident));
+	if (!pg_query(sv->pg, SQL_REGISTER, 4, p, registered, sv))
 		service_exit(sv, EX_SOFTWARE);
 }
 

@@ -36,7 +36,6 @@
 #include "sync.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +44,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "digest.h"
 #include "log.h"
 #include "sql.h"
 
@@ -693,28 +693,6 @@ static void start_remove(struct item *it)
 /* --- migrations --- */
 
 /* MD5 of a spool file (local, just written: page-cache speed). */
-static bool md5_of(int fd, unsigned char out[16], struct err *e)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char buf[65536];
-	unsigned int n = 16;
-	off_t off = 0;
-	ssize_t k;
-
-	if (ctx == NULL)
-		return err_set(e, ERR_NOMEM, "out of memory");
-	EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
-	while ((k = pread(fd, buf, sizeof(buf), off)) > 0) {
-		EVP_DigestUpdate(ctx, buf, (size_t)k);
-		off += k;
-	}
-	EVP_DigestFinal_ex(ctx, out, &n);
-	EVP_MD_CTX_free(ctx);
-	if (k < 0)
-		return err_sys(e, errno, "reading a spool file");
-	return true;
-}
-
 static void mig_fail(struct item *it, const struct err *e, const char *what)
 {
 	struct err m = *e;
@@ -750,7 +728,7 @@ static void mig_back_done(void *arg, const struct err *e)
 	op->req = NULL;
 	if (e) {
 		mig_fail(it, e, "reading the target copy back");
-	} else if (!md5_of(m->spool, a, &ve) || !md5_of(m->check, b, &ve)) {
+	} else if (!digest_md5_fd(m->spool, a, &ve) || !digest_md5_fd(m->check, b, &ve)) {
 		mig_fail(it, &ve, "verifying");
 	} else if (op->info.size != it->got.size || memcmp(a, b, 16) != 0) {
 		err_set(&ve, ERR_INTEGRITY,
@@ -1003,6 +981,9 @@ static void start_migrate(struct item *it)
 		item_finish(it);
 		return;
 	}
+	log_msg(LOG_DEBUG, &(struct log_fields){.key = it->key, .migration = m->id},
+		"migration %lld: copying \"%s\" from %s to %s", m->id, it->key, m->source,
+		m->target);
 	m->get = (struct op){.it = it, .store = m->src};
 	ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
 	     s->stores[m->src]->ops->get(s->stores[m->src], buf_str(&key), m->spool, &m->get.info,

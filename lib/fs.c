@@ -631,7 +631,8 @@ static bool list_dir(struct store_req *r, int dirfd, struct buf *path, bool *ful
 		ents[n].size = 0;
 		n++;
 	}
-	qsort(ents, n, sizeof(*ents), lent_cmp);
+	if (n > 1) /* ents is NULL in an empty directory */
+		qsort(ents, n, sizeof(*ents), lent_cmp);
 	for (size_t i = 0; i < n && ok && !*full; i++) {
 		path->len = base;
 		buf_puts(path, ents[i].name);

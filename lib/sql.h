@@ -26,7 +26,10 @@
 	"(SELECT value FROM imgsync.settings WHERE name = 'channel')"
 
 /* the daemon */
-#define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3)"
+#define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3, $4)"
+/* same-host daemons not stopped, and releasing those found gone */
+#define SQL_HOST_DAEMONS "SELECT id, pid, instance FROM imgsync.host_daemons($1, $2)"
+#define SQL_REAP_DAEMON	 "SELECT imgsync.reap_daemon($1, $2)"
 /* layout attributes come as columns: no JSON parsing in C */
 #define SQL_CLAIM                                                                                  \
 	"SELECT key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "          \

@@ -125,6 +125,7 @@ CREATE TABLE imgsync.daemons (
 	host text NOT NULL,
 	pid int NOT NULL,
 	version text NOT NULL,
+	instance text,                      -- boot, pid namespace, start time (lib/host.h)
 	started_at timestamptz NOT NULL DEFAULT now(),
 	heartbeat_at timestamptz NOT NULL DEFAULT now(),
 	state text NOT NULL DEFAULT 'starting',
@@ -203,7 +204,8 @@ SELECT count(*) FILTER (WHERE state = 'pending' AND attempts = 0
 
 CREATE VIEW imgsync.workers AS
 SELECT id, host, pid, version, started_at, heartbeat_at,
-       CASE WHEN stopped_at IS NOT NULL THEN 'stopped'
+       CASE WHEN stopped_at IS NOT NULL AND state = 'gone' THEN 'gone'
+	    WHEN stopped_at IS NOT NULL THEN 'stopped'
 	    WHEN heartbeat_at < now() - interval '1 minute' THEN 'lost'
 	    ELSE state END AS state,
        in_flight, objects_done, bytes_done
@@ -237,11 +239,51 @@ $$;
 -- Lock order, everywhere: the images row, then the work row (put() and
 -- remove() do it that way; so does complete()).
 
-CREATE FUNCTION imgsync.register_daemon(host text, pid int, version text) RETURNS bigint
+CREATE FUNCTION imgsync.register_daemon(host text, pid int, version text,
+					instance text DEFAULT NULL) RETURNS bigint
 LANGUAGE sql VOLATILE AS $$
-	INSERT INTO imgsync.daemons (host, pid, version, state)
-	VALUES (register_daemon.host, register_daemon.pid, register_daemon.version, 'running')
+	INSERT INTO imgsync.daemons (host, pid, version, instance, state)
+	VALUES (register_daemon.host, register_daemon.pid, register_daemon.version,
+		nullif(register_daemon.instance, ''), 'running')
 	RETURNING id
+$$;
+
+-- Daemons on one host that have not stopped, for a successor to check
+-- whether they are still alive (only it can tell: lib/host.h).
+CREATE FUNCTION imgsync.host_daemons(me bigint, host text)
+RETURNS TABLE (id bigint, pid int, instance text)
+LANGUAGE sql STABLE AS $$
+	SELECT d.id, d.pid, d.instance FROM imgsync.daemons d
+	 WHERE d.host = host_daemons.host AND d.id <> me AND d.stopped_at IS NULL
+	   AND d.instance IS NOT NULL
+$$;
+
+-- A daemon that ended without stopping (killed, crashed), as its successor
+-- on the same host found: release its leases now rather than when they
+-- expire.  Returns the number of leases released.
+CREATE FUNCTION imgsync.reap_daemon(daemon bigint, by bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	n bigint;
+	d imgsync.daemons;
+BEGIN
+	UPDATE imgsync.daemons SET stopped_at = now(), state = 'gone', in_flight = 0
+	 WHERE id = daemon AND stopped_at IS NULL RETURNING * INTO d;
+	IF NOT FOUND THEN
+		RETURN 0;
+	END IF;
+	UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL
+	 WHERE lease_owner = daemon;
+	GET DIAGNOSTICS n = ROW_COUNT;
+	INSERT INTO imgsync.events (daemon, level, message)
+	VALUES (by, 'warning',
+		format('daemon %s (pid %s on %s) ended without stopping; %s lease(s) released',
+		       d.id, d.pid, d.host, n));
+	IF n > 0 THEN
+		PERFORM imgsync.wake();
+	END IF;
+	RETURN n;
+END
 $$;
 
 -- Results of finished items, in one round trip: a JSON array of

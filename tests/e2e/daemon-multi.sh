@@ -44,6 +44,9 @@ kill -KILL "$D_PID"
 wait "$D_PID" 2>/dev/null
 leased=$(d_sql "SELECT count(*) FROM imgsync.work WHERE lease_until > now()")
 check "killed with SIGKILL while holding $leased leases" test "$leased" -gt 0
+# as if it had run on another machine: no successor here can tell it is
+# gone, so its items wait for their leases to expire
+d_sql "UPDATE imgsync.daemons SET host = 'elsewhere' WHERE pid = $D_PID" >/dev/null
 check "a second imgsyncd starts" d_start
 check "it takes the dead daemon's items over when their leases expire, and all 3,000 land" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 3000 150

@@ -31,6 +31,7 @@ Exit status: 0 ok, 1 verify found differences, 2 usage error, 3 S3 or connection
 """
 
 import argparse
+import concurrent.futures
 import hashlib
 import os
 import shutil
@@ -82,6 +83,7 @@ def make_client(a):
         retries={"max_attempts": 2},
         connect_timeout=10,
         read_timeout=120,
+        max_pool_connections=16,
     )
     try:
         # botocore >= 1.36 adds CRC checksums (and aws-chunked trailers) by default, which
@@ -256,42 +258,46 @@ def cmd_list(c, a):
     return 0
 
 
+def _verify_one(c, bucket, keyhex, size, sha):
+    """One manifest entry against the bucket: None when it matches, else a reason."""
+    key = key_from_hex(keyhex)
+    try:
+        want_size = int(size)
+    except ValueError:
+        raise Usage("bad size %r for %s" % (size, keyhex))
+    try:
+        r = c.get_object(Bucket=bucket, Key=key)
+    except botocore.exceptions.ClientError as e:
+        if err_code(e) in ("NoSuchKey", "404"):
+            return "missing"
+        raise
+    h = hashlib.sha256()
+    n = 0
+    body = r["Body"]
+    while True:
+        chunk = body.read(CHUNK)
+        if not chunk:
+            break
+        n += len(chunk)
+        h.update(chunk)
+    if n != want_size:
+        return "size %d, expected %d" % (n, want_size)
+    if h.hexdigest() != sha.lower():
+        return "sha256 %s, expected %s" % (h.hexdigest(), sha.lower())
+    return None
+
+
 def cmd_verify(c, a):
-    entries = read_manifest(a.manifest, 3)
+    entries = [(k.lower(), size, sha) for k, size, sha in read_manifest(a.manifest, 3)]
+    seen = set(key_from_hex(k) for k, _, _ in entries)
     bad = 0
-    seen = set()
-    for keyhex, size, sha in entries:
-        keyhex = keyhex.lower()
-        key = key_from_hex(keyhex)
-        seen.add(key)
-        try:
-            want_size = int(size)
-        except ValueError:
-            raise Usage("%s: bad size %r for %s" % (a.manifest, size, keyhex))
-        try:
-            r = c.get_object(Bucket=a.bucket, Key=key)
-        except botocore.exceptions.ClientError as e:
-            code = err_code(e)
-            if code in ("NoSuchKey", "404"):
-                print("MISMATCH %s missing" % keyhex)
+    # GETs side by side: one at a time, per-request latency dominates
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        results = pool.map(lambda e: _verify_one(c, a.bucket, *e), entries)
+        for (keyhex, _, _), why in zip(entries, results):
+            if why is not None:
+                print("MISMATCH %s %s" % (keyhex, why))
                 bad += 1
-                continue
-            raise
-        h = hashlib.sha256()
-        n = 0
-        body = r["Body"]
-        while True:
-            chunk = body.read(CHUNK)
-            if not chunk:
-                break
-            n += len(chunk)
-            h.update(chunk)
-        if n != want_size:
-            print("MISMATCH %s size %d, expected %d" % (keyhex, n, want_size))
-            bad += 1
-        elif h.hexdigest() != sha.lower():
-            print("MISMATCH %s sha256 %s, expected %s" % (keyhex, h.hexdigest(), sha.lower()))
-            bad += 1
     if a.exact is not None:
         prefix = key_from_hex(a.exact) if a.exact else ""
         for o in iter_objects(c, a.bucket, prefix):
