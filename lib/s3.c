@@ -26,6 +26,10 @@
  *
  * Keys are encoded once, by sigv4_uri_encode, for both the URL and the
  * signature, and curl is told not to touch the path (PATH_AS_IS).
+ *
+ * Copies between buckets of one server (copy(), where can_copy()) never
+ * bring the bytes here: CopyObject, or UploadPartCopy parts on the same
+ * multipart machinery as uploads; see "Copy on the server" below.
  */
 #include "store.h"
 
@@ -62,13 +66,14 @@ struct s3_store {
 	uint64_t threshold, part_size;
 };
 
-enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT };
+enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
 
 enum part_state { PART_TODO, PART_INFLIGHT, PART_DONE };
 
 struct s3_part {
 	unsigned char md5[16]; /* of the bytes sent */
 	char etag[72];	       /* as the server returned it: Complete sends it back */
+	bool have_md5;	       /* md5 known (a copied part: its ETag was an MD5) */
 	int attempts;
 	enum part_state state;
 };
@@ -107,6 +112,16 @@ struct store_req {
 	int inflight;
 	bool failing;
 	struct err err; /* the first failure of a multipart upload */
+
+	/* copy: the object is made from src_key of src, on the server */
+	struct s3_store *src; /* borrowed; outlives the request */
+	char *src_key;
+	char *copy_source; /* value of x-amz-copy-source: "/bucket/key", key encoded */
+	char src_etag[72]; /* x-amz-copy-source-if-match; "" for none */
+	bool src_has_md5;  /* src_md5 is the MD5 of the source */
+	unsigned char src_md5[16];
+	bool src_known;	 /* size, etag and content type learnt (src_info or a HEAD) */
+	bool replace_ct; /* content_type was given: metadata directive REPLACE */
 };
 
 typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
@@ -131,6 +146,10 @@ struct s3_call {
 	uint64_t received;
 	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
 	uint32_t part;
+	/* the object addressed, when not the operation's (a copy's source) */
+	struct s3_store *at;
+	const char *at_key;
+	bool copy; /* CopyObject or UploadPartCopy: a result document, even in a 200 */
 	call_done_fn on_done;
 	struct err local; /* a local failure met by a curl callback */
 	char s3code[64];  /* the S3 error code of a failed answer, "" if none */
@@ -229,42 +248,65 @@ static const char *what_key(struct store_req *r)
 	return r->key && r->key[0] ? r->key : "(bucket)";
 }
 
-static void explain(struct store_req *r, struct s3_call *c, struct err *e)
+/* The error an S3 error document (or, without one, the status) stands for.
+ * A copy's messages name its source: missing, changed or unreadable. */
+static void explain_error(struct store_req *r, struct s3_call *c, const struct s3_error *x,
+			  struct err *e)
 {
 	struct s3_store *st = r->st;
 	const struct store_cfg *cfg = st->base.cfg;
-	struct s3_error x;
-	const char *code;
-	char keyesc[300];
+	/* the bucket of the object this call addressed */
+	const struct store_cfg *bcfg = c->at ? c->at->base.cfg : cfg;
+	const char *code = x->code;
+	char keyesc[2400];
 
-	snprintf(keyesc, sizeof(keyesc), "\"%s\"", what_key(r));
-	if (!s3_xml_error(buf_str(&c->resp), c->resp.len, &x)) {
-		memset(&x, 0, sizeof(x));
-		/* HEAD answers carry no body: name the status. */
-		snprintf(x.code, sizeof(x.code), "%s",
-			 c->status == 404   ? "NotFound"
-			 : c->status == 403 ? "Forbidden"
-			 : c->status == 400 ? "BadRequest"
-			 : c->status == 301 ? "PermanentRedirect"
-			 : c->status == 503 ? "ServiceUnavailable"
-					    : "HTTPError");
-	}
-	code = x.code;
+	if (c->copy)
+		snprintf(keyesc, sizeof(keyesc), "\"%s\" (from \"%s\" in bucket \"%s\")", r->key,
+			 r->src_key, r->src->base.cfg->bucket);
+	else if (c->at_key)
+		snprintf(keyesc, sizeof(keyesc), "\"%s\" (the source of a copy)", c->at_key);
+	else
+		snprintf(keyesc, sizeof(keyesc), "\"%s\"", what_key(r));
 	snprintf(c->s3code, sizeof(c->s3code), "%s", code);
 #define IS(s) (strcmp(code, s) == 0)
-	if (IS("NoSuchBucket"))
+	if (IS("NoSuchBucket") && c->copy)
+		err_set(e, ERR_NOTFOUND,
+			"%s %s: bucket \"%s\" or the source's bucket \"%s\" does not exist at %s "
+			"(NoSuchBucket)",
+			c->method, keyesc, cfg->bucket, r->src->base.cfg->bucket, st->endpoint);
+	else if (IS("NoSuchBucket"))
 		err_set(e, ERR_NOTFOUND,
 			"bucket \"%s\" does not exist at %s (NoSuchBucket): create it, or fix "
 			"bucket in store \"%s\"",
-			cfg->bucket, st->endpoint, cfg->name);
+			bcfg->bucket, st->endpoint, bcfg->name);
+	else if (IS("NoSuchKey") && c->copy)
+		err_set(e, ERR_NOTFOUND, "%s %s: the source object does not exist (NoSuchKey)",
+			c->method, keyesc);
 	else if (IS("NoSuchKey"))
 		err_set(e, ERR_NOTFOUND, "%s %s: no such object in bucket \"%s\" (NoSuchKey)",
-			c->method, keyesc, cfg->bucket);
+			c->method, keyesc, bcfg->bucket);
+	else if (IS("NotFound") && c->copy)
+		err_set(e, ERR_NOTFOUND,
+			"%s %s: not found (HTTP 404 without details: the source object, or a "
+			"bucket, does not exist)",
+			c->method, keyesc);
 	else if (IS("NotFound"))
 		err_set(e, ERR_NOTFOUND,
 			"%s %s: not found (HTTP 404 without details: the object, or bucket \"%s\" "
 			"itself, does not exist)",
-			c->method, keyesc, cfg->bucket);
+			c->method, keyesc, bcfg->bucket);
+	else if (IS("PreconditionFailed") || c->status == 412)
+		/* only copies send conditions: x-amz-copy-source-if-match */
+		err_set(e, ERR_INTEGRITY,
+			"%s %s: the source changed since it was read (its ETag is no longer "
+			"\"%s\": %s); read it again and retry",
+			c->method, keyesc, r->src_etag, code);
+	else if (c->copy && (IS("AccessDenied") || IS("Forbidden")))
+		err_set(e, ERR_DENIED,
+			"%s %s: access denied (%s%s%s): the credentials of store \"%s\" must be "
+			"allowed to read bucket \"%s\" and to write bucket \"%s\"",
+			c->method, keyesc, code, x->message[0] ? ": " : "", x->message, cfg->name,
+			r->src->base.cfg->bucket, cfg->bucket);
 	else if (IS("InvalidAccessKeyId"))
 		err_set(e, ERR_DENIED,
 			"%s %s: the server does not know the access key id of store \"%s\" "
@@ -281,24 +323,24 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 		err_set(e, ERR_DENIED,
 			"%s %s in bucket \"%s\": access denied (%s%s%s): check the credentials of "
 			"store \"%s\" and that its policy allows this action",
-			c->method, keyesc, cfg->bucket, code, x.message[0] ? ": " : "", x.message,
-			cfg->name);
+			c->method, keyesc, bcfg->bucket, code, x->message[0] ? ": " : "",
+			x->message, cfg->name);
 	else if (IS("RequestTimeTooSkewed") || IS("RequestExpired"))
 		err_set(e, ERR_TRANSIENT,
 			"%s %s: the server's clock and this host's differ too much (%s): fix the "
 			"time on this host (NTP)",
 			c->method, keyesc, code);
-	else if (IS("AuthorizationHeaderMalformed") && x.region[0])
+	else if (IS("AuthorizationHeaderMalformed") && x->region[0])
 		err_set(e, ERR_DENIED,
 			"%s %s: bucket \"%s\" expects region \"%s\": set region = \"%s\" in "
 			"store \"%s\"",
-			c->method, keyesc, cfg->bucket, x.region, x.region, cfg->name);
+			c->method, keyesc, bcfg->bucket, x->region, x->region, cfg->name);
 	else if (IS("PermanentRedirect") || c->status == 301)
 		err_set(e, ERR_DENIED,
 			"%s %s: bucket \"%s\" must be reached at another endpoint%s%s%s: fix "
 			"endpoint/region in store \"%s\"",
-			c->method, keyesc, cfg->bucket, x.endpoint[0] ? " (" : "", x.endpoint,
-			x.endpoint[0] ? ")" : "", cfg->name);
+			c->method, keyesc, bcfg->bucket, x->endpoint[0] ? " (" : "", x->endpoint,
+			x->endpoint[0] ? ")" : "", cfg->name);
 	else if (IS("BadDigest") || IS("InvalidDigest") || IS("XAmzContentSHA256Mismatch"))
 		err_set(e, ERR_INTEGRITY,
 			"%s %s: the server received different bytes than were sent (%s); the "
@@ -307,15 +349,34 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 	else if (IS("SlowDown") || IS("ServiceUnavailable") || IS("InternalError") ||
 		 IS("RequestTimeout") || c->status >= 500 || c->status == 429)
 		err_set(e, ERR_TRANSIENT, "%s %s: the server is busy or failing (HTTP %ld %s%s%s)",
-			c->method, keyesc, c->status, code, x.message[0] ? ": " : "", x.message);
+			c->method, keyesc, c->status, code, x->message[0] ? ": " : "", x->message);
 	else if (IS("EntityTooLarge") || IS("EntityTooSmall") || IS("InvalidPart") ||
 		 IS("InvalidPartOrder") || IS("NoSuchUpload"))
 		err_set(e, ERR_TRANSIENT, "%s %s: multipart upload refused (%s%s%s)", c->method,
-			keyesc, code, x.message[0] ? ": " : "", x.message);
+			keyesc, code, x->message[0] ? ": " : "", x->message);
 	else
 		err_set(e, ERR_INVALID, "%s %s: the server answered HTTP %ld %s%s%s", c->method,
-			keyesc, c->status, code, x.message[0] ? ": " : "", x.message);
+			keyesc, c->status, code, x->message[0] ? ": " : "", x->message);
 #undef IS
+}
+
+static void explain(struct store_req *r, struct s3_call *c, struct err *e)
+{
+	struct s3_error x;
+
+	if (!s3_xml_error(buf_str(&c->resp), c->resp.len, &x)) {
+		memset(&x, 0, sizeof(x));
+		/* HEAD answers carry no body: name the status. */
+		snprintf(x.code, sizeof(x.code), "%s",
+			 c->status == 404   ? "NotFound"
+			 : c->status == 403 ? "Forbidden"
+			 : c->status == 400 ? "BadRequest"
+			 : c->status == 301 ? "PermanentRedirect"
+			 : c->status == 412 ? "PreconditionFailed"
+			 : c->status == 503 ? "ServiceUnavailable"
+					    : "HTTPError");
+	}
+	explain_error(r, c, &x, e);
 }
 
 static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode rc, struct err *e)
@@ -377,6 +438,16 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 		c->received += n;
 		return n;
 	}
+	/* A long copy may send whitespace before its result to keep the
+	 * connection alive: not kept, so it does not count against the cap. */
+	if (c->copy && c->resp.len == 0) {
+		while (n > 0 && (*data == ' ' || *data == '\t' || *data == '\r' || *data == '\n')) {
+			data++;
+			n--;
+		}
+		if (n == 0)
+			return size * nmemb;
+	}
 	/* Error documents and XML answers: capped, the rest dropped. */
 	if (c->resp.len + n > c->resp_max) {
 		if (c->resp_max > S3_ERROR_BODY_MAX) {
@@ -389,7 +460,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 		return size * nmemb;
 	}
 	buf_append(&c->resp, data, n);
-	return c->resp.oom ? 0 : n;
+	return c->resp.oom ? 0 : size * nmemb;
 }
 
 static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud)
@@ -493,6 +564,9 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 {
 	struct s3_store *st = r->st;
 	const struct store_cfg *cfg = st->base.cfg;
+	/* the object addressed; signed with st's credentials, which can_copy
+	 * made sure are the same */
+	struct s3_store *at = c->at ? c->at : st;
 	struct buf path = BUF_INIT, url = BUF_INIT, auth = BUF_INIT, line = BUF_INIT;
 	struct sigv4_pair hdrs[S3_MAX_HEADERS + 4];
 	struct sigv4_pair qs[8];
@@ -507,13 +581,13 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 		return err_set(e, ERR_NOMEM, "out of memory (curl handle)");
 
 	/* the raw path, encoded once for the URL and once inside the signer */
-	buf_puts(&path, st->bucket_path);
+	buf_puts(&path, at->bucket_path);
 	if (r->kind != S3_LIST) {
 		buf_putc(&path, '/');
-		buf_puts(&path, r->key);
+		buf_puts(&path, c->at_key ? c->at_key : r->key);
 	} else if (path.len == 0)
 		buf_putc(&path, '/');
-	buf_puts(&url, st->url_base);
+	buf_puts(&url, at->url_base);
 	sigv4_uri_encode(&url, buf_str(&path), path.len, true);
 	for (size_t i = 0; i < nq; i++) {
 		buf_putc(&url, i ? '&' : '?');
@@ -526,7 +600,7 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	}
 
 	sigv4_amz_date(time(NULL), date);
-	hdrs[nh++] = (struct sigv4_pair){"host", st->host_hdr};
+	hdrs[nh++] = (struct sigv4_pair){"host", at->host_hdr};
 	hdrs[nh++] = (struct sigv4_pair){"x-amz-date", date};
 	hdrs[nh++] = (struct sigv4_pair){"x-amz-content-sha256", payload_hash};
 	if (cfg->session_token && cfg->session_token[0])
@@ -691,6 +765,8 @@ static void req_free(struct store_req *r)
 		call_free(c);
 	}
 	free(r->key);
+	free(r->src_key);
+	free(r->copy_source);
 	free(r->mem);
 	free(r->upload_id);
 	free(r->parts);
@@ -879,6 +955,7 @@ static void read_done(struct workq_job *job)
 /* multipart */
 
 static void mpu_pump(struct store_req *r);
+static bool copy_verify_start(struct store_req *r, struct err *e);
 
 static void abort_done(struct s3_call *c, const struct err *e)
 {
@@ -952,6 +1029,8 @@ static void complete_done(struct s3_call *c, const struct err *e)
 		mpu_fail(r, &pe);
 		return;
 	}
+	if (etag[0] == '\0') /* radosgw 16 leaves the element empty, but sends the header */
+		response_etag(c->easy, etag, sizeof(etag));
 	if (x.present) {
 		err_set(&pe, ERR_TRANSIENT,
 			"CompleteMultipartUpload of \"%s\" failed inside a 200 answer (%s%s%s)",
@@ -963,6 +1042,11 @@ static void complete_done(struct s3_call *c, const struct err *e)
 	/* The ETag of a multipart object is MD5(part MD5s) "-" part count
 	 * (where ETags are MD5s at all: not with SSE-KMS or SSE-C). */
 	ctx = EVP_MD_CTX_new();
+	for (uint32_t i = 0; ctx && i < r->nparts; i++)
+		if (!r->parts[i].have_md5) {
+			EVP_MD_CTX_free(ctx);
+			ctx = NULL;
+		}
 	if (ctx) {
 		EVP_DigestInit_ex(ctx, EVP_md5(), NULL);
 		for (uint32_t i = 0; i < r->nparts; i++)
@@ -987,8 +1071,21 @@ static void complete_done(struct s3_call *c, const struct err *e)
 		snprintf(r->info->etag, sizeof(r->info->etag), "%s", etag);
 		snprintf(r->info->content_type, sizeof(r->info->content_type), "%s",
 			 r->content_type);
+		/* every part was copied from the version src_etag names (checked
+		 * below): the content is that version's */
+		if (r->kind == S3_COPY && r->src_etag[0] && r->src_has_md5) {
+			r->info->has_md5 = true;
+			memcpy(r->info->md5, r->src_md5, 16);
+		}
 	}
 	call_free(c);
+	free(r->upload_id); /* complete: nothing to abort any more */
+	r->upload_id = NULL;
+	if (r->kind == S3_COPY && r->src_etag[0]) {
+		if (!copy_verify_start(r, &pe))
+			req_finish(r, &pe);
+		return;
+	}
 	req_finish(r, NULL);
 }
 
@@ -1036,8 +1133,24 @@ static void part_done(struct s3_call *c, const struct err *e)
 	char etag[72];
 
 	r->inflight--;
-	if (!e) {
+	if (!e && c->copy) {
+		struct s3_error x;
+		int64_t mtime;
+
+		if (!s3_xml_copy_result(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &mtime,
+					&x, &pe))
+			e = &pe;
+		else if (x.present) {
+			explain_error(r, c, &x, &pe);
+			e = &pe;
+		} else {
+			snprintf(p->etag, sizeof(p->etag), "%s", etag);
+			p->have_md5 = etag_is_md5(etag) && etag_comparable(c->easy) &&
+				      hex_decode(etag, 32, p->md5);
+		}
+	} else if (!e) {
 		md5_final(c->md5, p->md5);
+		p->have_md5 = true;
 		response_etag(c->easy, etag, sizeof(etag));
 		if (etag[0] == '\0') {
 			err_set(&pe, ERR_TRANSIENT, "part %u of \"%s\": the server gave no ETag",
@@ -1055,7 +1168,9 @@ static void part_done(struct s3_call *c, const struct err *e)
 		pe = *e;
 		e = &pe;
 	}
-	if (e && err_retryable(e->code) && p->attempts < S3_PART_ATTEMPTS && !r->failing) {
+	/* a changed source stays changed: no point in copying the part again */
+	if (e && err_retryable(e->code) && p->attempts < S3_PART_ATTEMPTS && !r->failing &&
+	    strcmp(c->s3code, "PreconditionFailed") != 0) {
 		log_debug("store \"%s\": retrying part %u of \"%s\": %s", r->st->base.cfg->name,
 			  c->part, r->key, e->msg);
 		p->state = PART_TODO;
@@ -1076,6 +1191,42 @@ static void part_done(struct s3_call *c, const struct err *e)
 	mpu_pump(r);
 }
 
+/* UploadPartCopy of part i: its range of the source, from the version
+ * x-amz-copy-source-if-match names. */
+static bool copy_part_start(struct store_req *r, uint32_t i, struct err *e)
+{
+	struct s3_call *c = call_new(r, part_done, S3_ERROR_BODY_MAX);
+	uint64_t off = (uint64_t)i * r->part_size;
+	uint64_t len = r->size - off < r->part_size ? r->size - off : r->part_size;
+	char num[16], range[64], ifmatch[80];
+	struct qparam q[2];
+	struct sigv4_pair extra[3];
+	size_t nx = 0;
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->copy = true;
+	c->part = i + 1;
+	r->parts[i].attempts++;
+	snprintf(num, sizeof(num), "%u", i + 1);
+	snprintf(range, sizeof(range), "bytes=%llu-%llu", (unsigned long long)off,
+		 (unsigned long long)(off + len - 1));
+	q[0] = (struct qparam){"partNumber", num};
+	q[1] = (struct qparam){"uploadId", r->upload_id};
+	extra[nx++] = (struct sigv4_pair){"x-amz-copy-source", r->copy_source};
+	extra[nx++] = (struct sigv4_pair){"x-amz-copy-source-range", range};
+	if (r->src_etag[0]) {
+		snprintf(ifmatch, sizeof(ifmatch), "\"%s\"", r->src_etag);
+		extra[nx++] = (struct sigv4_pair){"x-amz-copy-source-if-match", ifmatch};
+	}
+	if (!call_start(r, c, "PUT", q, 2, SIGV4_EMPTY_SHA256, extra, nx, e)) {
+		call_free(c);
+		return false;
+	}
+	c->method = "UploadPartCopy";
+	return true;
+}
+
 static void mpu_pump(struct store_req *r)
 {
 	if (r->failing) {
@@ -1091,6 +1242,15 @@ static void mpu_pump(struct store_req *r)
 
 		if (p->state != PART_TODO)
 			continue;
+		if (r->kind == S3_COPY) {
+			if (!copy_part_start(r, i, &e)) {
+				mpu_fail(r, &e);
+				return;
+			}
+			p->state = PART_INFLIGHT;
+			r->inflight++;
+			continue;
+		}
 		c = call_new(r, part_done, S3_ERROR_BODY_MAX);
 		if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
 			call_free(c);
@@ -1153,8 +1313,9 @@ static void create_done(struct s3_call *c, const struct err *e)
 	mpu_pump(r);
 }
 
-/* Start CreateMultipartUpload; false (nothing started) on failure. */
-static bool put_multipart(struct store_req *r, struct err *e)
+/* Start CreateMultipartUpload, for a put or a copy of r->size bytes with
+ * r->content_type; false (nothing started) on failure. */
+static bool mpu_start(struct store_req *r, struct err *e)
 {
 	struct s3_call *c;
 	uint64_t part = r->st->part_size;
@@ -1209,7 +1370,7 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		r->have_md5 = true;
 	}
 	if (size > st->threshold)
-		started = put_multipart(r, e);
+		started = mpu_start(r, e);
 	else if (r->have_md5)
 		started = put_single(r, e); /* streamed, Content-MD5 already known */
 	else {
@@ -1222,6 +1383,345 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", s->cfg->name);
+		return false;
+	}
+	*req = r;
+	return true;
+}
+
+/*
+ * Copy on the server (CopyObject, or UploadPartCopy parts for objects above
+ * min(5 GiB, multipart_threshold)), between buckets of one server that the
+ * same credentials reach.  When the source's ETag is known (src_info, or a
+ * HEAD of the source), every request names that version
+ * (x-amz-copy-source-if-match), so a source rewritten meanwhile fails with
+ * 412 instead of being copied half old, half new.  Some servers ignore the
+ * condition (radosgw 16, moto), so the result is checked too: a single
+ * copy's plain-MD5 ETag must be the source's, and where ETags cannot be
+ * compared (multipart sources, multipart copies) a HEAD of the source after
+ * the copy must still show the same ETag; a multipart copy that fails this
+ * may mix two versions and is deleted.  Either way the error is
+ * ERR_INTEGRITY: read the source again and retry.  A multipart upload
+ * copies no metadata: its Content-Type is the one given or, failing that,
+ * the one a HEAD of the source reports.
+ */
+
+#define S3_COPY_MAX (5ull << 30) /* the largest CopyObject S3 accepts */
+
+static uint64_t copy_single_max(const struct s3_store *st)
+{
+	return st->threshold < S3_COPY_MAX ? st->threshold : S3_COPY_MAX;
+}
+
+static void copy_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct s3_error x;
+	struct err pe = {0};
+	char etag[72];
+	int64_t mtime;
+	bool md5;
+
+	if (e) {
+		pe = *e;
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	/* A 200 answer may still carry an <Error> in its body. */
+	if (!s3_xml_copy_result(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &mtime, &x,
+				&pe)) {
+		err_prefix(&pe, "CopyObject \"%s\": ", r->key);
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	if (x.present) {
+		explain_error(r, c, &x, &pe);
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	md5 = etag_is_md5(etag) && etag_comparable(c->easy);
+	if (md5 && r->src_etag[0] && r->src_has_md5 && !etag_matches(etag, r->src_md5)) {
+		err_set(
+		    &pe, ERR_INTEGRITY,
+		    "CopyObject \"%s\" (from \"%s\" in bucket \"%s\"): the source changed since "
+		    "it was read (its ETag is %s now, not %s; the copy holds the new content); "
+		    "read it again and retry",
+		    r->key, r->src_key, r->src->base.cfg->bucket, etag, r->src_etag);
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	if (r->info) {
+		memset(r->info, 0, sizeof(*r->info));
+		r->info->size = r->size;
+		snprintf(r->info->etag, sizeof(r->info->etag), "%s", etag);
+		r->info->mtime = mtime;
+		snprintf(r->info->content_type, sizeof(r->info->content_type), "%s",
+			 r->content_type);
+		if (md5)
+			r->info->has_md5 = hex_decode(etag, 32, r->info->md5);
+		else if (r->src_etag[0] && r->src_has_md5) {
+			r->info->has_md5 = true;
+			memcpy(r->info->md5, r->src_md5, 16);
+		}
+	}
+	call_free(c);
+	/* the same MD5 proves the content; otherwise ask the source again */
+	if (r->src_etag[0] && !(md5 && r->src_has_md5)) {
+		if (!copy_verify_start(r, &pe))
+			req_finish(r, &pe);
+		return;
+	}
+	req_finish(r, NULL);
+}
+
+/* A multipart copy found mixed is deleted; its error is kept in r->err. */
+static void copy_cleanup_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err saved = r->err;
+
+	if (e && c->status != 404)
+		log_warn("store \"%s\": could not delete \"%s\", a copy of a source that changed "
+			 "meanwhile: %s",
+			 r->st->base.cfg->name, r->key, e->msg);
+	call_free(c);
+	req_finish(r, &saved);
+}
+
+static void copy_verify_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct obj_info info;
+	struct err pe = {0};
+	struct s3_call *d;
+
+	if (e && c->status == 404) {
+		/* deleted since, after the copy read it (reading a missing source
+		 * fails): the copy holds the version asked for */
+		call_free(c);
+		req_finish(r, NULL);
+		return;
+	}
+	if (e) {
+		pe = *e;
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	fill_info(c, &info);
+	call_free(c);
+	if (strcmp(info.etag, r->src_etag) == 0) {
+		req_finish(r, NULL);
+		return;
+	}
+	if (r->parts == NULL) {
+		err_set(&pe, ERR_INTEGRITY,
+			"CopyObject \"%s\" (from \"%s\" in bucket \"%s\"): the source changed "
+			"since it was read (its ETag is %s now, not %s; the copy holds the new "
+			"content); read it again and retry",
+			r->key, r->src_key, r->src->base.cfg->bucket, info.etag, r->src_etag);
+		req_finish(r, &pe);
+		return;
+	}
+	/* parts may come from either version: a mix nobody must read */
+	err_set(&r->err, ERR_INTEGRITY,
+		"multipart copy of \"%s\" (from \"%s\" in bucket \"%s\"): the source changed "
+		"since it was read (its ETag is %s now, not %s) and the server did not refuse "
+		"it; the copy was deleted: read the source again and retry",
+		r->key, r->src_key, r->src->base.cfg->bucket, info.etag, r->src_etag);
+	d = call_new(r, copy_cleanup_done, S3_ERROR_BODY_MAX);
+	if (d == NULL || !call_start(r, d, "DELETE", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, &pe)) {
+		call_free(d);
+		log_warn("store \"%s\": could not delete \"%s\", a copy of a source that changed "
+			 "meanwhile",
+			 r->st->base.cfg->name, r->key);
+		pe = r->err;
+		req_finish(r, &pe);
+	}
+}
+
+/* HEAD of the source once the copy is made: is it still the version
+ * src_etag names?  Servers that ignore x-amz-copy-source-if-match (radosgw
+ * 16, moto) would otherwise copy a rewritten source silently. */
+static bool copy_verify_start(struct store_req *r, struct err *e)
+{
+	struct s3_call *c = call_new(r, copy_verify_done, S3_ERROR_BODY_MAX);
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->at = r->src;
+	c->at_key = r->src_key;
+	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
+}
+
+/* CopyObject; false (nothing started) on failure. */
+static bool copy_single(struct store_req *r, struct err *e)
+{
+	struct s3_call *c = call_new(r, copy_done, S3_ERROR_BODY_MAX);
+	struct sigv4_pair extra[4];
+	char ifmatch[80];
+	size_t nx = 0;
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->copy = true;
+	extra[nx++] = (struct sigv4_pair){"x-amz-copy-source", r->copy_source};
+	if (r->src_etag[0]) {
+		snprintf(ifmatch, sizeof(ifmatch), "\"%s\"", r->src_etag);
+		extra[nx++] = (struct sigv4_pair){"x-amz-copy-source-if-match", ifmatch};
+	}
+	extra[nx++] =
+	    (struct sigv4_pair){"x-amz-metadata-directive", r->replace_ct ? "REPLACE" : "COPY"};
+	if (r->replace_ct)
+		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	if (!call_start(r, c, "PUT", NULL, 0, SIGV4_EMPTY_SHA256, extra, nx, e)) {
+		call_free(c);
+		return false;
+	}
+	c->method = "CopyObject";
+	return true;
+}
+
+static bool copy_head(struct store_req *r, struct err *e);
+
+/* With what is known of the source, start the copy the size calls for. */
+static bool copy_begin(struct store_req *r, struct err *e)
+{
+	if (r->size <= copy_single_max(r->st))
+		return copy_single(r, e);
+	if (r->content_type[0] == '\0' && !r->src_known)
+		return copy_head(r, e); /* the parts will not carry the source's type */
+	return mpu_start(r, e);
+}
+
+static void copy_head_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct obj_info info;
+	struct err pe = {0};
+
+	if (e) {
+		pe = *e;
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	fill_info(c, &info);
+	call_free(c);
+	if (r->src_etag[0] && strcmp(r->src_etag, info.etag) != 0) {
+		err_set(&pe, ERR_INTEGRITY,
+			"copy of \"%s\" (in bucket \"%s\") to \"%s\": the source changed since it "
+			"was read (its ETag is %s now, not %s); read it again and retry",
+			r->src_key, r->src->base.cfg->bucket, r->key, info.etag, r->src_etag);
+		req_finish(r, &pe);
+		return;
+	}
+	if (!r->src_known) {
+		r->size = info.size;
+		r->src_has_md5 = info.has_md5;
+		memcpy(r->src_md5, info.md5, 16);
+	}
+	/* from now on every request names the version seen here */
+	snprintf(r->src_etag, sizeof(r->src_etag), "%s", info.etag);
+	if (r->content_type[0] == '\0')
+		snprintf(r->content_type, sizeof(r->content_type), "%s", info.content_type);
+	r->src_known = true;
+	if (!copy_begin(r, &pe))
+		req_finish(r, &pe);
+}
+
+/* HEAD of the source, for its size, ETag and Content-Type. */
+static bool copy_head(struct store_req *r, struct err *e)
+{
+	struct s3_call *c = call_new(r, copy_head_done, S3_ERROR_BODY_MAX);
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->at = r->src;
+	c->at_key = r->src_key;
+	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
+}
+
+static bool same_str(const char *a, const char *b)
+{
+	return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+/* Conservative: one server reached the same way with the same identity,
+ * so a request signed for dst may name an object of src. */
+static bool s3_can_copy(struct store *dst, struct store *src)
+{
+	const struct s3_store *a = (const struct s3_store *)dst, *b = (const struct s3_store *)src;
+	const struct store_cfg *ca = dst->cfg, *cb = src->cfg;
+
+	if (dst->ops != &s3_store_ops || src->ops != &s3_store_ops)
+		return false;
+	return same_str(a->endpoint, b->endpoint) && same_str(a->creds.region, b->creds.region) &&
+	       ca->path_style == cb->path_style && same_str(ca->access_key_id, cb->access_key_id) &&
+	       same_str(ca->secret_access_key, cb->secret_access_key) &&
+	       same_str(ca->session_token, cb->session_token) && ca->tls_verify == cb->tls_verify &&
+	       same_str(ca->ca_file, cb->ca_file);
+}
+
+static bool s3_copy(struct store *dst, struct store *src, const char *src_key, const char *dst_key,
+		    const struct obj_info *src_info, struct obj_info *out, store_done_fn done,
+		    void *arg, struct store_req **req, struct err *e)
+{
+	struct s3_store *st = (struct s3_store *)dst;
+	struct store_req *r;
+	struct buf b = BUF_INIT;
+	bool started;
+
+	if (dst_key == NULL || dst_key[0] == '\0' || strlen(dst_key) > 1024 || src_key == NULL ||
+	    src_key[0] == '\0' || strlen(src_key) > 1024)
+		return err_set(e, ERR_INVALID, "store \"%s\": an S3 key is 1 to 1024 bytes",
+			       dst->cfg->name);
+	if (!s3_can_copy(dst, src))
+		return err_set(e, ERR_INVALID,
+			       "store \"%s\": cannot copy from store \"%s\" on the server (another "
+			       "backend, server or set of credentials)",
+			       dst->cfg->name, src->cfg->name);
+	r = req_new(st, S3_COPY, dst_key, done, arg, e);
+	if (r == NULL)
+		return false;
+	r->src = (struct s3_store *)src;
+	r->info = out;
+	/* "/bucket/key", the key percent-encoded as in a path */
+	buf_putc(&b, '/');
+	buf_puts(&b, src->cfg->bucket);
+	buf_putc(&b, '/');
+	sigv4_uri_encode(&b, src_key, strlen(src_key), true);
+	r->src_key = strdup(src_key);
+	if (!buf_ok(&b, e) || r->src_key == NULL) {
+		buf_free(&b);
+		req_free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	r->copy_source = buf_steal(&b);
+	if (src_info) {
+		r->size = src_info->size;
+		snprintf(r->src_etag, sizeof(r->src_etag), "%s", src_info->etag);
+		r->src_has_md5 = src_info->has_md5;
+		memcpy(r->src_md5, src_info->md5, 16);
+		snprintf(r->content_type, sizeof(r->content_type), "%s", src_info->content_type);
+		r->replace_ct = r->content_type[0] != '\0';
+	}
+	started = src_info ? copy_begin(r, e) : copy_head(r, e);
+	if (!started) {
+		req_free(r);
+		err_prefix(e, "store \"%s\": ", dst->cfg->name);
 		return false;
 	}
 	*req = r;
@@ -1460,7 +1960,8 @@ static void s3_cancel(struct store *s, struct store_req *r)
 	r->finished = true;
 	if (r->in_pool)
 		return; /* read_done frees it */
-	if (r->kind == S3_PUT && r->parts && r->upload_id == NULL && r->inflight > 0)
+	if ((r->kind == S3_PUT || r->kind == S3_COPY) && r->parts && r->upload_id == NULL &&
+	    r->inflight > 0)
 		return; /* CreateMultipartUpload in flight: create_done aborts and frees */
 	/* An open multipart upload is aborted in the background, so its parts
 	 * are not kept (and billed) until a lifecycle rule removes them. */
@@ -1615,4 +2116,6 @@ const struct store_ops s3_store_ops = {
     .list = s3_list,
     .cancel = s3_cancel,
     .url = s3_url,
+    .can_copy = s3_can_copy,
+    .copy = s3_copy,
 };

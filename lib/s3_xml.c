@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define XML_PATH_MAX 512
 
@@ -350,4 +351,108 @@ bool s3_xml_complete(const char *doc, size_t len, char *etag, size_t etag_size,
 	copy_text(etag, etag_size, v, n);
 	free(s.value);
 	return true;
+}
+
+bool s3_xml_time(const char *text, size_t len, int64_t *out)
+{
+	char tmp[40], *p;
+	struct tm tm = {0};
+	time_t t;
+
+	if (len == 0 || len >= sizeof(tmp))
+		return false;
+	memcpy(tmp, text, len);
+	tmp[len] = '\0';
+	p = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
+	if (p == NULL)
+		return false;
+	if (*p == '.') /* fractions of a second */
+		while (*++p >= '0' && *p <= '9')
+			;
+	if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+		return false;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return false;
+	*out = (int64_t)t;
+	return true;
+}
+
+struct copy_state {
+	char *etag;
+	char *mtime;
+	struct s3_error *error;
+	bool is_copy;
+};
+
+static bool copy_cb(void *arg, const char *path, const char *text, size_t len, struct err *e)
+{
+	struct copy_state *s = arg;
+	char **dst = NULL;
+
+	(void)error_cb(s->error, path, text, len, e);
+	if (strcmp(path, "CopyObjectResult") == 0 || strcmp(path, "CopyPartResult") == 0)
+		s->is_copy = true;
+	else if (strcmp(path, "CopyObjectResult/ETag") == 0 ||
+		 strcmp(path, "CopyPartResult/ETag") == 0)
+		dst = &s->etag;
+	else if (strcmp(path, "CopyObjectResult/LastModified") == 0 ||
+		 strcmp(path, "CopyPartResult/LastModified") == 0)
+		dst = &s->mtime;
+	if (dst) {
+		free(*dst);
+		*dst = strndup(text, len);
+		if (*dst == NULL)
+			return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	return true;
+}
+
+bool s3_xml_copy_result(const char *doc, size_t len, char *etag, size_t etag_size, int64_t *mtime,
+			struct s3_error *error, struct err *e)
+{
+	struct copy_state s = {.error = error};
+	bool ok = false;
+	const char *v;
+	size_t n;
+
+	memset(error, 0, sizeof(*error));
+	*mtime = 0;
+	while (len > 0 && (*doc == ' ' || *doc == '\t' || *doc == '\r' || *doc == '\n')) {
+		doc++;
+		len--;
+	}
+	if (len == 0) {
+		err_set(e, ERR_INVALID, "S3 answered a copy with an empty body");
+		goto out;
+	}
+	if (!s3_xml_parse(doc, len, copy_cb, &s, e))
+		goto out;
+	if (error->present) {
+		ok = true; /* the caller reports the error */
+		goto out;
+	}
+	if (!s.is_copy || s.etag == NULL) {
+		err_set(e, ERR_INVALID, "S3 answered a copy without a %s",
+			s.is_copy ? "ETag" : "CopyObjectResult or an error");
+		goto out;
+	}
+	v = s.etag;
+	n = strlen(v);
+	if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+		v++;
+		n -= 2;
+	}
+	if (n == 0) {
+		err_set(e, ERR_INVALID, "S3 answered a copy with an empty ETag");
+		goto out;
+	}
+	copy_text(etag, etag_size, v, n);
+	if (s.mtime && !s3_xml_time(s.mtime, strlen(s.mtime), mtime))
+		*mtime = 0;
+	ok = true;
+out:
+	free(s.etag);
+	free(s.mtime);
+	return ok;
 }

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "err.h"
 #include "store.h"
@@ -42,6 +43,18 @@ bool s3_xml_upload_id(const char *doc, size_t len, char **upload_id, struct err 
  * may arrive in the body of a 200 response. */
 bool s3_xml_complete(const char *doc, size_t len, char *etag, size_t etag_size,
 		     struct s3_error *error, struct err *e) WUR;
+
+/* CopyObjectResult or CopyPartResult: ETag (quotes removed) and
+ * LastModified (seconds since the epoch, 0 when absent or unreadable), or
+ * an <Error>, which may arrive in the body of a 200 response (error->present
+ * then, and true returned).  Whitespace before the document (sent by some
+ * servers to keep a long copy's connection alive) is skipped. */
+bool s3_xml_copy_result(const char *doc, size_t len, char *etag, size_t etag_size, int64_t *mtime,
+			struct s3_error *error, struct err *e) WUR;
+
+/* An ISO 8601 UTC time as S3 writes it ("2009-10-12T17:50:30.000Z") in
+ * seconds since the epoch; false if it is not one. */
+bool s3_xml_time(const char *text, size_t len, int64_t *out);
 
 /* Decode %XX and '+' (encoding-type=url keys). */
 bool s3_url_decode(const char *in, size_t len, char **out);

@@ -147,3 +147,24 @@ bool store_list_sync(struct store *s, const char *prefix, const char *token, str
 		return false;
 	return wait_for(s, r, &w, e);
 }
+
+bool store_can_copy(struct store *dst, struct store *src)
+{
+	return dst && src && dst->ops == src->ops && dst->ops->copy && dst->ops->can_copy &&
+	       dst->ops->can_copy(dst, src);
+}
+
+bool store_copy_sync(struct store *dst, struct store *src, const char *src_key, const char *dst_key,
+		     const struct obj_info *src_info, struct obj_info *out, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (!store_can_copy(dst, src))
+		return err_set(e, ERR_INVALID,
+			       "store \"%s\" cannot copy objects of store \"%s\" on the server",
+			       dst->cfg->name, src->cfg->name);
+	if (!dst->ops->copy(dst, src, src_key, dst_key, src_info, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(dst, r, &w, e);
+}

@@ -93,6 +93,27 @@ struct store_ops {
 	void (*cancel)(struct store *s, struct store_req *req);
 	/* Where the object can be fetched (public_url when configured). */
 	bool (*url)(struct store *s, const char *key, struct buf *out, struct err *e);
+
+	/* Optional (NULL where the backend has no such thing): whether copy()
+	 * can make dst objects from src objects without the bytes passing
+	 * through this host.  src has the same ops as dst (store_can_copy
+	 * checks that first). */
+	bool (*can_copy)(struct store *dst, struct store *src);
+	/* Optional: copy src_key of src to dst_key of dst on the server, where
+	 * can_copy(dst, src).  src_info, when given, is what a stat of the
+	 * source returned: its size decides how the copy is made; its etag,
+	 * when not "", must still be the source's, or the copy fails with
+	 * ERR_INTEGRITY (the source changed: stat it again and retry); its
+	 * content_type, when not "", is the copy's Content-Type, otherwise the
+	 * source's is kept.  Without src_info the backend asks for it first.
+	 * A missing source fails with ERR_NOTFOUND.  out receives what the
+	 * store recorded (size, etag, md5 where known).  The request belongs to
+	 * dst: cancel it with dst's cancel (an unfinished multipart copy is
+	 * aborted; a single copy already sent may still complete on the
+	 * server).  src must outlive the request. */
+	bool (*copy)(struct store *dst, struct store *src, const char *src_key, const char *dst_key,
+		     const struct obj_info *src_info, struct obj_info *out, store_done_fn done,
+		     void *arg, struct store_req **req, struct err *e);
 };
 
 struct store {
@@ -117,6 +138,11 @@ void store_list_free(struct store_list *l);
  * percent-encoded as URLs (and S3 signatures) want it, '/' kept. */
 void store_url_append_key(struct buf *out, const char *key);
 
+/* Whether dst can copy objects of src on the server (same backend, same
+ * server, credentials that can read src): then store_copy_sync and
+ * dst->ops->copy may be used instead of a get from src and a put to dst. */
+bool store_can_copy(struct store *dst, struct store *src);
+
 /* Blocking forms for tools and tests: they turn the loop until done.  Not
  * for use from inside a loop callback. */
 bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
@@ -127,6 +153,9 @@ bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, str
 bool store_del_sync(struct store *s, const char *key, struct err *e) WUR;
 bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		     struct err *e) WUR;
+/* dst->ops->copy, blocking; ERR_INVALID when !store_can_copy(dst, src). */
+bool store_copy_sync(struct store *dst, struct store *src, const char *src_key, const char *dst_key,
+		     const struct obj_info *src_info, struct obj_info *out, struct err *e) WUR;
 
 /* Backends. */
 extern const struct store_ops fs_store_ops;

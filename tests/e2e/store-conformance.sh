@@ -3,7 +3,8 @@
 # fs (openat2 and the O_NOFOLLOW walk), Ceph radosgw (strict SigV4) and moto.
 # What imgsync wrote is checked byte-exact by an independent client
 # (botocore, or plain file reads for fs), and what that client wrote is
-# read back by imgsync.
+# read back by imgsync.  Server-side copies (from a second bucket of the same
+# server into the one under test) are checked the same way.
 . "$(dirname "$0")/../harness/e2e.sh"
 e2e_need_servers
 tool=$BUILD/tests/store_conformance
@@ -15,8 +16,13 @@ store "local" {
   type = "fs"
   root = "$T/fsroot"
 }
+store "local2" {
+  type = "fs"
+  root = "$T/fsroot2"
+}
 CONF
-run_tap "fs/openat2" "$tool" -c "$T/fs.conf" -s local -p "run1/" -m "$T/fs.manifest"
+mkdir -p "$T/fsroot2"
+run_tap "fs/openat2" "$tool" -c "$T/fs.conf" -s local -p "run1/" -m "$T/fs.manifest" -C local2
 IMGSYNC_FS_NO_OPENAT2=1 run_tap "fs/nofollow-walk" "$tool" -c "$T/fs.conf" -s local -p "run2/"
 verify_fs() {
 	py - "$T/fsroot" "$T/fs.manifest" <<'PY'
@@ -42,13 +48,16 @@ check "fs: no temporary file left behind ($leftovers)" test "$leftovers" = 0
 # --- S3 servers ---
 s3_suite() { # NAME ENDPOINT AK SK CHECKS_SIGNATURES
 	local name=$1 ep=$2 ak=$3 sk=$4 strict=$5 bucket="conformance-$RANDOM$RANDOM"
-	local dir="$T/$name"
+	local dir="$T/$name" srcbucket
+	srcbucket="$bucket-src"
 	mkdir -p "$dir/seed"
-	if ! oracle "$ep" "$ak" "$sk" mkbucket "$bucket" >"$dir/mk.log" 2>&1; then
-		fail "$name: create bucket $bucket"
-		sed 's/^/# /' "$dir/mk.log"
-		return
-	fi
+	for b in "$bucket" "$srcbucket"; do
+		if ! oracle "$ep" "$ak" "$sk" mkbucket "$b" >"$dir/mk.log" 2>&1; then
+			fail "$name: create bucket $b"
+			sed 's/^/# /' "$dir/mk.log"
+			return
+		fi
+	done
 	# objects written by the independent client, hostile keys included
 	py - "$dir" <<'PY'
 import hashlib, os, sys
@@ -80,8 +89,20 @@ store "cloud" {
   part_size = 5242880
 }
 CONF
+	# copies come from a second bucket of the same server, with the same
+	# credentials; a store on another endpoint spelling or with another
+	# access key must not be copied from on the server
+	sed -n '/^store "cloud"/,/^}/p' "$dir/s3.conf" |
+		sed -e 's/^store "cloud"/store "source"/' \
+			-e "s/bucket = \"$bucket\"/bucket = \"$srcbucket\"/" >>"$dir/s3.conf"
+	sed -n '/^store "cloud"/,/^}/p' "$dir/s3.conf" |
+		sed -e 's/^store "cloud"/store "otherkey"/' \
+			-e 's/access_key_id = ".*"/access_key_id = "OTHERAK123"/' >>"$dir/s3.conf"
+	sed -n '/^store "cloud"/,/^}/p' "$dir/s3.conf" |
+		sed -e 's/^store "cloud"/store "otherendpoint"/' \
+			-e 's|127\.0\.0\.1|localhost|' >>"$dir/s3.conf"
 	run_tap "$name" "$tool" -c "$dir/s3.conf" -s cloud -p "run/" -m "$dir/manifest" \
-		-S "$dir/seeded.expect"
+		-S "$dir/seeded.expect" -C source -N otherkey -N otherendpoint
 	if oracle "$ep" "$ak" "$sk" verify "$bucket" "$dir/manifest" >"$dir/verify.log" 2>&1; then
 		pass "$name: independent client reads every object byte-exact ($(tail -1 "$dir/verify.log"))"
 	else
@@ -90,6 +111,18 @@ CONF
 	fi
 	uploads=$(oracle "$ep" "$ak" "$sk" uploads "$bucket" 2>&1 | wc -l)
 	check "$name: no multipart upload left open ($uploads)" test "$uploads" = 0
+	uploads=$(oracle "$ep" "$ak" "$sk" uploads "$srcbucket" 2>&1 | wc -l)
+	check "$name: none in the source bucket either ($uploads)" test "$uploads" = 0
+	# what the copies recorded, as the independent client sees it
+	for k in run/copy/ct-replaced.jpg:image/webp run/copy/ct-kept.jpg:image/jpeg \
+		"run/copy/big+repl.tiff:image/x-tiff" "run/copy/big+kept.tiff:image/tiff"; do
+		out=$(oracle "$ep" "$ak" "$sk" head "$bucket" \
+			"$(printf '%s' "${k%%:*}" | od -An -tx1 | tr -d ' \n')" 2>&1)
+		case "$out" in
+		*" ${k##*:}") pass "$name: independent client sees Content-Type ${k##*:} on ${k%%:*}" ;;
+		*) fail "$name: Content-Type of ${k%%:*} as the independent client sees it"; diag "$out" ;;
+		esac
+	done
 
 	# a wrong secret: refused by the server, reported as what to fix
 	if [ "$strict" = 0 ]; then

@@ -2,6 +2,7 @@
  * store_conformance - the one suite every store backend passes (TAP).
  *
  *   store_conformance -c CONF -s STORE [-p PREFIX] [-m MANIFEST_OUT] [-S SEEDED]
+ *                     [-C SOURCE_STORE] [-N OTHER_STORE]...
  *   store_conformance -c CONF -s STORE --probe KEY    (prints: CODE MESSAGE)
  *   store_conformance -c CONF -s STORE --url KEY      (prints the object URL)
  *
@@ -14,6 +15,15 @@
  * for the independent client are written to MANIFEST_OUT as
  * "KEYHEX SIZE SHA256HEX"; objects the independent client wrote (SEEDED:
  * "KEYHEX SIZE SHA256HEX") are read back and compared.
+ *
+ * With -C, server-side copies from SOURCE_STORE (another bucket of the same
+ * server) into STORE: small, empty and multipart-sized objects (the copy
+ * limit is min(5 GiB, multipart_threshold), so a small threshold makes
+ * UploadPartCopy parts), every hostile key, Content-Type kept and replaced,
+ * a missing source (ERR_NOTFOUND), a source rewritten since its stat
+ * (ERR_INTEGRITY), cancels in flight; copies are recorded in MANIFEST_OUT.
+ * Backends without copy must refuse it.  Each -N names a store that STORE
+ * must not copy from on the server (another endpoint or identity).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +40,9 @@
 #include "store.h"
 
 static struct store *S;
+static struct store *SRC;	/* -C: a second store on the same server, to copy from */
+static struct store *NOCOPY[4]; /* -N: stores S must not copy from on the server */
+static size_t nnocopy;
 static const char *PREFIX = "";
 static FILE *manifest;
 static int fs_backend;
@@ -113,12 +126,15 @@ static void record(const char *key, int fd)
 	free(hex);
 }
 
+/* PREFIX + key, in one of a few static buffers: a call may take two. */
 static char *pkey(const char *key)
 {
-	static char buf[4096];
+	static char buf[4][4096];
+	static unsigned n;
+	char *b = buf[n++ % 4];
 
-	snprintf(buf, sizeof(buf), "%s%s", PREFIX, key);
-	return buf;
+	snprintf(b, sizeof(buf[0]), "%s%s", PREFIX, key);
+	return b;
 }
 
 /* Put, stat, get and compare; returns whether all held. */
@@ -427,6 +443,354 @@ static void test_cancel(void)
 	ok(store_del_sync(S, pkey("cancel/big"), &e), "the store works on after cancels");
 }
 
+/* --- server-side copy (-C SRC: another bucket of the same server) --- */
+
+static void wait_batch(struct batch *b)
+{
+	struct err e = {0};
+
+	while (b->inflight > 0 && loop_run_once(S->env.loop, -1, &e))
+		;
+}
+
+/* A put that sends a Content-Type. */
+static bool put_typed(struct store *s, const char *key, int fd, uint64_t size, const char *ct,
+		      struct err *e)
+{
+	struct obj_info known = {0}, out;
+	struct batch b = {0};
+	struct store_req *r;
+
+	snprintf(known.content_type, sizeof(known.content_type), "%s", ct);
+	if (!s->ops->put(s, key, fd, size, &known, &out, batch_done, &b, &r, e))
+		return false;
+	b.inflight++;
+	wait_batch(&b);
+	if (b.failed)
+		*e = b.last;
+	return b.failed == 0;
+}
+
+/* Put into SRC (typed when ct), then stat it there. */
+static bool copy_source(const char *key, int fd, const char *ct, struct obj_info *si)
+{
+	struct err e = {0};
+	bool r = ct ? put_typed(SRC, key, fd, fd_size(fd), ct, &e)
+		    : store_put_sync(SRC, key, fd, fd_size(fd), NULL, &e);
+
+	if (r)
+		r = store_stat_sync(SRC, key, si, &e);
+	if (!r)
+		tap_diag("source \"%s\": %s", key, e.msg);
+	return r;
+}
+
+/* Copy, then check what dst holds: the bytes of src_fd (get), the size
+ * and Content-Type (stat), and what copy reported. */
+static int copy_check(const char *name, struct store *from, const char *src_key,
+		      const char *dst_key, int src_fd, const struct obj_info *si,
+		      const char *want_ct)
+{
+	struct obj_info ci, di, gi;
+	struct err e = {0};
+	int dst = tmpfile_fd(), good;
+	char a[65], b[65];
+
+	if (!ok(store_copy_sync(S, from, src_key, dst_key, si, &ci, &e), "%s: copy", name)) {
+		tap_diag("%s", e.msg);
+		close(dst);
+		return 0;
+	}
+	good = ok(ci.size == fd_size(src_fd), "%s: copy reports the size (%llu)", name,
+		  (unsigned long long)ci.size);
+	/* radosgw 16 answers CompleteMultipartUpload with an empty ETag */
+	good &= ok(ci.etag[0] != '\0' || fd_size(src_fd) > S->cfg->multipart_threshold,
+		   "%s: copy reports an ETag (%s)", name, ci.etag[0] ? ci.etag : "none");
+	if (ci.has_md5 && si && si->has_md5)
+		good &=
+		    ok(memcmp(ci.md5, si->md5, 16) == 0, "%s: copy reports the source's MD5", name);
+	if (!ok(store_get_sync(S, dst_key, dst, &gi, &e), "%s: get the copy", name))
+		tap_diag("%s", e.msg);
+	sha256_fd(src_fd, a);
+	sha256_fd(dst, b);
+	good &= ok(strcmp(a, b) == 0, "%s: the copy is byte-exact", name);
+	if (ok(store_stat_sync(S, dst_key, &di, &e), "%s: stat the copy", name)) {
+		good &= ok(di.size == fd_size(src_fd), "%s: stat size (%llu)", name,
+			   (unsigned long long)di.size);
+		if (want_ct)
+			good &= ok(strcmp(di.content_type, want_ct) == 0,
+				   "%s: Content-Type %s (want %s)", name, di.content_type, want_ct);
+		if (ci.has_md5 && di.has_md5)
+			good &= ok(memcmp(ci.md5, di.md5, 16) == 0,
+				   "%s: the MD5 copy reported is the one stat reports", name);
+	} else
+		tap_diag("%s", e.msg);
+	if (good)
+		record(dst_key, src_fd);
+	close(dst);
+	return good;
+}
+
+static void test_copy_unsupported(void)
+{
+	struct obj_info info = {0};
+	struct err e = {0};
+	bool r;
+
+	ok(!store_can_copy(S, SRC), "store \"%s\" does not copy from \"%s\" on the server",
+	   S->cfg->name, SRC->cfg->name);
+	r = store_copy_sync(S, SRC, pkey("x"), pkey("y"), NULL, &info, &e);
+	ok(!r && e.code == ERR_INVALID, "store_copy_sync refuses: %s", r ? "copied!" : e.msg);
+}
+
+static void test_copy_basic(void)
+{
+	struct obj_info si, x;
+	struct err e = {0};
+	int src = make_content(50 * 1024, 700), empty = make_content(0, 701);
+	const char *sk = "copysrc/img.jpg";
+	char skey[4096];
+
+	ok(store_can_copy(S, SRC), "store \"%s\" copies from \"%s\" on the server", S->cfg->name,
+	   SRC->cfg->name);
+	ok(store_can_copy(S, S), "a store copies within its own bucket");
+	for (size_t i = 0; i < nnocopy; i++)
+		ok(!store_can_copy(S, NOCOPY[i]) && !store_can_copy(NOCOPY[i], S),
+		   "no server-side copy between \"%s\" and \"%s\" (another server or identity)",
+		   S->cfg->name, NOCOPY[i]->cfg->name);
+
+	snprintf(skey, sizeof(skey), "%s", pkey(sk));
+	if (copy_source(skey, src, "image/jpeg", &si)) {
+		struct obj_info kept = si, repl = si;
+
+		is_str(si.content_type, "image/jpeg", "the source has its Content-Type");
+		copy_check("copy of a 50 KiB image", SRC, skey, pkey("copy/img.jpg"), src, &si,
+			   "image/jpeg");
+		kept.content_type[0] = '\0';
+		copy_check("Content-Type kept", SRC, skey, pkey("copy/ct-kept.jpg"), src, &kept,
+			   "image/jpeg");
+		snprintf(repl.content_type, sizeof(repl.content_type), "image/webp");
+		copy_check("Content-Type replaced", SRC, skey, pkey("copy/ct-replaced.jpg"), src,
+			   &repl, "image/webp");
+		copy_check("copy without src_info (a HEAD first)", SRC, skey,
+			   pkey("copy/no-info.jpg"), src, NULL, "image/jpeg");
+		{
+			/* within one bucket, and the same object again (a copy onto itself
+			 * with the type replaced is allowed) */
+			struct obj_info within;
+
+			if (ok(store_stat_sync(S, pkey("copy/img.jpg"), &within, &e),
+			       "stat the first copy"))
+				copy_check("copy within one bucket", S, pkey("copy/img.jpg"),
+					   pkey("copy/within.jpg"), src, &within, NULL);
+		}
+	}
+	if (copy_source(pkey("copysrc/empty"), empty, NULL, &si))
+		copy_check("copy of an empty object", SRC, pkey("copysrc/empty"),
+			   pkey("copy/empty"), empty, &si, NULL);
+
+	/* a missing source */
+	memset(&x, 0, sizeof(x));
+	x.size = 10;
+	ok(!store_copy_sync(S, SRC, pkey("copysrc/missing/never.jpg"), pkey("copy/missing.jpg"), &x,
+			    &si, &e) &&
+	       e.code == ERR_NOTFOUND,
+	   "copy of a missing source: not found (%s)", e.msg);
+	ok(!store_copy_sync(S, SRC, pkey("copysrc/missing/never.jpg"), pkey("copy/missing.jpg"),
+			    NULL, &si, &e) &&
+	       e.code == ERR_NOTFOUND,
+	   "copy of a missing source without src_info: not found (%s)", e.msg);
+	x.size = S->cfg->multipart_threshold + 1;
+	ok(!store_copy_sync(S, SRC, pkey("copysrc/missing/never.jpg"), pkey("copy/missing.jpg"), &x,
+			    &si, &e) &&
+	       e.code == ERR_NOTFOUND,
+	   "multipart copy of a missing source: not found (%s)", e.msg);
+	/* with a Content-Type given, no HEAD first: the parts themselves fail */
+	snprintf(x.content_type, sizeof(x.content_type), "image/jpeg");
+	ok(!store_copy_sync(S, SRC, pkey("copysrc/missing/never.jpg"), pkey("copy/missing.jpg"), &x,
+			    &si, &e) &&
+	       e.code == ERR_NOTFOUND,
+	   "UploadPartCopy of a missing source: not found (%s)", e.msg);
+	ok(!store_stat_sync(S, pkey("copy/missing.jpg"), &si, &e) && e.code == ERR_NOTFOUND,
+	   "no object made of a missing source");
+	ok(!store_copy_sync(S, SRC, "", pkey("copy/x"), NULL, &si, &e) && e.code == ERR_INVALID,
+	   "an empty source key is refused");
+	close(src);
+	close(empty);
+}
+
+static void test_copy_keys(void)
+{
+	unsigned seed = 800;
+
+	for (size_t i = 0; i < sizeof(good_keys) / sizeof(good_keys[0]) +
+				   sizeof(s3_only_keys) / sizeof(s3_only_keys[0]);
+	     i++) {
+		size_t ng = sizeof(good_keys) / sizeof(good_keys[0]);
+		const char *k = i < ng ? good_keys[i] : s3_only_keys[i - ng];
+		char name[300], skey[2048], dkey[2048];
+		int src = make_content(100 + i, seed++);
+		struct obj_info si;
+
+		snprintf(name, sizeof(name), "copy of key %zu \"%s\"", i, k);
+		snprintf(skey, sizeof(skey), "%scopysrc/k/%s", PREFIX, k);
+		snprintf(dkey, sizeof(dkey), "%scopy/k/%s", PREFIX, k);
+		if (copy_source(skey, src, NULL, &si))
+			copy_check(name, SRC, skey, dkey, src, &si, NULL);
+		close(src);
+	}
+}
+
+/* A source rewritten between its stat and the copy: refused by the server
+ * (412), or caught by the store where the server ignores the condition. */
+static void test_copy_changed(void)
+{
+	struct obj_info si, out;
+	struct err e = {0};
+	int v1 = make_content(2000, 710), v2 = make_content(2000, 711);
+	const char *k = pkey("copysrc/changing.jpg");
+	bool r;
+
+	if (copy_source(k, v1, "image/jpeg", &si)) {
+		if (!store_put_sync(SRC, k, v2, 2000, NULL, &e))
+			tap_diag("rewrite: %s", e.msg);
+		r = store_copy_sync(S, SRC, k, pkey("copy/changed.jpg"), &si, &out, &e);
+		ok(!r && e.code == ERR_INTEGRITY,
+		   "copy of a source rewritten since its stat fails as changed: %s",
+		   r ? "copied!" : e.msg);
+		tap_diag("the server %s x-amz-copy-source-if-match",
+			 strstr(e.msg, "PreconditionFailed") ? "honours" : "ignores");
+	}
+	close(v1);
+	close(v2);
+}
+
+static void test_copy_multipart(void)
+{
+	uint64_t big = S->cfg->multipart_threshold + S->cfg->part_size + 12345;
+	int src = make_content(big, 720), v2 = make_content(big, 721);
+	struct obj_info si, out;
+	struct err e = {0};
+	char skey[4096];
+	bool r;
+
+	snprintf(skey, sizeof(skey), "%s", pkey("copysrc/big image.tiff"));
+	if (!copy_source(skey, src, "image/tiff", &si)) {
+		close(src);
+		close(v2);
+		return;
+	}
+	{
+		struct obj_info kept = si, repl = si;
+
+		copy_check("multipart copy (UploadPartCopy)", SRC, skey, pkey("copy/big+1.tiff"),
+			   src, &si, "image/tiff");
+		kept.content_type[0] = '\0';
+		copy_check("multipart copy, Content-Type kept", SRC, skey,
+			   pkey("copy/big+kept.tiff"), src, &kept, "image/tiff");
+		snprintf(repl.content_type, sizeof(repl.content_type), "image/x-tiff");
+		copy_check("multipart copy, Content-Type replaced", SRC, skey,
+			   pkey("copy/big+repl.tiff"), src, &repl, "image/x-tiff");
+		copy_check("multipart copy without src_info", SRC, skey,
+			   pkey("copy/big+noinfo.tiff"), src, NULL, "image/tiff");
+	}
+	if (store_put_sync(SRC, skey, v2, big, NULL, &e)) {
+		r = store_copy_sync(S, SRC, skey, pkey("copy/big-changed.tiff"), &si, &out, &e);
+		ok(!r && e.code == ERR_INTEGRITY,
+		   "multipart copy of a source rewritten since its stat fails as changed: %s",
+		   r ? "copied!" : e.msg);
+		ok(!store_stat_sync(S, pkey("copy/big-changed.tiff"), &out, &e) &&
+		       e.code == ERR_NOTFOUND,
+		   "and leaves no object");
+	} else
+		tap_diag("rewrite: %s", e.msg);
+	close(src);
+	close(v2);
+}
+
+/* Copies cancelled in flight: no callback, nothing touched afterwards,
+ * no multipart upload left open (the driver checks the bucket). */
+static void test_copy_cancel(void)
+{
+	uint64_t big = S->cfg->multipart_threshold + 4 * S->cfg->part_size;
+	int src = make_content(big, 730), small = make_content(3000, 731);
+	struct obj_info si, ssi, *o[4];
+	struct store_req *r[4];
+	struct batch b = {0};
+	struct err e = {0};
+	bool started[4] = {0}, cancelled[4] = {0};
+	uint64_t until;
+	const char *keys[4] = {"copy/cancel/big-in-flight", "copy/cancel/big-at-once",
+			       "copy/cancel/small-at-once", "copy/cancel/head-at-once"};
+	char dkeys[4][4096];
+
+	if (!copy_source(pkey("copysrc/cancel-big"), src, "image/png", &si) ||
+	    !copy_source(pkey("copysrc/cancel-small"), small, NULL, &ssi)) {
+		close(src);
+		close(small);
+		return;
+	}
+	for (int i = 0; i < 4; i++) {
+		o[i] = calloc(1, sizeof(*o[i]));
+		snprintf(dkeys[i], sizeof(dkeys[i]), "%s", pkey(keys[i]));
+	}
+	/* a multipart copy, cancelled once parts are on their way */
+	started[0] = S->ops->copy(S, SRC, pkey("copysrc/cancel-big"), dkeys[0], &si, o[0],
+				  batch_done, &b, &r[0], &e);
+	ok(started[0], "start a multipart copy");
+	until = loop_clock_ms() + 60;
+	while (loop_clock_ms() < until && b.done == 0 && loop_run_once(S->env.loop, 20, &e))
+		;
+	if (started[0] && b.done == 0) {
+		S->ops->cancel(S, r[0]);
+		cancelled[0] = true;
+	}
+	tap_diag("the multipart copy was %s when cancelled", b.done ? "already done" : "in flight");
+	/* cancelled before their first request leaves */
+	started[1] = S->ops->copy(S, SRC, pkey("copysrc/cancel-big"), dkeys[1], &si, o[1],
+				  batch_done, &b, &r[1], &e);
+	started[2] = S->ops->copy(S, SRC, pkey("copysrc/cancel-small"), dkeys[2], &ssi, o[2],
+				  batch_done, &b, &r[2], &e);
+	started[3] = S->ops->copy(S, SRC, pkey("copysrc/cancel-small"), dkeys[3], NULL, o[3],
+				  batch_done, &b, &r[3], &e);
+	ok(started[1] && started[2] && started[3], "start three more copies");
+	for (int i = 1; i < 4; i++)
+		if (started[i]) {
+			S->ops->cancel(S, r[i]);
+			cancelled[i] = true;
+		}
+	for (int i = 0; i < 4; i++)
+		free(o[i]); /* nothing may write into them now */
+	until = loop_clock_ms() + 1500;
+	while (loop_clock_ms() < until && loop_run_once(S->env.loop, 50, &e))
+		;
+	ok(b.done == (cancelled[0] ? 0 : 1), "no callback after cancel (%d)", b.done);
+	for (int i = 0; i < 2; i++)
+		if (cancelled[i])
+			ok(!store_stat_sync(S, dkeys[i], &si, &e) && e.code == ERR_NOTFOUND,
+			   "a cancelled multipart copy leaves no object (%s)", keys[i]);
+	ok(store_copy_sync(S, SRC, pkey("copysrc/cancel-small"), pkey("copy/cancel/after"), &ssi,
+			   &si, &e),
+	   "the store copies on after cancels");
+	close(src);
+	close(small);
+}
+
+static void test_copy(void)
+{
+	if (SRC == NULL)
+		return;
+	if (!S->ops->copy || !S->ops->can_copy) {
+		test_copy_unsupported();
+		return;
+	}
+	test_copy_basic();
+	test_copy_keys();
+	test_copy_changed();
+	test_copy_multipart();
+	test_copy_cancel();
+}
+
 /* fs: puts into fresh directories while deletes prune emptied siblings. */
 static void test_put_delete_race(void)
 {
@@ -570,13 +934,13 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *conf_path = NULL, *store_name = NULL, *seeded = NULL, *probe = NULL,
-		   *url = NULL;
+		   *url = NULL, *copy_from = NULL, *nocopy[4];
 	struct store_env env = {0};
 	struct conf *conf = NULL;
 	struct err e = {0};
 	int ch, rc;
 
-	while ((ch = getopt_long(argc, argv, "c:s:p:m:S:", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "c:s:p:m:S:C:N:", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			conf_path = optarg;
@@ -592,6 +956,14 @@ int main(int argc, char **argv)
 			break;
 		case 'S':
 			seeded = optarg;
+			break;
+		case 'C':
+			copy_from = optarg;
+			break;
+		case 'N':
+			if (nnocopy == sizeof(nocopy) / sizeof(nocopy[0]))
+				return 2;
+			nocopy[nnocopy++] = optarg;
 			break;
 		case 'P':
 			probe = optarg;
@@ -618,6 +990,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", e.msg);
 		return 2;
 	}
+	if (copy_from && (conf_store(conf, copy_from) == NULL ||
+			  !store_open(conf_store(conf, copy_from), &env, &SRC, &e))) {
+		fprintf(stderr, "-C %s: %s\n", copy_from, SRC ? e.msg : "no such store");
+		return 2;
+	}
+	for (size_t i = 0; i < nnocopy; i++)
+		if (conf_store(conf, nocopy[i]) == NULL ||
+		    !store_open(conf_store(conf, nocopy[i]), &env, &NOCOPY[i], &e)) {
+			fprintf(stderr, "-N %s: cannot open it\n", nocopy[i]);
+			return 2;
+		}
 	fs_backend = strcmp(S->ops->type, "fs") == 0;
 	if (probe) {
 		struct obj_info info;
@@ -641,6 +1024,7 @@ int main(int argc, char **argv)
 		test_short_source();
 		test_url();
 		test_cancel();
+		test_copy();
 		if (fs_backend) {
 			test_fs_containment();
 			test_put_delete_race();
@@ -651,6 +1035,9 @@ int main(int argc, char **argv)
 	}
 	if (manifest)
 		fclose(manifest);
+	for (size_t i = 0; i < nnocopy; i++)
+		store_close(NOCOPY[i]);
+	store_close(SRC);
 	store_close(S);
 	workq_free(env.wq);
 	http_free(env.http);

@@ -152,6 +152,67 @@ static void test_multipart(void)
 	   "an empty 200 answer is an error: %s", e.msg);
 }
 
+static void test_copy(void)
+{
+	struct s3_error x;
+	struct err e = {0};
+	char etag[72];
+	int64_t mtime = -1, t;
+
+	/* AWS's documented CopyObject answer */
+	ok(s3_xml_copy_result(
+	       DOC("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+		   "<CopyObjectResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		   "<LastModified>2009-10-12T17:50:30.000Z</LastModified>"
+		   "<ETag>\"9b2cf535f27731c974343645a3985328\"</ETag>"
+		   "</CopyObjectResult>"),
+	       etag, sizeof(etag), &mtime, &x, &e),
+	   "CopyObjectResult parsed");
+	ok(!x.present, "no error in a good result");
+	is_str(etag, "9b2cf535f27731c974343645a3985328", "ETag without quotes");
+	is_int(mtime, 1255369830, "LastModified in seconds since the epoch");
+	/* radosgw escapes the quotes; UploadPartCopy answers CopyPartResult */
+	ok(s3_xml_copy_result(DOC("<CopyPartResult><LastModified>2024-02-29T23:59:59Z"
+				  "</LastModified><ETag>&quot;abc&quot;</ETag></CopyPartResult>"),
+			      etag, sizeof(etag), &mtime, &x, &e) &&
+	       strcmp(etag, "abc") == 0,
+	   "CopyPartResult parsed");
+	is_int(mtime, 1709251199, "LastModified without fractions");
+	/* whitespace sent to keep a long copy's connection alive, then an error */
+	ok(s3_xml_copy_result(DOC("   \n  \r\n<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+				  "<Error><Code>SlowDown</Code><Message>Reduce your request rate."
+				  "</Message></Error>"),
+			      etag, sizeof(etag), &mtime, &x, &e),
+	   "error inside a 200 answer after keep-alive whitespace parsed");
+	ok(x.present && strcmp(x.code, "SlowDown") == 0, "the error is reported: %s", x.code);
+	ok(s3_xml_copy_result(DOC("<CopyObjectResult><ETag>\"e\"</ETag><LastModified>yesterday"
+				  "</LastModified></CopyObjectResult>"),
+			      etag, sizeof(etag), &mtime, &x, &e) &&
+	       mtime == 0,
+	   "an unreadable LastModified is unknown (0)");
+	ok(!s3_xml_copy_result(DOC("<CopyObjectResult><LastModified>2009-10-12T17:50:30.000Z"
+				   "</LastModified></CopyObjectResult>"),
+			       etag, sizeof(etag), &mtime, &x, &e),
+	   "a result without ETag is an error: %s", e.msg);
+	ok(!s3_xml_copy_result(DOC("<CopyObjectResult><ETag>\"\"</ETag></CopyObjectResult>"), etag,
+			       sizeof(etag), &mtime, &x, &e),
+	   "an empty ETag is an error: %s", e.msg);
+	ok(!s3_xml_copy_result(DOC("<ListBucketResult><ETag>x</ETag></ListBucketResult>"), etag,
+			       sizeof(etag), &mtime, &x, &e),
+	   "another document is an error: %s", e.msg);
+	ok(!s3_xml_copy_result(DOC(" \n "), etag, sizeof(etag), &mtime, &x, &e),
+	   "an answer of whitespace only is an error: %s", e.msg);
+	ok(!s3_xml_copy_result(DOC("<CopyObjectResult><ETag>\"abc"), etag, sizeof(etag), &mtime, &x,
+			       &e),
+	   "a truncated answer is an error: %s", e.msg);
+
+	ok(s3_xml_time(DOC("1970-01-01T00:00:00Z"), &t) && t == 0, "the epoch");
+	ok(s3_xml_time(DOC("2000-01-01T00:00:00+00:00"), &t) && t == 946684800, "+00:00");
+	ok(!s3_xml_time(DOC("2000-01-01T00:00:00+02:00"), &t), "another zone is refused");
+	ok(!s3_xml_time(DOC("2000-01-01"), &t), "a date alone is refused");
+	ok(!s3_xml_time(DOC(""), &t), "empty is refused");
+}
+
 static void test_hostile(void)
 {
 	struct store_list l;
@@ -193,6 +254,7 @@ int main(void)
 	test_error();
 	test_list();
 	test_multipart();
+	test_copy();
 	test_hostile();
 	test_url_decode();
 	return tap_done();
