@@ -31,6 +31,8 @@
 #define NOTIFY_PAYLOAD_MAX 4096	 /* commands are small JSON documents */
 
 /* Everything the service holds, built in order by service_run(). */
+#define STATUS_INTERVAL_MS 2000
+
 struct service {
 	const struct conf *conf;
 	struct store_env env;
@@ -46,6 +48,12 @@ struct service {
 	int exit_code;
 	int terms;
 	char host[256];
+	/* the STATUS= line: the database's view, refreshed every few seconds */
+	struct loop_timer status_timer;
+	bool status_asked;
+	char queue[96];	     /* "queue 12 pending, 2 dead" */
+	char migration[160]; /* "migration 3 local->cloud 1200/2000, 350/s, ETA 2 s" */
+	char status[320];    /* the last line sent */
 };
 
 static void usage(FILE *f)
@@ -117,16 +125,55 @@ static void stopped(void *arg)
 	service_exit(sv, sv->exit_code);
 }
 
+/* Short live counters for `systemctl status`, sent when they change. */
 static void status_line(struct service *sv)
 {
 	struct sync_stats st;
+	char line[sizeof(sv->status)];
 
 	if (!sv->ready)
 		return;
 	sync_stats(sv->sync, &st);
-	sd_notifyf(0, "STATUS=%s; %d in flight, %llu done",
-		   pg_ready(sv->pg) ? "connected" : "reconnecting to PostgreSQL", st.in_flight,
-		   (unsigned long long)st.objects_done);
+	snprintf(line, sizeof(line), "%s%s%s; %d in flight, %llu done%s%s",
+		 pg_ready(sv->pg) ? "connected" : "reconnecting to PostgreSQL",
+		 sv->queue[0] ? "; " : "", sv->queue, st.in_flight,
+		 (unsigned long long)st.objects_done, sv->migration[0] ? "; " : "", sv->migration);
+	if (strcmp(line, sv->status) == 0)
+		return;
+	memcpy(sv->status, line, sizeof(line));
+	sd_notifyf(0, "STATUS=%s", line);
+}
+
+static void status_answer(void *arg, PGresult *res, const char *error)
+{
+	struct service *sv = arg;
+
+	sv->status_asked = false;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		if (res)
+			log_debug("reading the status counters failed: %s", error);
+		return;
+	}
+	snprintf(sv->queue, sizeof(sv->queue), "queue %s pending%s%s%s", PQgetvalue(res, 0, 0),
+		 atoll(PQgetvalue(res, 0, 1)) ? ", " : "",
+		 atoll(PQgetvalue(res, 0, 1)) ? PQgetvalue(res, 0, 1) : "",
+		 atoll(PQgetvalue(res, 0, 1)) ? " dead" : "");
+	if (PQgetisnull(res, 0, 2))
+		sv->migration[0] = '\0';
+	else
+		snprintf(sv->migration, sizeof(sv->migration), "migration %s",
+			 PQgetvalue(res, 0, 2));
+	status_line(sv);
+}
+
+static void on_status_timer(void *arg)
+{
+	struct service *sv = arg;
+
+	loop_timer_set(sv->env.loop, &sv->status_timer, STATUS_INTERVAL_MS);
+	if (sv->ready && pg_ready(sv->pg) && !sv->status_asked)
+		sv->status_asked = pg_query(sv->pg, SQL_STATUS_SUMMARY, 0, NULL, status_answer, sv);
+	status_line(sv);
 }
 
 static void reaped(void *arg, PGresult *res, const char *error)
@@ -447,13 +494,15 @@ static int service_run(const struct conf *conf)
 		goto out;
 	}
 	pg_connect(sv.pg);
+	loop_timer_init(&sv.status_timer, on_status_timer, &sv);
+	loop_timer_set(sv.env.loop, &sv.status_timer, STATUS_INTERVAL_MS);
 	while (!sv.done)
 		if (!loop_run_once(sv.env.loop, 1000, &e)) {
 			log_error("%s", e.msg);
 			sv.exit_code = EX_OSERR;
 			break;
-		} else
-			status_line(&sv);
+		}
+	loop_timer_cancel(sv.env.loop, &sv.status_timer);
 	rc = sv.exit_code;
 out:
 	/* the connection first: its queued callbacks still reach the engine */

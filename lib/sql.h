@@ -30,6 +30,16 @@
 /* same-host daemons not stopped, and releasing those found gone */
 #define SQL_HOST_DAEMONS "SELECT id, pid, instance FROM imgsync.host_daemons($1, $2)"
 #define SQL_REAP_DAEMON	 "SELECT imgsync.reap_daemon($1, $2)"
+/* the STATUS= line: pending and dead work, the running migrations in short */
+#define SQL_STATUS_SUMMARY                                                                         \
+	"SELECT (SELECT count(*) FROM imgsync.work WHERE state = 'pending'), "                     \
+	"(SELECT count(*) FROM imgsync.work WHERE state = 'dead'), "                               \
+	"(SELECT string_agg(format('%s %s->%s %s/%s%s%s', id, source, target, "                    \
+	"done + failed + skipped, total, "                                                         \
+	"CASE WHEN objects_per_s > 0 THEN format(', %s/s', round(objects_per_s)) ELSE '' END, "    \
+	"CASE WHEN eta IS NOT NULL THEN format(', ETA %s s', ceil(extract(epoch FROM eta))) "      \
+	"ELSE '' END), '; ' ORDER BY id) "                                                         \
+	"FROM imgsync.migration_status WHERE state = 'running')"
 /* layout attributes come as columns: no JSON parsing in C */
 #define SQL_CLAIM                                                                                  \
 	"SELECT key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "          \

@@ -756,9 +756,23 @@ $$;
 -- Stops handing out keys; items in flight finish their step, so every
 -- image is in exactly one verified place, or both.  Duties not started
 -- are dropped (a put or remove pending for the same key stays).
+-- Ending a follow migration that has caught up (scanned to the end, no
+-- duty left) is how it finishes: it becomes done, not cancelled.
 CREATE FUNCTION imgsync.cancel_migration(id bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	m imgsync.migrations;
 BEGIN
+	SELECT * INTO m FROM imgsync.migrations WHERE migrations.id = cancel_migration.id
+	   FOR UPDATE;
+	IF FOUND AND m.follow AND m.scanned AND m.state = 'running'
+	   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id) THEN
+		UPDATE imgsync.migrations
+		   SET state = CASE WHEN failed > 0 THEN 'failed' ELSE 'done' END,
+		       finished_at = now(), updated_at = now(), objects_per_s = 0, bytes_per_s = 0
+		 WHERE migrations.id = m.id;
+		RETURN;
+	END IF;
 	PERFORM imgsync.migration_state(id, 'cancelled',
 					ARRAY['pending', 'running', 'paused', 'failed']);
 	DELETE FROM imgsync.work w
@@ -968,12 +982,21 @@ LANGUAGE sql VOLATILE AS $$
 	       gen = w.gen + 1, state = 'pending', attempts = 0,
 	       not_before = now(), last_error = NULL, updated_at = now(),
 	       step = CASE WHEN w.migration IS NOT NULL THEN 'copy' END;
+	-- A share lock on a follow migration waits for an advance in progress
+	-- (which holds the row for update), so the cursor read below is the one
+	-- committed with that advance's scan: a key is either scanned by it or
+	-- queued here, never neither.  An advance finding the row locked skips
+	-- it until this transaction ends.
+	SELECT 1 FROM imgsync.migrations m
+	 WHERE what = 'put' AND m.follow AND m.state IN ('running', 'paused')
+	   AND starts_with(k, m.prefix) FOR SHARE;
 	UPDATE imgsync.work w
 	   SET migration = m.id, step = 'copy'
 	  FROM imgsync.migrations m, imgsync.images i
 	 WHERE what = 'put' AND w.key = k AND w.migration IS NULL AND i.key = k
 	   AND m.follow AND m.state IN ('running', 'paused') AND i.origin = m.source
-	   AND starts_with(k, m.prefix) AND m.cursor IS NOT NULL AND k <= m.cursor;
+	   AND starts_with(k, m.prefix) AND m.cursor IS NOT NULL
+	   AND (k <= m.cursor OR m.scanned);
 	SELECT imgsync.wake();
 $$;
 

@@ -28,6 +28,7 @@ PY
 d_sql "SELECT count(imgsync.put(key, 'local', 'image/jpeg')) FROM (
          SELECT (CASE WHEN i < 1500 THEN 'a' ELSE 'b' END) || '/' || lpad((i % 37)::text, 2, '0') || '/img ' || i || '.jpg' AS key
          FROM generate_series(0, 1999) i) k" >/dev/null
+check "a notification socket stands in for systemd" d_notify_listen
 check "imgsyncd starts" d_start
 check "the catalog's puts settle (no mirrors: nothing to copy)" \
 	wait_sql "SELECT count(*) FROM imgsync.work" 0
@@ -69,6 +70,8 @@ m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
 check "a 2,000-image move fs -> S3 completes: imgsyncctl migrate --wait exits $rc" test "$rc" = 0
 check "... with progress lines on the way" test "$(grep -c "^migration $m " "$D_DIR/move.out")" -ge 1
 check "... counting every image ($(status "$m"))" test "$(status "$m")" = "done 2000/2000 0 0"
+line=$(grep "STATUS=.*migration $m local->cloud [0-9]*/2000" "$D_DIR/notify.log" | tail -1)
+check "the daemon's systemd STATUS line showed its progress: ${line#* STATUS=}" test -n "$line"
 check "the source store is empty" test "$(find "$D_ROOT" -type f | wc -l)" = 0
 check "the catalog says every image is on S3, and only there" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE origin = 'cloud' AND stores = '{cloud}'")" = 2000

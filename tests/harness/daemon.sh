@@ -56,7 +56,7 @@ d_sql() { psql -qXtA -v ON_ERROR_STOP=1 -d "$D_DB" -c "$1"; }
 d_start() {
 	D_N=$((D_N + 1))
 	D_LOG="$D_DIR/imgsyncd.$D_N.log"
-	"$BUILD/imgsyncd" -v -c "$D_CONF" >"$D_LOG" 2>&1 &
+	NOTIFY_SOCKET=${D_NOTIFY:-} "$BUILD/imgsyncd" -v -c "$D_CONF" >"$D_LOG" 2>&1 &
 	D_PID=$!
 	D_PIDS="${D_PIDS:-} $D_PID"
 	local i
@@ -82,10 +82,25 @@ d_stop() {
 	D_RC=$?
 }
 
+# d_notify_listen: daemons started from now on tell a socket of ours what
+# they would tell systemd (D_NOTIFY); the messages land in $D_DIR/notify.log
+d_notify_listen() {
+	D_NOTIFY="$D_DIR/notify.sock"
+	py tests/harness/notify-listen.py "$D_NOTIFY" "$D_DIR/notify.log" &
+	D_LISTENER=$!
+	local i
+	for i in $(seq 50); do
+		[ -S "$D_NOTIFY" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
 # kill every daemon this test started (on exit)
 d_cleanup() {
 	local p
 	for p in ${D_PIDS:-}; do kill -KILL "$p" 2>/dev/null; done
+	[ -n "${D_LISTENER:-}" ] && kill "$D_LISTENER" 2>/dev/null
 }
 trap 'd_cleanup; _e2e_cleanup' EXIT
 

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# A move fs -> S3 while the application keeps working: it writes new
+# images, rewrites and deletes existing ones in the source, then switches to
+# the target and goes on there (the zero-downtime recipe: the migration runs
+# with follow and is ended once it has caught up).  Afterwards every image
+# is on S3 only, with its latest content; deleted ones are nowhere.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init live || { fail "set-up"; done_testing; exit 1; }
+sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+sed -i 's/^ *concurrency = .*/  concurrency = 8/' "$D_CONF"
+ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
+
+# the application: files in the fs store, rows through psql, S3 through botocore
+cat >"$D_DIR/app.py" <<'PY'
+import hashlib, os, random, subprocess, sys, time, types
+sys.path.insert(0, "tests/harness")
+import s3oracle
+root, db, bucket, manifest, phase = sys.argv[1:6]
+state_path = manifest + ".state"
+rnd = random.Random(int(phase == "after") * 1000 + 5)
+model = {}
+if os.path.exists(state_path):
+    for line in open(state_path):
+        k, v = line.rstrip("\n").split(" ", 1)
+        model[bytes.fromhex(k).decode()] = v
+psql = subprocess.Popen(["psql", "-qXtA", "-v", "ON_ERROR_STOP=1", "-d", db, "-o", "/dev/null"],
+                        stdin=subprocess.PIPE, text=True)
+def sql(q):
+    psql.stdin.write(q + "\n")
+    psql.stdin.flush()
+def lit(s):
+    return "'" + s.replace("'", "''") + "'"
+s3 = None
+if phase == "after":
+    a = types.SimpleNamespace(endpoint=os.environ["IMGSYNC_TEST_RGW_ENDPOINT"], region="us-east-1",
+                              access_key=os.environ["IMGSYNC_TEST_RGW_ACCESS_KEY"],
+                              secret_key=os.environ["IMGSYNC_TEST_RGW_SECRET_KEY"],
+                              path_style=True, virtual_style=False)
+    s3 = s3oracle.make_client(a)
+def write(key):
+    data = rnd.randbytes(rnd.randint(500, 40000))
+    if s3 is None:
+        path = os.path.join(root, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:  # in place, as SQLAlchemy-ImageAttach writes
+            f.write(data)
+        sql("SELECT imgsync.put(%s, 'local', 'image/png');" % lit(key))
+    else:
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+        sql("SELECT imgsync.put(%s, 'cloud', 'image/png');" % lit(key))
+    model[key] = "%d %s" % (len(data), hashlib.sha256(data).hexdigest())
+if phase == "seed":
+    for i in range(1000):
+        write("img/%02d/%04d.png" % (i % 20, i))
+else:
+    n = 0
+    deadline = time.time() + float(os.environ.get("APP_SECONDS", "4"))
+    while time.time() < deadline:
+        live = sorted(k for k, v in model.items() if v != "deleted")
+        op = rnd.random()
+        if op < 0.35:
+            write("img/%02d/new-%s-%04d.png" % (rnd.randrange(20), phase, n))
+        elif op < 0.75:
+            write(rnd.choice(live))
+        else:
+            k = rnd.choice(live)
+            sql("SELECT imgsync.remove(%s);" % lit(k))
+            model[k] = "deleted"
+        n += 1
+        time.sleep(0.01)
+    print("app %s: %d operations" % (phase, n))
+psql.stdin.close()
+psql.wait()
+with open(state_path, "w") as f:
+    for k, v in model.items():
+        f.write("%s %s\n" % (k.encode().hex(), v))
+with open(manifest, "w") as f:
+    for k, v in model.items():
+        if v != "deleted":
+            f.write("%s %s\n" % (k.encode().hex(), v))
+PY
+app() { APP_SECONDS=${2:-4} py "$D_DIR/app.py" "$D_ROOT" "$D_DB" "$D_BUCKET" "$D_DIR/manifest" "$1"; }
+
+app seed
+check "imgsyncd starts" d_start
+check "the catalog settles" wait_sql "SELECT count(*) FROM imgsync.work" 0
+m=$(ctl migrate local cloud --follow | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a move with follow starts (migration $m)" test -n "$m"
+diag "$(app during 5)"
+diag "$(app after 3)"
+check "the migration catches up: nothing left to do for it" \
+	wait_sql "SELECT count(*) FROM imgsync.work" 0 120
+check "it is still running (follow) until ended" \
+	test "$(d_sql "SELECT state FROM imgsync.migration_status WHERE id = $m")" = running
+ctl cancel "$m" >"$D_DIR/end.out" 2>&1
+check "ending a caught-up follow migration makes it done: $(cat "$D_DIR/end.out")" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 10
+d_sql "SELECT state, done, failed, skipped FROM imgsync.migration_status WHERE id = $m" | sed 's/^/# status: /'
+live=$(wc -l <"$D_DIR/manifest")
+dead=$(grep -c ' deleted$' "$D_DIR/manifest.state")
+check "the catalog holds the $live live images, each on S3 only" \
+	test "$(d_sql "SELECT count(*) FILTER (WHERE origin = 'cloud' AND stores = '{cloud}') || ' ' || count(*) FROM imgsync.images")" = "$live $live"
+left=$(find "$D_ROOT" -type f | wc -l)
+check "the source store is empty ($left files)" test "$left" = 0
+if oracle_rgw verify "$D_BUCKET" "$D_DIR/manifest" --exact >"$D_DIR/verify.log" 2>&1; then
+	pass "S3 holds each live image with its latest content, and the $dead deleted ones nowhere ($(tail -1 "$D_DIR/verify.log"))"
+else
+	fail "S3 holds each live image with its latest content, and the $dead deleted ones nowhere"
+	head -10 "$D_DIR/verify.log" | sed 's/^/# /'
+fi
+check "no item failed" test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
+d_stop
+done_testing
