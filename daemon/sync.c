@@ -76,6 +76,7 @@ struct mig {
 	char *source, *target;
 	bool move, dry_run, verify;
 	bool started;
+	bool server_copy; /* the target copies from the source itself (same S3 server) */
 	int src, tgt;	  /* store indexes */
 	int spool, check; /* the copy, and the target read back (verify) */
 	struct op get, put, back, del;
@@ -803,6 +804,7 @@ static void mig_get_done(void *arg, const struct err *e)
 	struct obj_info known;
 	struct buf key = BUF_INIT;
 	struct err pe = {0};
+	bool ok;
 
 	op->busy = false;
 	op->req = NULL;
@@ -816,10 +818,22 @@ static void mig_get_done(void *arg, const struct err *e)
 	snprintf(known.content_type, sizeof(known.content_type), "%s",
 		 it->attrs.mimetype ? it->attrs.mimetype : "");
 	m->put = (struct op){.it = it, .store = m->tgt};
-	if (!store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &pe) ||
-	    !s->stores[m->tgt]->ops->put(s->stores[m->tgt], buf_str(&key), m->spool, it->got.size,
-					 &known, &m->put.info, mig_put_done, &m->put, &m->put.req,
-					 &pe)) {
+	if (m->server_copy) {
+		struct buf skey = BUF_INIT;
+		struct store *tgt = s->stores[m->tgt];
+
+		/* the source as looked at (its ETag) is what gets copied, or nothing */
+		ok = store_key(s->stores[m->src], it->key, &it->attrs, &skey, &pe) &&
+		     store_key(tgt, it->key, &it->attrs, &key, &pe) &&
+		     tgt->ops->copy(tgt, s->stores[m->src], buf_str(&skey), buf_str(&key), &known,
+				    &m->put.info, mig_put_done, &m->put, &m->put.req, &pe);
+		buf_free(&skey);
+	} else
+		ok = store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
+		     s->stores[m->tgt]->ops->put(s->stores[m->tgt], buf_str(&key), m->spool,
+						 it->got.size, &known, &m->put.info, mig_put_done,
+						 &m->put, &m->put.req, &pe);
+	if (!ok) {
 		mig_fail(it, &pe, "copying to the target");
 		buf_free(&key);
 		item_finish(it);
@@ -974,6 +988,27 @@ static void start_migrate(struct item *it)
 		item_finish(it);
 		return;
 	}
+	/* Between buckets of one S3 server the server copies: a look at the
+	 * source (its size and ETag) and a copy request, no bytes through here.
+	 * With verify the source is read all the same, to compare with the
+	 * target's copy read back. */
+	m->server_copy = store_can_copy(s->stores[m->tgt], s->stores[m->src]);
+	log_msg(LOG_DEBUG, &(struct log_fields){.key = it->key, .migration = m->id},
+		"migration %lld: copying \"%s\" from %s to %s%s", m->id, it->key, m->source,
+		m->target, m->server_copy ? " (server-side)" : "");
+	m->get = (struct op){.it = it, .store = m->src};
+	if (m->server_copy && !m->verify) {
+		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
+						  mig_get_done, &m->get, &m->get.req, &e);
+		buf_free(&key);
+		if (!ok) {
+			mig_fail(it, &e, "looking at the source");
+			item_finish(it);
+		} else
+			m->get.busy = true;
+		return;
+	}
 	m->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (m->spool < 0) {
 		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
@@ -981,10 +1016,6 @@ static void start_migrate(struct item *it)
 		item_finish(it);
 		return;
 	}
-	log_msg(LOG_DEBUG, &(struct log_fields){.key = it->key, .migration = m->id},
-		"migration %lld: copying \"%s\" from %s to %s", m->id, it->key, m->source,
-		m->target);
-	m->get = (struct op){.it = it, .store = m->src};
 	ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
 	     s->stores[m->src]->ops->get(s->stores[m->src], buf_str(&key), m->spool, &m->get.info,
 					 mig_get_done, &m->get, &m->get.req, &e);

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Moves out of S3: bucket to bucket on one server (the server copies, no
+# bytes through imgsyncd; multipart above the threshold), and S3 back to a
+# filesystem.  Each ends byte-exact, the source empty, verify clean.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init s3mig || { fail "set-up"; done_testing; exit 1; }
+sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+ARCHIVE="$D_BUCKET-archive"
+oracle_rgw mkbucket "$ARCHIVE" >/dev/null || fail "second bucket"
+cat >>"$D_CONF" <<CONF
+store "archive" {
+  type = "s3"
+  endpoint = "$IMGSYNC_TEST_RGW_ENDPOINT"
+  bucket = "$ARCHIVE"
+  path_style = true
+  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
+  secret_access_key_file = "$D_DIR/secret"
+  multipart_threshold = 5M
+  part_size = 5M
+}
+CONF
+ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
+status() { d_sql "SELECT state || ' ' || done || '/' || total || ' ' || failed || ' ' || skipped FROM imgsync.migration_status WHERE id = $1"; }
+started() { sed -n 's/^migration \([0-9]*\) started.*/\1/p'; }
+
+# 400 small images and 2 above the multipart threshold, first moved to S3
+py - "$D_ROOT" "$D_DIR/manifest" <<'PY'
+import hashlib, os, random, sys
+root, manifest = sys.argv[1], sys.argv[2]
+random.seed(3)
+with open(manifest, "w") as m:
+    for i in range(402):
+        key = "p/%02d/im %d+x=%%.jpg" % (i % 10, i) if i < 400 else "big/%d.jpg" % i
+        data = random.randbytes(random.randint(100, 20000) if i < 400 else 11 * 2**20 + i)
+        os.makedirs(os.path.dirname(os.path.join(root, key)), exist_ok=True)
+        open(os.path.join(root, key), "wb").write(data)
+        m.write("%s %d %s\n" % (key.encode().hex(), len(data), hashlib.sha256(data).hexdigest()))
+PY
+d_sql "SELECT count(imgsync.put(k, 'local', 'image/jpeg')) FROM (
+         SELECT 'p/' || lpad((i % 10)::text, 2, '0') || '/im ' || i || '+x=%.jpg' AS k FROM generate_series(0, 399) i
+         UNION ALL SELECT 'big/' || i || '.jpg' FROM generate_series(400, 401) i) s" >/dev/null
+check "imgsyncd starts" d_start
+ctl migrate local cloud --wait >/dev/null 2>&1
+check "a move fs -> S3 fills the first bucket" test "$(s3_keys | wc -l)" = 402
+
+# S3 -> S3 on one server
+ctl migrate cloud archive --wait >"$D_DIR/s3s3.out" 2>&1
+rc=$?
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a move S3 -> S3 completes (exit $rc, $(status "$m"))" test "$rc/$(status "$m")" = "0/done 402/402 0 0"
+n=$(grep -c "migration $m: copying .* from cloud to archive (server-side)$" "$D_DIR"/imgsyncd.*.log)
+check "every image was copied by the server ($n server-side copies)" test "$n" = 402
+check "the first bucket is empty" test -z "$(s3_keys)"
+if oracle_rgw verify "$ARCHIVE" "$D_DIR/manifest" --exact >"$D_DIR/v1.log" 2>&1; then
+	pass "the second bucket holds every image byte-exact, multipart copies included ($(tail -1 "$D_DIR/v1.log"))"
+else
+	fail "the second bucket holds every image byte-exact"
+	head -5 "$D_DIR/v1.log" | sed 's/^/# /'
+fi
+ctl verify cloud archive >"$D_DIR/verify1.out" 2>&1
+rc=$?
+check "imgsyncctl verify cloud archive finds no difference (exit $rc): $(tail -1 "$D_DIR/verify1.out")" test "$rc" = 0
+ct=$(oracle_rgw head "$ARCHIVE" "$(printf 'p/00/im 0+x=%%.jpg' | od -An -tx1 | tr -d ' \n')" 2>/dev/null)
+check "the copies carry the image's Content-Type ($ct)" sh -c "echo '$ct' | grep -q image/jpeg"
+
+# a copy back with verify: read back and compared
+ctl migrate archive cloud --copy --verify --prefix p/01/ --wait >/dev/null 2>&1
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a verified server-side copy of a prefix completes ($(status "$m"))" test "$(status "$m")" = "done 40/40 0 0"
+check "... both buckets hold those images" test "$(s3_keys | grep -c '^p/01/')" = 40
+d_sql "UPDATE imgsync.images SET stores = array_remove(stores, 'cloud') WHERE key LIKE 'p/01/%'" >/dev/null
+oracle_rgw rmbucket "$D_BUCKET" >/dev/null 2>&1 || true
+oracle_rgw mkbucket "$D_BUCKET" >/dev/null
+
+# S3 -> fs
+ctl migrate archive local --wait >"$D_DIR/s3fs.out" 2>&1
+rc=$?
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a move S3 -> fs completes (exit $rc, $(status "$m"))" test "$rc/$(status "$m")" = "0/done 402/402 0 0"
+bad=$(py - "$D_ROOT" "$D_DIR/manifest" <<'PY'
+import hashlib, os, sys
+root, manifest = sys.argv[1], sys.argv[2]
+bad = 0
+for line in open(manifest):
+    hexkey, size, sha = line.split()
+    try:
+        data = open(os.path.join(root, bytes.fromhex(hexkey).decode()), "rb").read()
+    except OSError:
+        data = None
+    bad += data is None or hashlib.sha256(data).hexdigest() != sha
+print(bad)
+PY
+)
+check "every file is back byte-exact ($bad differ)" test "$bad" = 0
+check "the second bucket is empty" test -z "$(oracle_rgw list "$ARCHIVE")"
+check "the catalog says every image is in the filesystem, and only there" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE origin = 'local' AND stores = '{local}'")" = 402
+ctl verify local archive >"$D_DIR/verify2.out" 2>&1
+rc=$?
+check "imgsyncctl verify local archive finds no difference (exit $rc): $(tail -1 "$D_DIR/verify2.out")" test "$rc" = 0
+d_stop
+done_testing
