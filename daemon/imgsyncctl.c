@@ -377,6 +377,14 @@ static int cmd_on_migration(const char *sql, const char *what, const char *id)
 	if (id == NULL || strtoll(id, &end, 10) <= 0 || *end)
 		die(EX_USAGE, "%s needs the number of a migration (see imgsyncctl status)", what);
 	PQclear(run(sql, 1, p));
+	if (strcmp(what, "cancelled") == 0) {
+		/* a follow migration that had caught up ends as done */
+		struct mstat m;
+
+		if (mstat_get(id, &m) && strcmp(m.state, "cancelled") != 0)
+			what = strcmp(m.state, "done") == 0 ? "ended, done (it had caught up)"
+							     : m.state;
+	}
 	printf("migration %s: %s\n", id, what);
 	return EX_OK;
 }

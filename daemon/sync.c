@@ -77,7 +77,9 @@ struct mig {
 	bool move, dry_run, verify;
 	bool started;
 	bool server_copy; /* the target copies from the source itself (same S3 server) */
-	int src, tgt;	  /* store indexes */
+	char *src_tag;	  /* delete-source: the source's tag when it was copied */
+	char copied_tag[sizeof(((struct obj_info *)0)->tag)]; /* copy: the tag read */
+	int src, tgt;					      /* store indexes */
 	int spool, check; /* the copy, and the target read back (verify) */
 	struct op get, put, back, del;
 	const char *outcome; /* "done", "skipped" or NULL */
@@ -283,6 +285,7 @@ static void item_free(struct item *it)
 	if (it->mig.check >= 0)
 		close(it->mig.check);
 	free(it->mig.step);
+	free(it->mig.src_tag);
 	free(it->mig.source);
 	free(it->mig.target);
 	free(it->key);
@@ -309,6 +312,29 @@ static double backoff_s(int attempts)
 }
 
 static void start_migrate(struct item *it);
+
+/* ,"url":"..." - where the image can be fetched in store `name`, for
+ * imgsync.url() and watched URL columns; nothing if this daemon does not
+ * have the store. */
+static void json_url(struct buf *b, struct item *it, const char *name)
+{
+	struct sync *s = it->sy;
+	int i = name ? store_index(s, name) : -1;
+	struct buf key = BUF_INIT, url = BUF_INIT;
+	struct err e = {0};
+
+	if (i < 0)
+		return;
+	if (store_key(s->stores[i], it->key, &it->attrs, &key, &e) &&
+	    s->stores[i]->ops->url(s->stores[i], buf_str(&key), &url, &e)) {
+		buf_puts(b, ",\"url\":");
+		json_str(b, buf_str(&url));
+	} else
+		log_msg(LOG_DEBUG, &(struct log_fields){.key = it->key, .store = name},
+			"no URL for \"%s\" in %s: %s", it->key, name, e.msg);
+	buf_free(&key);
+	buf_free(&url);
+}
 
 /* The item is over: log it, queue its result, free it, claim more. */
 static void item_finish(struct item *it)
@@ -405,6 +431,8 @@ static void item_finish(struct item *it)
 			hex_encode(it->got.md5, 16, hex);
 			buf_printf(b, ",\"checksum\":\"%s\"", hex);
 		}
+		if (!it->failed)
+			json_url(b, it, it->mig.home ? it->mig.home : it->origin);
 	}
 	if (it->mig.id) {
 		buf_printf(b, ",\"migration\":%lld", it->mig.id);
@@ -421,6 +449,10 @@ static void item_finish(struct item *it)
 		}
 		if (!it->failed && it->mig.next_step)
 			buf_printf(b, ",\"next_step\":\"%s\"", it->mig.next_step);
+		if (!it->failed && it->mig.next_step && it->mig.copied_tag[0]) {
+			buf_puts(b, ",\"src_tag\":");
+			json_str(b, it->mig.copied_tag);
+		}
 	}
 	buf_putc(b, '}');
 	s->nbatch++;
@@ -708,6 +740,7 @@ static void mig_copied(struct item *it)
 	struct mig *m = &it->mig;
 
 	m->put.stored = true;
+	snprintf(m->copied_tag, sizeof(m->copied_tag), "%s", it->got.tag);
 	if (m->move) {
 		m->home = m->target;
 		m->next_step = "delete-source";
@@ -900,6 +933,14 @@ static void mig_looked(void *arg, const struct err *e)
 			"catalog's back; not deleting it",
 			(unsigned long long)op->info.size, (unsigned long long)it->size);
 		mig_fail(it, &de, "deleting the source copy");
+	} else if (m->src_tag && op->info.tag[0] && strcmp(m->src_tag, op->info.tag) != 0) {
+		/* Written again since the copy (in place, its put() not committed
+		 * yet?): those bytes are nowhere else.  Once the catalog records the
+		 * new version the key starts over from the copy. */
+		err_set(&de, ERR_INTEGRITY,
+			"the source copy changed since it was copied (written again?); not "
+			"deleting it");
+		mig_fail(it, &de, "deleting the source copy");
 	} else {
 		m->bytes = op->info.size;
 		m->del = (struct op){.it = it, .store = m->src};
@@ -948,10 +989,27 @@ static void start_migrate(struct item *it)
 			item_finish(it);
 			return;
 		}
+		struct store *src = s->stores[m->src];
+
+		if (src->ops->del_if && m->src_tag && m->src_tag[0]) {
+			/* one step: deleted only if still what was copied */
+			m->bytes = it->size;
+			m->del = (struct op){.it = it, .store = m->src};
+			ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+			     src->ops->del_if(src, buf_str(&key), m->src_tag, mig_deleted, &m->del,
+					      &m->del.req, &e);
+			buf_free(&key);
+			if (!ok) {
+				mig_fail(it, &e, "deleting the source copy");
+				item_finish(it);
+			} else
+				m->del.busy = true;
+			return;
+		}
 		m->get = (struct op){.it = it, .store = m->src};
-		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
-						  mig_looked, &m->get, &m->get.req, &e);
+		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+		     src->ops->stat(src, buf_str(&key), &m->get.info, mig_looked, &m->get,
+				    &m->get.req, &e);
 		buf_free(&key);
 		if (!ok) {
 			mig_fail(it, &e, "looking at the source copy");
@@ -1095,6 +1153,7 @@ static void claimed(void *arg, PGresult *res, const char *error)
 			it->mig.move = strcmp(PQgetvalue(res, i, 22), "move") == 0;
 			it->mig.dry_run = PQgetvalue(res, i, 23)[0] == 't';
 			it->mig.verify = PQgetvalue(res, i, 24)[0] == 't';
+			it->mig.src_tag = col(res, i, 25);
 			if (!it->mig.step || !it->mig.source || !it->mig.target)
 				it->mig.id = 0;
 		}

@@ -51,7 +51,7 @@ struct fs_store {
 	int pending;
 };
 
-enum fs_op { FS_PUT, FS_GET, FS_STAT, FS_DEL, FS_LIST };
+enum fs_op { FS_PUT, FS_GET, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
 
 /*
  * A request owns everything its pool thread touches: a dup of the caller's
@@ -64,7 +64,7 @@ struct store_req {
 	struct fs_store *st;
 	enum fs_op op;
 	char *key;   /* or the list prefix */
-	char *token; /* list */
+	char *token; /* list; del_if: the tag */
 	int fd;	     /* our dup of the caller's descriptor, or -1 */
 	uint64_t size;
 	struct obj_info info, *info_out;
@@ -286,6 +286,10 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 	memset(info, 0, sizeof(*info));
 	info->size = (uint64_t)sb->st_size;
 	info->mtime = sb->st_mtim.tv_sec;
+	/* not the change time: setting a file aside to delete it changes that */
+	snprintf(info->tag, sizeof(info->tag), "%llx:%lld.%09ld:%lld",
+		 (unsigned long long)sb->st_ino, (long long)sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec,
+		 (long long)sb->st_size);
 }
 
 /* --- operations (on pool threads) --- */
@@ -430,11 +434,26 @@ static bool do_get(struct store_req *r)
 	if (fd < 0)
 		return false;
 	ok = copy_fd(fd, r->fd, r->info.size, &copied, &r->err);
-	close(fd);
 	if (!ok)
 		err_prefix(&r->err, "reading \"%s\": ", r->key);
 	else if (copied != r->info.size)
 		ok = err_set(&r->err, ERR_INTEGRITY, "\"%s\" shrank while being read", r->key);
+	else {
+		/* written meanwhile (in place, as many applications do): what was
+		 * read may mix two versions */
+		struct obj_info after;
+		struct stat sb;
+
+		if (fstat(fd, &sb) < 0)
+			ok = err_sys(&r->err, errno, "fstat \"%s\"", r->key);
+		else {
+			info_from_stat(&after, &sb);
+			if (strcmp(after.tag, r->info.tag) != 0)
+				ok = err_set(&r->err, ERR_INTEGRITY,
+					     "\"%s\" changed while being read", r->key);
+		}
+	}
+	close(fd);
 	return ok;
 }
 
@@ -447,6 +466,8 @@ static bool do_stat(struct store_req *r)
 	close(fd);
 	return true;
 }
+
+static void prune_dirs(struct fs_store *st, char *dir);
 
 static bool do_del(struct store_req *r)
 {
@@ -473,7 +494,80 @@ static bool do_del(struct store_req *r)
 	if (st->fsync)
 		(void)fsync(dirfd);
 	close(dirfd);
-	/* Remove directories the delete left empty, up to the root. */
+	prune_dirs(st, dir);
+	return true;
+}
+
+/* Set the file aside under a temporary name, compare it with the tag, and
+ * only then unlink it.  From the rename on, a writer opening the key makes
+ * a new file, which nothing here touches; a file written before the rename
+ * shows another tag and is put back (unless a newer one took the name). */
+static bool do_del_if(struct store_req *r)
+{
+	struct fs_store *st = r->st;
+	char dir[KEY_MAX + 1], aside[NAME_MAX + 1];
+	const char *name;
+	struct obj_info now;
+	struct stat sb;
+	int dirfd = fs_open_parent(st, r->key, false, &r->err), rc = -1;
+
+	if (dirfd < 0)
+		return r->err.code == ERR_NOTFOUND;
+	split_key(r->key, dir, sizeof(dir), &name);
+	if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX) {
+		close(dirfd);
+		return err_set(&r->err, ERR_INVALID,
+			       "\"%s\": file name too long to set it aside before deleting",
+			       r->key);
+	}
+	if (r->cancelled) {
+		close(dirfd);
+		return err_set(&r->err, ERR_TRANSIENT, "cancelled");
+	}
+	for (int i = 0; i < 100 && rc < 0; i++) {
+		snprintf(aside, sizeof(aside), ".%s" FS_TMP_TAG "%08x", name,
+			 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+		rc = renameat2(dirfd, name, dirfd, aside, RENAME_NOREPLACE);
+		if (rc < 0 && errno == EINVAL) /* a file system without NOREPLACE */
+			rc = renameat(dirfd, name, dirfd, aside);
+		if (rc < 0 && errno != EEXIST)
+			break;
+	}
+	if (rc < 0) {
+		int saved = errno;
+
+		close(dirfd);
+		if (saved == ENOENT)
+			return true; /* gone already */
+		return err_sys(&r->err, saved, "cannot set \"%s\" aside to delete it under %s",
+			       r->key, st->base.cfg->root);
+	}
+	if (fstatat(dirfd, aside, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode)) {
+		info_from_stat(&now, &sb);
+		if (strcmp(now.tag, r->token) == 0) {
+			(void)unlinkat(dirfd, aside, 0);
+			if (st->fsync)
+				(void)fsync(dirfd);
+			close(dirfd);
+			prune_dirs(st, dir);
+			return true;
+		}
+	}
+	rc = renameat2(dirfd, aside, dirfd, name, RENAME_NOREPLACE);
+	if (rc < 0 && errno == EINVAL)
+		rc = renameat(dirfd, aside, dirfd, name);
+	if (rc < 0) /* a newer file has the name: the one set aside is older */
+		(void)unlinkat(dirfd, aside, 0);
+	close(dirfd);
+	return err_set(&r->err, ERR_INTEGRITY,
+		       "\"%s\" changed since it was copied (written again?); not deleted", r->key);
+}
+
+/* Remove directories a delete left empty, up to the root. */
+static void prune_dirs(struct fs_store *st, char *dir)
+{
+	const char *name;
+
 	while (strcmp(dir, ".") != 0) {
 		char *slash = strrchr(dir, '/');
 		int parent;
@@ -496,7 +590,6 @@ static bool do_del(struct store_req *r)
 		if (!slash)
 			break;
 	}
-	return true;
 }
 
 /* --- listing --- */
@@ -713,6 +806,9 @@ static void req_work(struct workq_job *job)
 		case FS_DEL:
 			r->ok = do_del(r);
 			break;
+		case FS_DEL_IF:
+			r->ok = do_del_if(r);
+			break;
 		case FS_LIST:
 			r->ok = do_list(r);
 			break;
@@ -840,6 +936,23 @@ static bool fs_del(struct store *s, const char *key, store_done_fn done, void *a
 	return true;
 }
 
+static bool fs_del_if(struct store *s, const char *key, const char *tag, store_done_fn done,
+		      void *arg, struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_DEL_IF, key, -1, done, arg, req, e, &r))
+		return false;
+	if ((r->token = strdup(tag)) == NULL) {
+		free(r->key);
+		free(r);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	req_submit(st, r);
+	return true;
+}
+
 static bool fs_list(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		    store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
@@ -948,6 +1061,7 @@ const struct store_ops fs_store_ops = {
     .get = fs_get,
     .stat = fs_stat,
     .del = fs_del,
+    .del_if = fs_del_if,
     .list = fs_list,
     .cancel = fs_cancel,
     .url = fs_url,

@@ -239,6 +239,10 @@ static void fill_info(struct s3_call *c, struct obj_info *info)
 	curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
 	if (ct)
 		snprintf(info->content_type, sizeof(info->content_type), "%s", ct);
+	/* a rewrite with the same content keeps the tag: deleting that is harmless */
+	if (info->etag[0])
+		snprintf(info->tag, sizeof(info->tag), "%.60s:%llu", info->etag,
+			 (unsigned long long)info->size);
 }
 
 /* --- turning an answer into an error an operator can act on --- */

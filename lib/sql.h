@@ -47,7 +47,7 @@
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
 	"size, changed_at, "                                                                       \
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
-	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify "                        \
+	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "                        \
 	"FROM imgsync.claim($1, $2, $3::interval)"
 /* hand running migrations' next keys to the queue (at most $1 queued each);
  * answers with the number of migrations still running */

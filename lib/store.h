@@ -47,6 +47,11 @@ struct obj_info {
 	char etag[72];		/* as the store reports it, without quotes; "" if none */
 	int64_t mtime;		/* seconds since the epoch, 0 if unknown */
 	char content_type[128]; /* "" if unknown; put sends it as Content-Type */
+	/* Changes whenever the object is written again (fs: inode, modification
+	 * time, size; S3: the ETag and size); "" if the store cannot say.
+	 * A move deletes a source copy only while it still has the tag it had
+	 * when it was copied. */
+	char tag[80];
 };
 
 struct store_list_entry {
@@ -86,6 +91,13 @@ struct store_ops {
 	/* Deleting a missing object succeeds. */
 	bool (*del)(struct store *s, const char *key, store_done_fn done, void *arg,
 		    struct store_req **req, struct err *e);
+	/* Optional: delete the object only if its tag (struct obj_info) is
+	 * still tag, as one step that no writer can slip into: ERR_INTEGRITY
+	 * and nothing deleted when it differs; success when it is missing.
+	 * Without it a caller stats, compares and deletes, which leaves a short
+	 * window. */
+	bool (*del_if)(struct store *s, const char *key, const char *tag, store_done_fn done,
+		       void *arg, struct store_req **req, struct err *e);
 	/* One page of keys starting with prefix, in byte order, after token. */
 	bool (*list)(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		     store_done_fn done, void *arg, struct store_req **req, struct err *e);

@@ -47,6 +47,8 @@ CREATE TABLE imgsync.images (
 	version bigint NOT NULL DEFAULT 1,  -- grows on every rewrite
 	stores text[] NOT NULL DEFAULT '{}', -- stores holding a verified copy of this version
 	deleted boolean NOT NULL DEFAULT false, -- remove() called; the daemon deletes it
+	url text,                           -- where it can be fetched now (imgsync.url())
+	url_pending boolean NOT NULL DEFAULT false, -- a watched URL column still to update
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -97,9 +99,13 @@ CREATE TABLE imgsync.work (
 	migration bigint REFERENCES imgsync.migrations (id) ON DELETE SET NULL,
 	-- 'copy' or 'delete-source': the step of the migration duty still to do
 	step text CHECK (step IN ('copy', 'delete-source')),
+	-- delete-source: the source copy's tag when it was copied (struct
+	-- obj_info.tag); a source with another tag was written again: not deleted
+	source_tag text,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX images_url_pending ON imgsync.images (key) WHERE url_pending;
 CREATE INDEX work_migration ON imgsync.work (migration) WHERE migration IS NOT NULL;
 CREATE INDEX work_ready ON imgsync.work (not_before) WHERE state = 'pending';
 CREATE INDEX work_leased ON imgsync.work (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -324,6 +330,8 @@ BEGIN
 	       objects_done = heartbeat.objects_done, bytes_done = heartbeat.bytes_done
 	 WHERE d.id = daemon;
 	DELETE FROM imgsync.attempts WHERE finished_at < now() - interval '7 days';
+	PERFORM imgsync.apply_url(p.key)
+	   FROM (SELECT i.key FROM imgsync.images i WHERE i.url_pending LIMIT 100) p;
 	RETURN QUERY
 	UPDATE imgsync.work w SET lease_until = now() + lease
 	 WHERE w.lease_owner = daemon AND w.lease_token = ANY (tokens)
@@ -469,6 +477,61 @@ BEGIN
 END
 $$;
 
+-- The public URL of an image where it lives now: built by a daemon from
+-- the store's public_url (or its own address) and the image's key in that
+-- store's layout, once a daemon has seen the image; NULL before that and
+-- for deleted images.
+CREATE FUNCTION imgsync.url(key text) RETURNS text
+LANGUAGE sql STABLE AS $$
+	SELECT i.url FROM imgsync.images i WHERE i.key = url.key AND NOT i.deleted
+$$;
+
+-- Point the URL columns of watched tables at an image's current URL.  Rows
+-- the application holds locked are skipped, never waited for: the caller
+-- holds the images row, and an application's transaction takes its own row
+-- first and the images row next (its trigger), so waiting could deadlock.
+-- A skipped image stays url_pending and every heartbeat tries again.
+-- Returns true when every row of the image points at its URL.
+CREATE FUNCTION imgsync.apply_url(k text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	i imgsync.images;
+	cfg imgsync.watched;
+	cond text;
+	left_over boolean;
+	all_done boolean := true;
+BEGIN
+	SELECT * INTO i FROM imgsync.images WHERE images.key = k;
+	IF NOT FOUND OR i.url IS NULL OR i.deleted THEN
+		RETURN true;
+	END IF;
+	FOR cfg IN SELECT * FROM imgsync.watched WHERE url_column IS NOT NULL LOOP
+		IF cfg.mapping = 'key' THEN
+			cond := format('%I::text = $2', cfg.key_column);
+		ELSIF i.attrs ->> 'object_type' IS DISTINCT FROM cfg.object_type THEN
+			CONTINUE;
+		ELSE
+			cond := format('%I::text = $3 ->> ''object_id'' AND width::text = $3 ->> ''width'' '
+				       'AND height::text = $3 ->> ''height'' '
+				       'AND mimetype IS NOT DISTINCT FROM $3 ->> ''mimetype''',
+				       cfg.id_column);
+		END IF;
+		EXECUTE format('WITH c AS (SELECT ctid FROM %s WHERE %s AND %I IS DISTINCT FROM $1 '
+			       'FOR UPDATE SKIP LOCKED) '
+			       'UPDATE %s t SET %I = $1 FROM c WHERE t.ctid = c.ctid',
+			       cfg.tbl, cond, cfg.url_column, cfg.tbl, cfg.url_column)
+			USING i.url, k, i.attrs;
+		EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE %s AND %I IS DISTINCT FROM $1)',
+			       cfg.tbl, cond, cfg.url_column)
+			INTO left_over USING i.url, k, i.attrs;
+		all_done := all_done AND NOT left_over;
+	END LOOP;
+	UPDATE imgsync.images SET url_pending = NOT all_done
+	 WHERE images.key = k AND url_pending = all_done;
+	RETURN all_done;
+END
+$$;
+
 -- Attach an existing images table.  Either key_column names the column
 -- holding the image's key (the Flask/SQLAlchemy "path"/"link" style), or
 -- mapping => 'imageattach' reads a SQLAlchemy-ImageAttach image table: the
@@ -606,7 +669,7 @@ LANGUAGE sql VOLATILE AS $$
 	INSERT INTO imgsync.work AS w (key, op, migration, step)
 	VALUES (k, 'migrate', m, 'copy')
 	ON CONFLICT (key) DO UPDATE
-	   SET migration = m, step = 'copy', state = 'pending', attempts = 0,
+	   SET migration = m, step = 'copy', source_tag = NULL, state = 'pending', attempts = 0,
 	       not_before = now(), last_error = NULL, updated_at = now()
 $$;
 
@@ -836,7 +899,7 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
-	       m_dry_run boolean, m_verify boolean)
+	       m_dry_run boolean, m_verify boolean, source_tag text)
 LANGUAGE sql VOLATILE AS $$
 	WITH c AS (
 		SELECT w.key FROM imgsync.work w
@@ -853,11 +916,12 @@ LANGUAGE sql VOLATILE AS $$
 		       lease_token = nextval('imgsync.lease_tokens'),
 		       attempts = w.attempts + 1, updated_at = now()
 		  FROM c WHERE w.key = c.key
-		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step)
+		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step,
+			  w.source_tag)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
 	       extract(epoch FROM i.updated_at), now(),
-	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify
+	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending')
 $$;
@@ -926,8 +990,13 @@ BEGIN
 		       origin = coalesce(r ->> 'home', i.origin),
 		       size = coalesce((r ->> 'size')::bigint, i.size),
 		       checksum = coalesce(r ->> 'checksum', i.checksum),
+		       url = coalesce(r ->> 'url', i.url),
 		       updated_at = now()
 		 WHERE i.key = k AND i.version = (r ->> 'version')::bigint AND NOT i.deleted;
+		-- a move gave the image a new home: the application's links follow
+		IF FOUND AND r ? 'home' AND r ? 'url' THEN
+			PERFORM imgsync.apply_url(k);
+		END IF;
 	ELSIF ok THEN
 		DELETE FROM imgsync.images i
 		 WHERE i.key = k AND i.version = (r ->> 'version')::bigint AND i.deleted;
@@ -936,15 +1005,28 @@ BEGIN
 		-- written again meanwhile: the new generation starts afresh (and
 		-- keeps its migration duty, from the copy step)
 		UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END
+		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END, source_tag = NULL
 		 WHERE work.key = k;
 		RETURN true;
 	END IF;
 	IF ok THEN
 		PERFORM imgsync.migration_result(r, false);
+		IF w.migration IS NOT NULL AND (r ->> 'migration') IS DISTINCT FROM w.migration::text
+		   AND EXISTS (SELECT 1 FROM imgsync.migrations m WHERE m.id = w.migration
+				 AND m.state IN ('pending', 'running', 'paused')) THEN
+			-- a migration took the key over while this claim was in flight
+			-- (queue_migration on a leased row): its duty is still to do
+			UPDATE imgsync.work
+			   SET op = 'migrate', step = 'copy', source_tag = NULL, lease_owner = NULL,
+			       lease_until = NULL, lease_token = NULL, attempts = 0, not_before = now(),
+			       last_error = NULL, updated_at = now()
+			 WHERE work.key = k;
+			RETURN true;
+		END IF;
 		IF next_step IS NOT NULL AND w.migration IS NOT NULL THEN
 			UPDATE imgsync.work
-			   SET op = 'migrate', step = next_step, lease_owner = NULL, lease_until = NULL,
+			   SET op = 'migrate', step = next_step, source_tag = r ->> 'src_tag',
+			       lease_owner = NULL, lease_until = NULL,
 			       lease_token = NULL, attempts = 0, not_before = now(), last_error = NULL,
 			       updated_at = now()
 			 WHERE work.key = k;
@@ -981,7 +1063,7 @@ LANGUAGE sql VOLATILE AS $$
 			 ELSE EXCLUDED.op END,
 	       gen = w.gen + 1, state = 'pending', attempts = 0,
 	       not_before = now(), last_error = NULL, updated_at = now(),
-	       step = CASE WHEN w.migration IS NOT NULL THEN 'copy' END;
+	       step = CASE WHEN w.migration IS NOT NULL THEN 'copy' END, source_tag = NULL;
 	-- A share lock on a follow migration waits for an advance in progress
 	-- (which holds the row for update), so the cursor read below is the one
 	-- committed with that advance's scan: a key is either scanned by it or
@@ -991,7 +1073,7 @@ LANGUAGE sql VOLATILE AS $$
 	 WHERE what = 'put' AND m.follow AND m.state IN ('running', 'paused')
 	   AND starts_with(k, m.prefix) FOR SHARE;
 	UPDATE imgsync.work w
-	   SET migration = m.id, step = 'copy'
+	   SET migration = m.id, step = 'copy', source_tag = NULL
 	  FROM imgsync.migrations m, imgsync.images i
 	 WHERE what = 'put' AND w.key = k AND w.migration IS NULL AND i.key = k
 	   AND m.follow AND m.state IN ('running', 'paused') AND i.origin = m.source

@@ -45,8 +45,10 @@ kill_when() { # DESCRIPTION SQL-CONDITION
 		[ "$(d_sql "SELECT $2")" = t ] && break
 		sleep 0.05
 	done
-	local leased
+	local leased untagged
 	leased=$(d_sql "SELECT count(*) FROM imgsync.work WHERE lease_owner IS NOT NULL")
+	untagged=$(d_sql "SELECT count(*) FILTER (WHERE source_tag IS NULL) || '/' || count(*) FROM imgsync.work WHERE step = 'delete-source'")
+	[ "${untagged%/*}" = 0 ] || fail "every source copy waiting for deletion has its tag recorded ($untagged without)"
 	kill -KILL "$D_PID"
 	wait "$D_PID" 2>/dev/null
 	kills=$((kills + 1))

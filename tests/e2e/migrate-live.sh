@@ -113,4 +113,31 @@ else
 fi
 check "no item failed" test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
 d_stop
+
+# The application rewrites a source copy in place after it was copied and
+# before its put() commits.  The state is set up as a move leaves it between
+# its two steps (copied and committed, the source's tag recorded), with the
+# file written again since: the source copy must not be deleted.
+printf 'version one' >"$D_ROOT/late.png"
+d_sql "SELECT imgsync.put('late.png', 'local', 'image/png')" >/dev/null
+check "imgsyncd starts again" d_start
+check "the image is recorded" wait_sql "SELECT count(*) FROM imgsync.work" 0
+d_stop
+m=$(ctl migrate local cloud --prefix late | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+printf 'version one' | oracle_rgw put "$D_BUCKET" "$(printf late.png | od -An -tx1 | tr -d ' \n')" - >/dev/null
+d_sql "UPDATE imgsync.images SET origin = 'cloud', stores = '{cloud,local}' WHERE key = 'late.png';
+       UPDATE imgsync.migrations SET cursor = 'late.png', scanned = true WHERE id = $m;
+       INSERT INTO imgsync.work (key, op, migration, step, source_tag)
+       VALUES ('late.png', 'migrate', $m, 'delete-source', 'the tag of version one')" >/dev/null
+printf 'version two, not committed yet' >"$D_ROOT/late.png"
+check "imgsyncd starts again" d_start
+check "a source copy written again since it was copied is not deleted" \
+	wait_sql "SELECT last_error LIKE '%changed since it was copied%' FROM imgsync.work WHERE key = 'late.png'" t 20
+check "... the new bytes are still there" test "$(cat "$D_ROOT/late.png")" = "version two, not committed yet"
+d_sql "SELECT imgsync.put('late.png', 'local', 'image/png')" >/dev/null
+check "once the application's put commits, the new version moves" \
+	wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 30
+check "... the target holds the new bytes" test "$(s3_cat late.png)" = "version two, not committed yet"
+check "... and the source copy is gone" test ! -e "$D_ROOT/late.png"
+d_stop
 done_testing
