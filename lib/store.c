@@ -137,6 +137,19 @@ bool store_del_sync(struct store *s, const char *key, struct err *e)
 	return wait_for(s, r, &w, e);
 }
 
+bool store_del_if_sync(struct store *s, const char *key, const char *tag, struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (s->ops->del_if == NULL)
+		return err_set(e, ERR_INVALID, "store \"%s\" cannot delete conditionally",
+			       s->cfg->name);
+	if (!s->ops->del_if(s, key, tag, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, r, &w, e);
+}
+
 bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		     struct err *e)
 {

@@ -163,6 +163,7 @@ bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *o
 		    struct err *e) WUR;
 bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e) WUR;
 bool store_del_sync(struct store *s, const char *key, struct err *e) WUR;
+bool store_del_if_sync(struct store *s, const char *key, const char *tag, struct err *e) WUR;
 bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		     struct err *e) WUR;
 /* dst->ops->copy, blocking; ERR_INVALID when !store_can_copy(dst, src). */

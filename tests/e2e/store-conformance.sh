@@ -109,8 +109,10 @@ CONF
 		fail "$name: independent client verification"
 		head -20 "$dir/verify.log" | sed 's/^/# /'
 	fi
-	uploads=$(oracle "$ep" "$ak" "$sk" uploads "$bucket" 2>&1 | wc -l)
+	oracle "$ep" "$ak" "$sk" uploads "$bucket" >"$dir/uploads" 2>&1
+	uploads=$(wc -l <"$dir/uploads")
 	check "$name: no multipart upload left open ($uploads)" test "$uploads" = 0
+	sed 's/^/# open upload: /' "$dir/uploads"
 	uploads=$(oracle "$ep" "$ak" "$sk" uploads "$srcbucket" 2>&1 | wc -l)
 	check "$name: none in the source bucket either ($uploads)" test "$uploads" = 0
 	# what the copies recorded, as the independent client sees it

@@ -291,6 +291,75 @@ static void test_overwrite_delete(void)
 	ok(store_del_sync(S, pkey("deleteme/x.jpg"), &e), "delete twice succeeds");
 }
 
+static bool copy_all(int from, int to)
+{
+	char buf[8192];
+	off_t off = 0;
+	ssize_t n;
+
+	while ((n = pread(from, buf, sizeof(buf), off)) > 0) {
+		if (write(to, buf, (size_t)n) != n)
+			return false;
+		off += n;
+	}
+	return n == 0;
+}
+
+/* Tags: the same for stat and get of one version, another for a rewrite;
+ * del_if deletes only the version it names. */
+static void test_tags(void)
+{
+	struct err e = {0};
+	struct obj_info a, g, b;
+	const char *k = pkey("tags/t.jpg");
+	int src, dst = tmpfile_fd();
+
+	round_trip("tagged, first version", k, 3000, 600, 0);
+	ok(store_stat_sync(S, k, &a, &e) && a.tag[0], "stat reports a tag (%s)", a.tag);
+	ok(store_get_sync(S, k, dst, &g, &e), "get");
+	is_str(g.tag, a.tag, "get reports the same tag");
+	usleep(20000); /* file times tick in milliseconds */
+	round_trip("tagged, rewritten (same size)", k, 3000, 601, 0);
+	ok(store_stat_sync(S, k, &b, &e) && strcmp(a.tag, b.tag) != 0,
+	   "a rewrite changes the tag (%s)", b.tag);
+	close(dst);
+	if (S->ops->del_if == NULL) {
+		tap_diag("%s: no del_if (a mover stats, compares and deletes)", S->ops->type);
+		return;
+	}
+	ok(!store_del_if_sync(S, k, a.tag, &e) && e.code == ERR_INTEGRITY,
+	   "del_if with the old version's tag refuses: %s", e.msg);
+	ok(store_stat_sync(S, k, &g, &e) && strcmp(g.tag, b.tag) == 0,
+	   "... and the rewritten object is untouched");
+	ok(store_del_if_sync(S, k, b.tag, &e), "del_if with the current tag deletes");
+	ok(!store_stat_sync(S, k, &g, &e) && e.code == ERR_NOTFOUND, "... it is gone");
+	ok(store_del_if_sync(S, k, b.tag, &e), "del_if of a missing object succeeds");
+	if (!fs_backend)
+		return;
+	/* an application writing the file in place, as SQLAlchemy-ImageAttach does */
+	round_trip("tagged, before an in-place write", k, 500, 602, 0);
+	ok(store_stat_sync(S, k, &a, &e), "stat");
+	usleep(20000);
+	{
+		struct buf path = BUF_INIT;
+		int fd;
+
+		buf_printf(&path, "%s/%s", S->cfg->root, k);
+		fd = open(buf_str(&path), O_WRONLY | O_TRUNC);
+		src = make_content(500, 603);
+		ok(fd >= 0 && copy_all(src, fd), "the file is written again in place");
+		if (fd >= 0)
+			close(fd);
+		close(src);
+		buf_free(&path);
+	}
+	ok(!store_del_if_sync(S, k, a.tag, &e) && e.code == ERR_INTEGRITY,
+	   "del_if after an in-place write refuses: %s", e.msg);
+	ok(store_stat_sync(S, k, &b, &e) && b.size == 500 && strcmp(a.tag, b.tag) != 0,
+	   "... the file is back under its name, with the new tag");
+	ok(store_del_sync(S, k, &e), "clean up");
+}
+
 /* Many puts in flight at once, through the loop. */
 struct batch {
 	int inflight, failed, done;
@@ -1020,6 +1089,7 @@ int main(int argc, char **argv)
 		test_sizes();
 		test_keys();
 		test_overwrite_delete();
+		test_tags();
 		test_listing();
 		test_short_source();
 		test_url();
