@@ -498,6 +498,39 @@ static bool do_del(struct store_req *r)
 	return true;
 }
 
+/* A delete interrupted (killed) between setting the file aside and
+ * unlinking it leaves it hidden under a temporary name: when the delete is
+ * retried, unlink what was set aside if it is still the tagged version. */
+static void drop_aside(int dirfd, const char *name, const char *tag)
+{
+	size_t n = strlen(name);
+	int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *de;
+
+	if (d == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(d)) != NULL) {
+		struct obj_info info;
+		struct stat sb;
+
+		if (de->d_name[0] != '.' || strncmp(de->d_name + 1, name, n) != 0 ||
+		    strncmp(de->d_name + 1 + n, FS_TMP_TAG, strlen(FS_TMP_TAG)) != 0 ||
+		    strlen(de->d_name + 1 + n + strlen(FS_TMP_TAG)) != 8)
+			continue;
+		if (fstatat(dirfd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		info_from_stat(&info, &sb);
+		if (strcmp(info.tag, tag) == 0)
+			(void)unlinkat(dirfd, de->d_name, 0);
+	}
+	closedir(d);
+}
+
 /* Set the file aside under a temporary name, compare it with the tag, and
  * only then unlink it.  From the rename on, a writer opening the key makes
  * a new file, which nothing here touches; a file written before the rename
@@ -536,6 +569,8 @@ static bool do_del_if(struct store_req *r)
 	if (rc < 0) {
 		int saved = errno;
 
+		if (saved == ENOENT)
+			drop_aside(dirfd, name, r->token);
 		close(dirfd);
 		if (saved == ENOENT)
 			return true; /* gone already */

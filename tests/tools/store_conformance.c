@@ -357,7 +357,23 @@ static void test_tags(void)
 	   "del_if after an in-place write refuses: %s", e.msg);
 	ok(store_stat_sync(S, k, &b, &e) && b.size == 500 && strcmp(a.tag, b.tag) != 0,
 	   "... the file is back under its name, with the new tag");
-	ok(store_del_sync(S, k, &e), "clean up");
+	/* a delete killed after setting the file aside: its retry finishes it */
+	{
+		struct buf from = BUF_INIT, to = BUF_INIT;
+		struct stat sb;
+
+		round_trip("tagged, to be set aside", k, 100, 604, 0);
+		ok(store_stat_sync(S, k, &a, &e), "stat");
+		buf_printf(&from, "%s/%s", S->cfg->root, k);
+		buf_printf(&to, "%s/%s/.t.jpg.imgsync-0badc0de", S->cfg->root, pkey("tags"));
+		ok(rename(buf_str(&from), buf_str(&to)) == 0,
+		   "a file set aside, as by a killed delete");
+		ok(store_del_if_sync(S, k, a.tag, &e), "the retried del_if succeeds");
+		ok(stat(buf_str(&to), &sb) < 0 && errno == ENOENT,
+		   "... and unlinks what the killed one set aside");
+		buf_free(&from);
+		buf_free(&to);
+	}
 }
 
 /* Many puts in flight at once, through the loop. */
