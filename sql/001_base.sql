@@ -868,18 +868,23 @@ $$;
 CREATE VIEW imgsync.migration_status AS
 SELECT id, source, target, mode, state, total, done, failed, skipped, bytes_done,
        -- while running, the recent rate; once ended, the average of the run
-       round((CASE WHEN finished_at IS NULL THEN objects_per_s
+       round((CASE WHEN finished_at IS NULL THEN r.objects
 		   ELSE done / greatest(extract(epoch FROM finished_at - started_at), 0.001)
 	      END)::numeric, 1) AS objects_per_s,
-       round((CASE WHEN finished_at IS NULL THEN bytes_per_s
+       round((CASE WHEN finished_at IS NULL THEN r.bytes
 		   ELSE bytes_done / greatest(extract(epoch FROM finished_at - started_at), 0.001)
 	      END)::numeric) AS bytes_per_s,
-       CASE WHEN state = 'running' AND objects_per_s > 0 AND total > done + failed + skipped
-	    THEN make_interval(secs => (total - done - failed - skipped) / objects_per_s)
+       CASE WHEN state = 'running' AND r.objects > 0 AND total > done + failed + skipped
+	    THEN make_interval(secs => (total - done - failed - skipped) / r.objects)
        END AS eta,
        started_at, updated_at, finished_at, last_error,
        dry_run, prefix, verify, follow
-  FROM imgsync.migrations;
+  FROM imgsync.migrations m,
+       -- a rate not sampled for 10 s is stale: nothing is finishing
+       LATERAL (SELECT CASE WHEN m.sample_at > now() - interval '10 seconds'
+			    THEN m.objects_per_s ELSE 0 END AS objects,
+		       CASE WHEN m.sample_at > now() - interval '10 seconds'
+			    THEN m.bytes_per_s ELSE 0 END AS bytes) r;
 
 CREATE VIEW imgsync.migration_failures AS
 SELECT w.migration AS migration, w.key, w.attempts, w.last_error,
