@@ -70,7 +70,7 @@ $(LIB_A): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(DAEMON): $(BUILD)/daemon/imgsyncd.o $(BUILD)/daemon/sync.o $(LIB_A)
+$(DAEMON): $(BUILD)/daemon/imgsyncd.o $(BUILD)/daemon/sync.o $(BUILD)/daemon/generation.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(CTL): $(BUILD)/daemon/imgsyncctl.o $(BUILD)/daemon/ctl_verify.o $(LIB_A)

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "conf.h"
+#include "generation.h"
 #include "host.h"
 #include "key.h"
 #include "log.h"
@@ -26,17 +27,17 @@
 #include "store.h"
 #include "sync.h"
 
-#define START_ATTEMPTS	   5	 /* failed connections at start before exit 69 */
-#define STOP_GRACE_MS	   20000 /* in-flight work gets this long after SIGTERM */
-#define NOTIFY_PAYLOAD_MAX 4096	 /* commands are small JSON documents */
+#define START_ATTEMPTS	   5	/* failed connections at start before exit 69 */
+#define NOTIFY_PAYLOAD_MAX 4096 /* commands are small JSON documents */
 
 /* Everything the service holds, built in order by service_run(). */
 #define STATUS_INTERVAL_MS 2000
 
 struct service {
-	const struct conf *conf;
+	const char *path;	 /* the configuration file, read again on SIGHUP */
+	struct generation *gen;	 /* the configuration in use and its stores */
+	const struct conf *conf; /* gen->conf */
 	struct store_env env;
-	struct store **stores;
 	struct pgconn *pg;
 	struct sync *sync;
 	struct loop_io sigio;
@@ -51,9 +52,11 @@ struct service {
 	/* the STATUS= line: the database's view, refreshed every few seconds */
 	struct loop_timer status_timer;
 	bool status_asked;
-	char queue[96];	     /* "queue 12 pending, 2 dead" */
-	char migration[160]; /* "migration 3 local->cloud 1200/2000, 350/s, ETA 2 s" */
-	char status[320];    /* the last line sent */
+	char queue[96];		    /* "queue 12 pending, 2 dead" */
+	char migration[160];	    /* "migration 3 local->cloud 1200/2000, 350/s, ETA 2 s" */
+	char status[320];	    /* the last line sent */
+	struct loop_timer watchdog; /* WATCHDOG=1 from the loop, when asked for */
+	uint64_t watchdog_ms;
 };
 
 static void usage(FILE *f)
@@ -402,6 +405,64 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 		log_error("out of memory queueing a command");
 }
 
+/* SIGHUP: a new generation built aside and swapped in whole, or nothing. */
+static void reload(struct service *sv)
+{
+	struct timespec ts;
+	struct conf *next = NULL;
+	struct generation *g = NULL;
+	struct buf restart = BUF_INIT, changes = BUF_INIT;
+	struct err e = {0};
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu",
+		   (unsigned long long)ts.tv_sec * 1000000 + (unsigned long long)ts.tv_nsec / 1000);
+	log_notice("SIGHUP: reloading %s", sv->path);
+	if (!conf_load(sv->path, &next, &e)) {
+		log_error("reload refused, still running on the previous configuration: %s", e.msg);
+		goto out;
+	}
+	gen_compare(sv->conf, next, &restart, &changes);
+	if (restart.len) {
+		log_error("reload refused, still running on the previous configuration: %s: that "
+			  "needs a restart (systemctl restart imgsyncd)",
+			  buf_str(&restart));
+		conf_free(next);
+		goto out;
+	}
+	for (size_t i = 0; i < next->nwarnings; i++)
+		log_warn("%s", next->warnings[i]);
+	if (!gen_open(next, &sv->env, &g, &e)) {
+		log_error("reload refused, still running on the previous configuration: %s", e.msg);
+		goto out;
+	}
+	if (!sync_reconfigure(sv->sync, g->conf, g->stores, gen_free, g, &e)) {
+		log_error("reload failed, still running on the previous configuration: %s", e.msg);
+		gen_free(g);
+		goto out;
+	}
+	sv->gen = g;
+	sv->conf = g->conf;
+	log_notice("reloaded %s: %zu store%s, %zu mirror%s%s%s", sv->path, sv->conf->nstores,
+		   sv->conf->nstores == 1 ? "" : "s", sv->conf->nmirrors,
+		   sv->conf->nmirrors == 1 ? "" : "s", changes.len ? "; " : " (no change)",
+		   buf_str(&changes));
+out:
+	buf_free(&restart);
+	buf_free(&changes);
+	sd_notify(0, "READY=1");
+	sv->status[0] = '\0'; /* say it again after RELOADING */
+	status_line(sv);
+}
+
+static void on_watchdog(void *arg)
+{
+	struct service *sv = arg;
+
+	sd_notify(0, "WATCHDOG=1");
+	loop_timer_set(sv->env.loop, &sv->watchdog, sv->watchdog_ms);
+}
+
 static void on_signal(void *arg, int fd, uint32_t events)
 {
 	struct service *sv = arg;
@@ -419,11 +480,11 @@ static void on_signal(void *arg, int fd, uint32_t events)
 			}
 			log_info("stopping (signal %d)", (int)si.ssi_signo);
 			sd_notify(0, "STOPPING=1");
-			sync_stop(sv->sync, STOP_GRACE_MS, stopped, sv);
+			sync_stop(sv->sync, (uint64_t)sv->conf->stop_timeout * 1000, stopped, sv);
 			break;
 		case SIGHUP:
-			log_notice("SIGHUP: reloading is not supported by this version; restart "
-				   "imgsyncd to apply configuration changes");
+			if (sv->terms == 0)
+				reload(sv);
 			break;
 		default:
 			break;
@@ -449,10 +510,12 @@ static bool signals_init(struct service *sv, struct err *e)
 	return loop_io_set(sv->env.loop, &sv->sigio, EPOLLIN, e);
 }
 
-/* Build the service in dependency order, run it, take it down in reverse. */
-static int service_run(const struct conf *conf)
+/* Build the service in dependency order, run it, take it down in reverse.
+ * Takes conf over. */
+static int service_run(struct conf *conf, const char *path)
 {
-	struct service sv = {.conf = conf, .sigfd = -1, .exit_code = EX_OK};
+	struct service sv = {.path = path, .conf = conf, .sigfd = -1, .exit_code = EX_OK};
+	uint64_t wd_usec = 0;
 	struct pgconn_cfg pc = {
 	    .conninfo = conf->db_conninfo,
 	    .channel = conf->db_channel,
@@ -461,7 +524,6 @@ static int service_run(const struct conf *conf)
 	    .arg = &sv,
 	};
 	struct err e = {0};
-	size_t opened = 0;
 	int rc = EX_OK;
 
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid());
@@ -473,27 +535,30 @@ static int service_run(const struct conf *conf)
 	    !http_new(sv.env.loop, &sv.env.http, &e) ||
 	    !workq_new(sv.env.loop, 4, &sv.env.wq, &e)) {
 		log_error("%s", e.msg);
+		conf_free(conf);
 		rc = EX_OSERR;
 		goto out;
 	}
-	sv.stores = calloc(conf->nstores, sizeof(*sv.stores));
-	if (sv.stores == NULL) {
-		rc = EX_OSERR;
+	if (!gen_open(conf, &sv.env, &sv.gen, &e)) {
+		log_error("%s", e.msg);
+		rc = e.code == ERR_CONFIG ? EX_CONFIG : EX_UNAVAILABLE;
 		goto out;
 	}
-	for (; opened < conf->nstores; opened++)
-		if (!store_open(&conf->stores[opened], &sv.env, &sv.stores[opened], &e)) {
-			log_error("%s:%d: %s", conf->path, conf->stores[opened].line, e.msg);
-			rc = e.code == ERR_CONFIG ? EX_CONFIG : EX_UNAVAILABLE;
-			goto out;
-		}
 	if (!pg_new(sv.env.loop, &pc, &sv.pg, &e) ||
-	    !sync_new(sv.env.loop, conf, sv.stores, sv.pg, &sv.sync, &e)) {
+	    !sync_new(sv.env.loop, conf, sv.gen->stores, gen_free, sv.gen, sv.pg, &sv.sync, &e)) {
 		log_error("%s", e.msg);
 		rc = EX_OSERR;
 		goto out;
 	}
 	pg_connect(sv.pg);
+	/* under systemd's WatchdogSec=: alive while the loop turns */
+	loop_timer_init(&sv.watchdog, on_watchdog, &sv);
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec >= 2000) {
+		sv.watchdog_ms = wd_usec / 2000;
+		loop_timer_set(sv.env.loop, &sv.watchdog, sv.watchdog_ms);
+		log_debug("watchdog: a keep-alive every %llu ms",
+			  (unsigned long long)sv.watchdog_ms);
+	}
 	loop_timer_init(&sv.status_timer, on_status_timer, &sv);
 	loop_timer_set(sv.env.loop, &sv.status_timer, STATUS_INTERVAL_MS);
 	while (!sv.done)
@@ -503,14 +568,15 @@ static int service_run(const struct conf *conf)
 			break;
 		}
 	loop_timer_cancel(sv.env.loop, &sv.status_timer);
+	loop_timer_cancel(sv.env.loop, &sv.watchdog);
 	rc = sv.exit_code;
 out:
 	/* the connection first: its queued callbacks still reach the engine */
 	pg_free(sv.pg);
-	sync_free(sv.sync);
-	for (size_t i = 0; i < opened; i++)
-		store_close(sv.stores[i]);
-	free(sv.stores);
+	if (sv.sync)
+		sync_free(sv.sync); /* frees the generations, the current one last */
+	else
+		gen_free(sv.gen);
 	if (sv.sigfd >= 0) {
 		loop_io_del(sv.env.loop, &sv.sigio);
 		close(sv.sigfd);
@@ -577,9 +643,8 @@ int main(int argc, char **argv)
 		return EX_OK;
 	}
 	{
-		int rc = service_run(conf);
+		int rc = service_run(conf, path);
 
-		conf_free(conf);
 		curl_global_cleanup();
 		return rc;
 	}

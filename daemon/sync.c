@@ -58,6 +58,18 @@
 
 struct item;
 
+/* A configuration and the stores opened from it.  Each item works with the
+ * generation that was current when it was claimed, to its end: a reload
+ * swaps in a new one for new claims, and an old one is released (closed by
+ * its owner) once its last item is over. */
+struct sync_gen {
+	const struct conf *conf;
+	struct store **stores;
+	int refs; /* items using it */
+	void (*release)(void *arg);
+	void *release_arg;
+};
+
 /* One store operation of an item. */
 struct op {
 	struct item *it;
@@ -92,6 +104,7 @@ struct mig {
 struct item {
 	struct item *next, **pprev;
 	struct sync *sy;
+	struct sync_gen *g;
 	char *key, *origin, *mimetype, *claimed_at;
 	char *attr[5]; /* object_type, object_id, width, height, mimetype */
 	struct image_attrs attrs;
@@ -116,8 +129,7 @@ struct item {
 
 struct sync {
 	struct loop *loop;
-	const struct conf *conf;
-	struct store **stores;
+	struct sync_gen *g; /* the current configuration */
 	struct pgconn *pg;
 	long long daemon;
 	char daemon_s[24];
@@ -212,10 +224,10 @@ static void token_array(struct buf *b, struct item *items)
 	buf_putc(b, '}');
 }
 
-static int store_index(const struct sync *s, const char *name)
+static int store_index(const struct sync_gen *g, const char *name)
 {
-	for (size_t i = 0; i < s->conf->nstores; i++)
-		if (strcmp(s->conf->stores[i].name, name) == 0)
+	for (size_t i = 0; i < g->conf->nstores; i++)
+		if (strcmp(g->conf->stores[i].name, name) == 0)
 			return (int)i;
 	return -1;
 }
@@ -250,24 +262,29 @@ static void item_fail(struct item *it, const struct err *e, bool permanent)
 	it->err = *e;
 }
 
-static void op_cancel(struct sync *s, struct op *op)
+static void op_cancel(struct op *op)
 {
 	if (op->busy && op->req)
-		s->stores[op->store]->ops->cancel(s->stores[op->store], op->req);
+		op->it->g->stores[op->store]->ops->cancel(op->it->g->stores[op->store], op->req);
 	op->busy = false;
 	op->req = NULL;
 }
 
 static void item_cancel_ops(struct item *it)
 {
-	struct sync *s = it->sy;
+	for (size_t i = 0; i < it->g->conf->nstores; i++)
+		op_cancel(&it->ops[i]);
+	op_cancel(&it->mig.get);
+	op_cancel(&it->mig.put);
+	op_cancel(&it->mig.back);
+	op_cancel(&it->mig.del);
+}
 
-	for (size_t i = 0; i < s->conf->nstores; i++)
-		op_cancel(s, &it->ops[i]);
-	op_cancel(s, &it->mig.get);
-	op_cancel(s, &it->mig.put);
-	op_cancel(s, &it->mig.back);
-	op_cancel(s, &it->mig.del);
+static void gen_release(struct sync_gen *g)
+{
+	if (g->release)
+		g->release(g->release_arg);
+	free(g);
 }
 
 static void item_free(struct item *it)
@@ -296,6 +313,8 @@ static void item_free(struct item *it)
 	for (int i = 0; i < 5; i++)
 		free(it->attr[i]);
 	free(it->ops);
+	if (it->g && --it->g->refs == 0 && it->g != it->sy->g)
+		gen_release(it->g);
 	free(it);
 }
 
@@ -318,15 +337,14 @@ static void start_migrate(struct item *it);
  * have the store. */
 static void json_url(struct buf *b, struct item *it, const char *name)
 {
-	struct sync *s = it->sy;
-	int i = name ? store_index(s, name) : -1;
+	int i = name ? store_index(it->g, name) : -1;
 	struct buf key = BUF_INIT, url = BUF_INIT;
 	struct err e = {0};
 
 	if (i < 0)
 		return;
-	if (store_key(s->stores[i], it->key, &it->attrs, &key, &e) &&
-	    s->stores[i]->ops->url(s->stores[i], buf_str(&key), &url, &e)) {
+	if (store_key(it->g->stores[i], it->key, &it->attrs, &key, &e) &&
+	    it->g->stores[i]->ops->url(it->g->stores[i], buf_str(&key), &url, &e)) {
 		buf_puts(b, ",\"url\":");
 		json_str(b, buf_str(&url));
 	} else
@@ -346,17 +364,17 @@ static void item_finish(struct item *it)
 	/* store-wide trouble (unreachable, 5xx, throttled) spends no attempt */
 	bool counted = it->err.code != ERR_TRANSIENT;
 	bool dead =
-	    it->failed && (it->permanent || (counted && it->attempts >= s->conf->max_attempts));
+	    it->failed && (it->permanent || (counted && it->attempts >= it->g->conf->max_attempts));
 	double delay = it->failed && !dead ? backoff_s(it->attempts) : 0;
 	bool first = true;
 
 	if (!it->failed) {
 		struct buf where = BUF_INIT;
 
-		for (size_t i = 0; i < s->conf->nstores; i++)
+		for (size_t i = 0; i < it->g->conf->nstores; i++)
 			if (it->ops[i].ok && (int)i != it->src)
 				buf_printf(&where, "%s%s", where.len ? ", " : "",
-					   s->conf->stores[i].name);
+					   it->g->conf->stores[i].name);
 		s->objects_done++;
 		if (!it->remove)
 			s->bytes_done += it->got.size;
@@ -366,7 +384,7 @@ static void item_finish(struct item *it)
 				(unsigned long long)(loop_now(s->loop) - it->t0));
 		else if (it->src >= 0)
 			log_msg(LOG_INFO, &f, "copied \"%s\" from %s to %s (%llu bytes) in %llu ms",
-				it->key, s->conf->stores[it->src].name, buf_str(&where),
+				it->key, it->g->conf->stores[it->src].name, buf_str(&where),
 				(unsigned long long)it->got.size,
 				(unsigned long long)(loop_now(s->loop) - it->t0));
 		else if (!it->mig.id)
@@ -390,7 +408,7 @@ static void item_finish(struct item *it)
 			delay, it->err.msg);
 	else
 		log_msg(LOG_WARNING, &f, "%s \"%s\" failed (attempt %d of %d, next in %.1f s): %s",
-			what, it->key, it->attempts, s->conf->max_attempts, delay, it->err.msg);
+			what, it->key, it->attempts, it->g->conf->max_attempts, delay, it->err.msg);
 
 	if (s->nbatch)
 		buf_putc(b, ',');
@@ -409,12 +427,12 @@ static void item_finish(struct item *it)
 	}
 	if (!it->remove) {
 		buf_puts(b, ",\"stores\":[");
-		for (size_t i = 0; i < s->conf->nstores; i++) {
+		for (size_t i = 0; i < it->g->conf->nstores; i++) {
 			if (!it->ops[i].stored)
 				continue;
 			if (!first)
 				buf_putc(b, ',');
-			json_str(b, s->conf->stores[i].name);
+			json_str(b, it->g->conf->stores[i].name);
 			first = false;
 		}
 		if (it->mig.put.stored) {
@@ -482,7 +500,7 @@ static void put_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	const struct store_cfg *c = &it->sy->conf->stores[op->store];
+	const struct store_cfg *c = &it->g->conf->stores[op->store];
 
 	op->busy = false;
 	op->req = NULL;
@@ -515,7 +533,6 @@ static void get_done(void *arg, const struct err *e)
 {
 	struct op *src = arg;
 	struct item *it = src->it;
-	struct sync *s = it->sy;
 	struct obj_info known;
 	struct buf key = BUF_INIT;
 
@@ -527,7 +544,7 @@ static void get_done(void *arg, const struct err *e)
 
 		err_prefix(&m, "%s store \"%s\": ",
 			   e->code == ERR_NOTFOUND ? "the source is missing from" : "reading from",
-			   s->conf->stores[src->store].name);
+			   it->g->conf->stores[src->store].name);
 		item_fail(it, &m, is_permanent(e->code));
 		item_done(it);
 		return;
@@ -537,19 +554,20 @@ static void get_done(void *arg, const struct err *e)
 	known = src->info;
 	snprintf(known.content_type, sizeof(known.content_type), "%s",
 		 it->attrs.mimetype ? it->attrs.mimetype : "");
-	for (size_t i = 0; i < s->conf->nmirrors; i++) {
-		int t = store_index(s, s->conf->mirrors[i]);
+	for (size_t i = 0; i < it->g->conf->nmirrors; i++) {
+		int t = store_index(it->g, it->g->conf->mirrors[i]);
 		struct op *op;
 		struct err pe = {0};
 
-		if (t < 0 || t == it->src || holds(it, s->conf->stores[t].name))
+		if (t < 0 || t == it->src || holds(it, it->g->conf->stores[t].name))
 			continue;
 		op = &it->ops[t];
 		buf_reset(&key);
-		if (!store_key(s->stores[t], it->key, &it->attrs, &key, &pe) ||
-		    !s->stores[t]->ops->put(s->stores[t], buf_str(&key), it->spool, it->got.size,
-					    &known, &op->info, put_done, op, &op->req, &pe)) {
-			err_prefix(&pe, "copying to store \"%s\": ", s->conf->stores[t].name);
+		if (!store_key(it->g->stores[t], it->key, &it->attrs, &key, &pe) ||
+		    !it->g->stores[t]->ops->put(it->g->stores[t], buf_str(&key), it->spool,
+						it->got.size, &known, &op->info, put_done, op,
+						&op->req, &pe)) {
+			err_prefix(&pe, "copying to store \"%s\": ", it->g->conf->stores[t].name);
 			item_fail(it, &pe, is_permanent(pe.code));
 			continue;
 		}
@@ -573,17 +591,18 @@ static void start_put(struct item *it)
 		return;
 	}
 	/* mirrors that lack the current version */
-	for (size_t i = 0; i < s->conf->nmirrors; i++)
-		if (strcmp(s->conf->mirrors[i], it->origin) != 0 && !holds(it, s->conf->mirrors[i]))
+	for (size_t i = 0; i < it->g->conf->nmirrors; i++)
+		if (strcmp(it->g->conf->mirrors[i], it->origin) != 0 &&
+		    !holds(it, it->g->conf->mirrors[i]))
 			need = true;
 	if (!need) {
 		item_done(it);
 		return;
 	}
 	/* the source: the store written to, else any store holding this version */
-	it->src = store_index(s, it->origin);
-	for (size_t i = 0; it->src < 0 && i < s->conf->nstores; i++)
-		if (holds(it, s->conf->stores[i].name))
+	it->src = store_index(it->g, it->origin);
+	for (size_t i = 0; it->src < 0 && i < it->g->conf->nstores; i++)
+		if (holds(it, it->g->conf->stores[i].name))
 			it->src = (int)i;
 	if (it->src < 0) {
 		err_set(&e, ERR_CONFIG,
@@ -600,11 +619,11 @@ static void start_put(struct item *it)
 		item_done(it);
 		return;
 	}
-	if (!store_key(s->stores[it->src], it->key, &it->attrs, &key, &e) ||
-	    !s->stores[it->src]->ops->get(s->stores[it->src], buf_str(&key), it->spool,
-					  &it->ops[it->src].info, get_done, &it->ops[it->src],
-					  &it->ops[it->src].req, &e)) {
-		err_prefix(&e, "reading from store \"%s\": ", s->conf->stores[it->src].name);
+	if (!store_key(it->g->stores[it->src], it->key, &it->attrs, &key, &e) ||
+	    !it->g->stores[it->src]->ops->get(it->g->stores[it->src], buf_str(&key), it->spool,
+					      &it->ops[it->src].info, get_done, &it->ops[it->src],
+					      &it->ops[it->src].req, &e)) {
+		err_prefix(&e, "reading from store \"%s\": ", it->g->conf->stores[it->src].name);
 		item_fail(it, &e, is_permanent(e.code));
 		buf_free(&key);
 		item_done(it);
@@ -635,8 +654,7 @@ static void remove_looked(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct sync *s = it->sy;
-	const struct store_cfg *c = &s->conf->stores[op->store];
+	const struct store_cfg *c = &it->g->conf->stores[op->store];
 	struct buf key = BUF_INIT;
 	struct err de = {0};
 
@@ -657,9 +675,9 @@ static void remove_looked(void *arg, const struct err *e)
 			"(%llu bytes); the application wrote the key again",
 			it->key, c->name, (unsigned long long)op->info.size);
 		op->ok = true;
-	} else if (!store_key(s->stores[op->store], it->key, &it->attrs, &key, &de) ||
-		   !s->stores[op->store]->ops->del(s->stores[op->store], buf_str(&key), del_done,
-						   op, &op->req, &de)) {
+	} else if (!store_key(it->g->stores[op->store], it->key, &it->attrs, &key, &de) ||
+		   !it->g->stores[op->store]->ops->del(it->g->stores[op->store], buf_str(&key),
+						       del_done, op, &op->req, &de)) {
 		err_prefix(&de, "deleting from store \"%s\": ", c->name);
 		item_fail(it, &de, is_permanent(de.code));
 	} else {
@@ -682,8 +700,7 @@ static void del_done(void *arg, const struct err *e)
 	if (e) {
 		struct err m = *e;
 
-		err_prefix(&m,
-			   "deleting from store \"%s\": ", it->sy->conf->stores[op->store].name);
+		err_prefix(&m, "deleting from store \"%s\": ", it->g->conf->stores[op->store].name);
 		item_fail(it, &m, is_permanent(e->code));
 	} else
 		op->ok = true;
@@ -693,24 +710,23 @@ static void del_done(void *arg, const struct err *e)
 
 static void start_remove(struct item *it)
 {
-	struct sync *s = it->sy;
 	struct buf key = BUF_INIT;
 
 	if (it->missing || !it->deleted) {
 		item_done(it); /* gone already, or written again since */
 		return;
 	}
-	for (size_t i = 0; i < s->conf->nstores; i++) {
+	for (size_t i = 0; i < it->g->conf->nstores; i++) {
 		struct op *op = &it->ops[i];
 		struct err e = {0};
 
 		buf_reset(&key);
 		/* A layout that cannot map this image cannot have stored it. */
-		if (!store_key(s->stores[i], it->key, &it->attrs, &key, &e))
+		if (!store_key(it->g->stores[i], it->key, &it->attrs, &key, &e))
 			continue;
-		if (!s->stores[i]->ops->stat(s->stores[i], buf_str(&key), &op->info, remove_looked,
-					     op, &op->req, &e)) {
-			err_prefix(&e, "deleting from store \"%s\": ", s->conf->stores[i].name);
+		if (!it->g->stores[i]->ops->stat(it->g->stores[i], buf_str(&key), &op->info,
+						 remove_looked, op, &op->req, &e)) {
+			err_prefix(&e, "deleting from store \"%s\": ", it->g->conf->stores[i].name);
 			item_fail(it, &e, is_permanent(e.code));
 			continue;
 		}
@@ -816,10 +832,10 @@ static void mig_put_done(void *arg, const struct err *e)
 	if (m->check < 0) {
 		err_sys(&ve, errno, "cannot create a spool file in %s", s->spool_dir);
 		mig_fail(it, &ve, "verifying");
-	} else if (!store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
-		   !s->stores[m->tgt]->ops->get(s->stores[m->tgt], buf_str(&key), m->check,
-						&m->back.info, mig_back_done, &m->back,
-						&m->back.req, &ve)) {
+	} else if (!store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
+		   !it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
+						    &m->back.info, mig_back_done, &m->back,
+						    &m->back.req, &ve)) {
 		mig_fail(it, &ve, "reading the target copy back");
 	} else
 		m->back.busy = true;
@@ -832,7 +848,6 @@ static void mig_get_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct sync *s = it->sy;
 	struct mig *m = &it->mig;
 	struct obj_info known;
 	struct buf key = BUF_INIT;
@@ -853,19 +868,19 @@ static void mig_get_done(void *arg, const struct err *e)
 	m->put = (struct op){.it = it, .store = m->tgt};
 	if (m->server_copy) {
 		struct buf skey = BUF_INIT;
-		struct store *tgt = s->stores[m->tgt];
+		struct store *tgt = it->g->stores[m->tgt];
 
 		/* the source as looked at (its ETag) is what gets copied, or nothing */
-		ok = store_key(s->stores[m->src], it->key, &it->attrs, &skey, &pe) &&
+		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &skey, &pe) &&
 		     store_key(tgt, it->key, &it->attrs, &key, &pe) &&
-		     tgt->ops->copy(tgt, s->stores[m->src], buf_str(&skey), buf_str(&key), &known,
-				    &m->put.info, mig_put_done, &m->put, &m->put.req, &pe);
+		     tgt->ops->copy(tgt, it->g->stores[m->src], buf_str(&skey), buf_str(&key),
+				    &known, &m->put.info, mig_put_done, &m->put, &m->put.req, &pe);
 		buf_free(&skey);
 	} else
-		ok = store_key(s->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
-		     s->stores[m->tgt]->ops->put(s->stores[m->tgt], buf_str(&key), m->spool,
-						 it->got.size, &known, &m->put.info, mig_put_done,
-						 &m->put, &m->put.req, &pe);
+		ok = store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
+		     it->g->stores[m->tgt]->ops->put(it->g->stores[m->tgt], buf_str(&key), m->spool,
+						     it->got.size, &known, &m->put.info,
+						     mig_put_done, &m->put, &m->put.req, &pe);
 	if (!ok) {
 		mig_fail(it, &pe, "copying to the target");
 		buf_free(&key);
@@ -914,7 +929,6 @@ static void mig_looked(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct sync *s = it->sy;
 	struct mig *m = &it->mig;
 	struct buf key = BUF_INIT;
 	struct err de = {0};
@@ -944,9 +958,9 @@ static void mig_looked(void *arg, const struct err *e)
 	} else {
 		m->bytes = op->info.size;
 		m->del = (struct op){.it = it, .store = m->src};
-		if (!store_key(s->stores[m->src], it->key, &it->attrs, &key, &de) ||
-		    !s->stores[m->src]->ops->del(s->stores[m->src], buf_str(&key), mig_deleted,
-						 &m->del, &m->del.req, &de))
+		if (!store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &de) ||
+		    !it->g->stores[m->src]->ops->del(it->g->stores[m->src], buf_str(&key),
+						     mig_deleted, &m->del, &m->del.req, &de))
 			mig_fail(it, &de, "deleting the source copy");
 		else
 			m->del.busy = true;
@@ -971,8 +985,8 @@ static void start_migrate(struct item *it)
 		item_finish(it);
 		return;
 	}
-	m->src = store_index(s, m->source);
-	m->tgt = store_index(s, m->target);
+	m->src = store_index(it->g, m->source);
+	m->tgt = store_index(it->g, m->target);
 	if (m->src < 0 || m->tgt < 0) {
 		err_set(&e, ERR_CONFIG, "store \"%s\" is not in this daemon's configuration",
 			m->src < 0 ? m->source : m->target);
@@ -989,7 +1003,7 @@ static void start_migrate(struct item *it)
 			item_finish(it);
 			return;
 		}
-		struct store *src = s->stores[m->src];
+		struct store *src = it->g->stores[m->src];
 
 		if (src->ops->del_if && m->src_tag && m->src_tag[0]) {
 			/* one step: deleted only if still what was copied */
@@ -1027,9 +1041,10 @@ static void start_migrate(struct item *it)
 	}
 	if (m->dry_run) {
 		m->get = (struct op){.it = it, .store = m->src};
-		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
-						  mig_measured, &m->get, &m->get.req, &e);
+		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
+						      &m->get.info, mig_measured, &m->get,
+						      &m->get.req, &e);
 		buf_free(&key);
 		if (!ok) {
 			mig_fail(it, &e, "looking at the source");
@@ -1050,15 +1065,16 @@ static void start_migrate(struct item *it)
 	 * source (its size and ETag) and a copy request, no bytes through here.
 	 * With verify the source is read all the same, to compare with the
 	 * target's copy read back. */
-	m->server_copy = store_can_copy(s->stores[m->tgt], s->stores[m->src]);
+	m->server_copy = store_can_copy(it->g->stores[m->tgt], it->g->stores[m->src]);
 	log_msg(LOG_DEBUG, &(struct log_fields){.key = it->key, .migration = m->id},
 		"migration %lld: copying \"%s\" from %s to %s%s", m->id, it->key, m->source,
 		m->target, m->server_copy ? " (server-side)" : "");
 	m->get = (struct op){.it = it, .store = m->src};
 	if (m->server_copy && !m->verify) {
-		ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     s->stores[m->src]->ops->stat(s->stores[m->src], buf_str(&key), &m->get.info,
-						  mig_get_done, &m->get, &m->get.req, &e);
+		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
+						      &m->get.info, mig_get_done, &m->get,
+						      &m->get.req, &e);
 		buf_free(&key);
 		if (!ok) {
 			mig_fail(it, &e, "looking at the source");
@@ -1074,9 +1090,9 @@ static void start_migrate(struct item *it)
 		item_finish(it);
 		return;
 	}
-	ok = store_key(s->stores[m->src], it->key, &it->attrs, &key, &e) &&
-	     s->stores[m->src]->ops->get(s->stores[m->src], buf_str(&key), m->spool, &m->get.info,
-					 mig_get_done, &m->get, &m->get.req, &e);
+	ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
+	     it->g->stores[m->src]->ops->get(it->g->stores[m->src], buf_str(&key), m->spool,
+					     &m->get.info, mig_get_done, &m->get, &m->get.req, &e);
 	buf_free(&key);
 	if (!ok) {
 		mig_fail(it, &e, "reading the source");
@@ -1114,12 +1130,15 @@ static void claimed(void *arg, PGresult *res, const char *error)
 	for (int i = 0; i < n; i++) {
 		struct item *it = calloc(1, sizeof(*it));
 
-		if (it == NULL || (it->ops = calloc(s->conf->nstores, sizeof(*it->ops))) == NULL) {
+		if (it == NULL ||
+		    (it->ops = calloc(s->g->conf->nstores, sizeof(*it->ops))) == NULL) {
 			free(it);
 			log_error("out of memory: an item is left to its lease");
 			continue;
 		}
 		it->sy = s;
+		it->g = s->g;
+		s->g->refs++;
 		it->spool = -1;
 		it->src = -1;
 		it->t0 = loop_now(s->loop);
@@ -1157,7 +1176,7 @@ static void claimed(void *arg, PGresult *res, const char *error)
 			if (!it->mig.step || !it->mig.source || !it->mig.target)
 				it->mig.id = 0;
 		}
-		for (size_t k = 0; k < s->conf->nstores; k++)
+		for (size_t k = 0; k < s->g->conf->nstores; k++)
 			it->ops[k] = (struct op){.it = it, .store = (int)k};
 		if (it->key == NULL || it->claimed_at == NULL) {
 			item_free(it);
@@ -1204,7 +1223,7 @@ static void claim(struct sync *s)
 {
 	char n[16];
 	const char *p[3] = {s->daemon_s, n, SYNC_LEASE};
-	int free_slots = s->conf->concurrency - s->nitems;
+	int free_slots = s->g->conf->concurrency - s->nitems;
 
 	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
 		return;
@@ -1222,7 +1241,7 @@ static void claim(struct sync *s)
 		char win[16];
 		const char *ap[1] = {win};
 
-		snprintf(win, sizeof(win), "%d", 2 * s->conf->concurrency + 64);
+		snprintf(win, sizeof(win), "%d", 2 * s->g->conf->concurrency + 64);
 		s->advancing = pg_query(s->pg, SQL_ADVANCE, 1, ap, advanced, s);
 	}
 	if (!pg_query(s->pg, SQL_CLAIM, 3, p, claimed, s)) {
@@ -1312,7 +1331,7 @@ static void flush_results(struct sync *s)
 	buf_putc(&arr, '[');
 	buf_append(&arr, buf_str(&s->sent), s->sent.len);
 	buf_putc(&arr, ']');
-	snprintf(max, sizeof(max), "%d", s->conf->max_attempts);
+	snprintf(max, sizeof(max), "%d", s->g->conf->max_attempts);
 	p[0] = s->daemon_s;
 	p[1] = buf_str(&arr);
 	p[2] = max;
@@ -1500,6 +1519,24 @@ void sync_wake(struct sync *s)
 	claim(s);
 }
 
+bool sync_reconfigure(struct sync *s, const struct conf *conf, struct store **stores,
+		      void (*release)(void *arg), void *release_arg, struct err *e)
+{
+	struct sync_gen *g = calloc(1, sizeof(*g)), *old = s->g;
+
+	if (g == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	g->conf = conf;
+	g->stores = stores;
+	g->release = release;
+	g->release_arg = release_arg;
+	s->g = g;
+	if (old->refs == 0)
+		gen_release(old);
+	claim(s); /* more room, perhaps */
+	return true;
+}
+
 void sync_stats(const struct sync *s, struct sync_stats *out)
 {
 	out->in_flight = s->nitems;
@@ -1508,8 +1545,9 @@ void sync_stats(const struct sync *s, struct sync_stats *out)
 	out->bytes_done = s->bytes_done;
 }
 
-bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, struct pgconn *pg,
-	      struct sync **out, struct err *e)
+bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
+	      void (*release)(void *arg), void *release_arg, struct pgconn *pg, struct sync **out,
+	      struct err *e)
 {
 	struct sync *s = calloc(1, sizeof(*s));
 	const char *tmp = getenv("TMPDIR");
@@ -1517,8 +1555,14 @@ bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, st
 	if (s == NULL)
 		return err_set(e, ERR_NOMEM, "out of memory");
 	s->loop = l;
-	s->conf = conf;
-	s->stores = stores;
+	if ((s->g = calloc(1, sizeof(*s->g))) == NULL) {
+		free(s);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	s->g->conf = conf;
+	s->g->stores = stores;
+	s->g->release = release;
+	s->g->release_arg = release_arg;
 	s->pg = pg;
 	s->spool_dir = tmp && tmp[0] == '/' ? tmp : "/var/tmp";
 	loop_timer_init(&s->poll, on_poll, s);
@@ -1545,5 +1589,6 @@ void sync_free(struct sync *s)
 	loop_timer_cancel(s->loop, &s->flush_retry);
 	buf_free(&s->batch);
 	buf_free(&s->sent);
+	gen_release(s->g);
 	free(s);
 }

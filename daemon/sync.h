@@ -30,8 +30,11 @@ struct sync_stats {
 	uint64_t objects_done, bytes_done;
 };
 
-bool sync_new(struct loop *l, const struct conf *conf, struct store **stores, struct pgconn *pg,
-	      struct sync **out, struct err *e) WUR;
+/* release(release_arg) is called once no item uses conf and stores any
+ * more: after a reload, or from sync_free(). */
+bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
+	      void (*release)(void *arg), void *release_arg, struct pgconn *pg, struct sync **out,
+	      struct err *e) WUR;
 void sync_free(struct sync *s);
 
 /* The daemon's id in imgsync.daemons; claims start once it is set. */
@@ -44,5 +47,12 @@ void sync_wake(struct sync *s);
  * it; write back results; release the leases; then call done(arg). */
 void sync_stop(struct sync *s, uint64_t grace_ms, void (*done)(void *arg), void *arg);
 void sync_stats(const struct sync *s, struct sync_stats *out);
+
+/* Work from now on with conf and stores (a reload).  Items in flight finish
+ * with the configuration they were claimed under; once the last of them is
+ * over, the previous configuration's release(release_arg) is called (for
+ * the last one, from sync_free()).  Nothing is released when this fails. */
+bool sync_reconfigure(struct sync *s, const struct conf *conf, struct store **stores,
+		      void (*release)(void *arg), void *release_arg, struct err *e) WUR;
 
 #endif

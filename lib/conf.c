@@ -102,6 +102,7 @@ static cfg_opt_t sync_opts[] = {
 static cfg_opt_t transfer_opts[] = {
     CFG_INT_CB("concurrency", 32, CFGF_NONE, parse_int_cb),
     CFG_INT_CB("max_attempts", 8, CFGF_NONE, parse_int_cb),
+    CFG_INT_CB("stop_timeout", 20, CFGF_NONE, parse_int_cb),
     CFG_END(),
 };
 
@@ -149,9 +150,8 @@ static const struct {
 	const char *sec, *name;
 	long min, max;
 } int_ranges[] = {
-    {"transfer", "concurrency", 1, 1024},
-    {"transfer", "max_attempts", 1, 1000},
-    {"store", "connect_timeout", 1, 300},
+    {"transfer", "concurrency", 1, 1024},  {"transfer", "max_attempts", 1, 1000},
+    {"transfer", "stop_timeout", 1, 3600}, {"store", "connect_timeout", 1, 300},
     {"store", "low_speed_time", 1, 3600},
 };
 
@@ -1497,6 +1497,7 @@ static bool build(struct conf *c, cfg_t *cfg, const struct stat *fst)
 		return false;
 	c->concurrency = (int)cfg_getint(tr, "concurrency");
 	c->max_attempts = (int)cfg_getint(tr, "max_attempts");
+	c->stop_timeout = (int)cfg_getint(tr, "stop_timeout");
 
 	if (n == 0)
 		return fail(NULL, 0,

@@ -69,6 +69,7 @@ struct conf {
 
 	int concurrency;  /* default 32, 1..1024 */
 	int max_attempts; /* default 8, >= 1 */
+	int stop_timeout; /* seconds in-flight work gets after SIGTERM; default 20, 1..3600 */
 
 	char **warnings; /* things worth telling the operator (e.g. secret file mode) */
 	size_t nwarnings;

@@ -116,6 +116,18 @@ wait_sql() {
 	return 1
 }
 
+# wait_for_log TEXT [SECONDS]: until the current daemon's log has TEXT
+wait_for_log() {
+	local i n=$((${2:-10} * 10))
+	for i in $(seq $n); do
+		grep -qF -- "$1" "$D_LOG" && return 0
+		sleep 0.1
+	done
+	echo "# no [$1] in $D_LOG; its end:"
+	tail -5 "$D_LOG" | sed 's/^/#   /'
+	return 1
+}
+
 # the objects in the bucket, as "KEY SIZE" lines
 s3_keys() {
 	oracle_rgw list "$D_BUCKET" | py -c '
