@@ -106,6 +106,7 @@ CREATE TABLE imgsync.work (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX images_url_pending ON imgsync.images (key) WHERE url_pending;
+CREATE INDEX images_origin ON imgsync.images (origin, key) WHERE NOT deleted;
 CREATE INDEX work_migration ON imgsync.work (migration) WHERE migration IS NOT NULL;
 CREATE INDEX work_ready ON imgsync.work (not_before) WHERE state = 'pending';
 CREATE INDEX work_leased ON imgsync.work (lease_owner) WHERE lease_owner IS NOT NULL;
@@ -766,6 +767,19 @@ BEGIN
 			       updated_at = now()
 			 WHERE id = m.id;
 			m.scanned := cnt < room;
+			room := room - cnt;
+		END IF;
+		-- follow, once scanned: whatever is (again) in the source and has
+		-- no work queued is queued; an index on origin keeps it cheap
+		IF m.scanned AND m.follow AND NOT m.dry_run AND room > 0 THEN
+			SELECT count(imgsync.queue_migration(s.key, m.id)) INTO cnt
+			  FROM (SELECT i.key FROM imgsync.images i
+				 WHERE i.origin = m.source AND NOT i.deleted
+				   AND starts_with(i.key, m.prefix)
+				   AND (m.mode = 'move' OR NOT (m.target = ANY (i.stores)))
+				   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.key = i.key)
+				 ORDER BY i.key LIMIT room) s;
+			n := n + cnt;
 		END IF;
 		IF m.scanned AND NOT m.follow
 		   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id
@@ -829,7 +843,11 @@ BEGIN
 	SELECT * INTO m FROM imgsync.migrations WHERE migrations.id = cancel_migration.id
 	   FOR UPDATE;
 	IF FOUND AND m.follow AND m.scanned AND m.state = 'running'
-	   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id) THEN
+	   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id)
+	   AND NOT EXISTS (SELECT 1 FROM imgsync.images i
+			    WHERE i.origin = m.source AND NOT i.deleted
+			      AND starts_with(i.key, m.prefix)
+			      AND (m.mode = 'move' OR NOT (m.target = ANY (i.stores)))) THEN
 		UPDATE imgsync.migrations
 		   SET state = CASE WHEN failed > 0 THEN 'failed' ELSE 'done' END,
 		       finished_at = now(), updated_at = now(), objects_per_s = 0, bytes_per_s = 0
@@ -866,7 +884,9 @@ END
 $$;
 
 CREATE VIEW imgsync.migration_status AS
-SELECT id, source, target, mode, state, total, done, failed, skipped, bytes_done,
+SELECT id, source, target, mode, state,
+       -- follow adds images written after the start
+       greatest(total, done + failed + skipped) AS total, done, failed, skipped, bytes_done,
        -- while running, the recent rate; once ended, the average of the run
        round((CASE WHEN finished_at IS NULL THEN r.objects
 		   ELSE done / greatest(extract(epoch FROM finished_at - started_at), 0.001)
@@ -1069,14 +1089,10 @@ LANGUAGE sql VOLATILE AS $$
 	       gen = w.gen + 1, state = 'pending', attempts = 0,
 	       not_before = now(), last_error = NULL, updated_at = now(),
 	       step = CASE WHEN w.migration IS NOT NULL THEN 'copy' END, source_tag = NULL;
-	-- A share lock on a follow migration waits for an advance in progress
-	-- (which holds the row for update), so the cursor read below is the one
-	-- committed with that advance's scan: a key is either scanned by it or
-	-- queued here, never neither.  An advance finding the row locked skips
-	-- it until this transaction ends.
-	SELECT 1 FROM imgsync.migrations m
-	 WHERE what = 'put' AND m.follow AND m.state IN ('running', 'paused')
-	   AND starts_with(k, m.prefix) FOR SHARE;
+	-- No lock is taken on the migration here: an application's put never
+	-- waits for imgsync.  A key this misses (its put racing an advance
+	-- whose scan could not see it yet) is found by the follow sweep in
+	-- advance_migrations().
 	UPDATE imgsync.work w
 	   SET migration = m.id, step = 'copy', source_tag = NULL
 	  FROM imgsync.migrations m, imgsync.images i
