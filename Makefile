@@ -4,7 +4,10 @@
 #   make demo            a guided tour: throwaway servers, a migration to S3
 #   make check           install missing packages (Debian), build, run all tests
 #   make check SANITIZE=1  the same with ASan + UBSan (no recovery)
-#   make install         PREFIX=/usr/local DESTDIR=
+#   make install         PREFIX=/usr/local DESTDIR= (binaries, SQL, man pages,
+#                        systemd units, sysusers/tmpfiles, sample config)
+#   make deb             the Debian package, built in $(BUILD)/deb/
+#   make man             check the man pages (groff, no warnings)
 #   make clean
 
 VERSION   := 0.1.0
@@ -12,7 +15,13 @@ PREFIX    ?= /usr/local
 BINDIR    ?= $(PREFIX)/bin
 SBINDIR   ?= $(PREFIX)/sbin
 DATADIR   ?= $(PREFIX)/share/imgsync
+MANDIR    ?= $(PREFIX)/share/man
 SYSCONFDIR ?= /etc
+# systemd looks in /usr/local/lib/... too; Debian 12 wants /lib/systemd/system
+UNITDIR   ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+TMPFILESDIR ?= $(PREFIX)/lib/tmpfiles.d
+EXAMPLESDIR ?= $(DATADIR)/examples
 DESTDIR   ?=
 
 PKGS      := libpq libcurl openssl libconfuse libsystemd expat
@@ -30,12 +39,14 @@ endif
 # Recursive (=) so pkg-config runs only when compiling, after `make deps`.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
-WARN      := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+# WERROR= for builds with other compilers or flags (the Debian package)
+WERROR    ?= -Werror
+WARN      := -Wall -Wextra $(WERROR) -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
              -Wformat=2 -Wno-format-nonliteral -Wvla
 CFLAGS    ?= $(OPT) -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -DIMGSYNC_VERSION='"$(VERSION)"' \
              -DIMGSYNC_DATADIR='"$(DATADIR)"' \
-             $(WARN) $(CFLAGS) $(SANFLAGS) -Ilib $(PKG_CFLAGS) -MMD -MP
+             $(WARN) $(CPPFLAGS) $(CFLAGS) $(SANFLAGS) -Ilib $(PKG_CFLAGS) -MMD -MP
 ALL_LDFLAGS = $(LDFLAGS) $(SANFLAGS)
 LIBS       = $(PKG_LIBS) -lpthread
 
@@ -50,7 +61,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo tests clean install format
+.PHONY: all deps check demo tests clean install format deb man
 # keep test objects between runs
 .SECONDARY:
 all: $(DAEMON) $(CTL)
@@ -99,13 +110,60 @@ demo:
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) tests/harness/demo
 
+MAN_PAGES := man/imgsyncctl.1 man/imgsyncd.conf.5 man/imgsyncd.8
+UNITS     := etc/imgsyncd.service etc/imgsyncd@.service
+# the units name /usr/sbin and /etc/imgsync: follow SBINDIR and SYSCONFDIR
+UNIT_SED  := -e 's|/usr/sbin/imgsyncd|$(SBINDIR)/imgsyncd|g' \
+             -e 's|/etc/imgsync/|$(SYSCONFDIR)/imgsync/|g'
+
+# The configuration in $(SYSCONFDIR) is installed only where there is none:
+# an operator's file is never overwritten.  It is 0640: the daemon's group
+# (imgsync, from sysusers.d) must be able to read it, see README.md.
 install: all
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(DATADIR)/sql \
-		$(DESTDIR)$(SYSCONFDIR)/imgsync
+		$(DESTDIR)$(EXAMPLESDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+		$(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/imgsync
 	install -m 0755 $(DAEMON) $(DESTDIR)$(SBINDIR)/imgsyncd
-	for f in $(wildcard $(CTL)); do install -m 0755 $$f $(DESTDIR)$(BINDIR)/; done
-	for f in $(wildcard sql/*.sql); do install -m 0644 $$f $(DESTDIR)$(DATADIR)/sql/; done
-	install -m 0640 etc/imgsyncd.conf $(DESTDIR)$(SYSCONFDIR)/imgsync/imgsyncd.conf
+	install -m 0755 $(CTL) $(DESTDIR)$(BINDIR)/imgsyncctl
+	install -m 0644 $(wildcard sql/*.sql) $(DESTDIR)$(DATADIR)/sql/
+	install -m 0644 man/imgsyncctl.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 man/imgsyncd.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	install -m 0644 man/imgsyncd.8 $(DESTDIR)$(MANDIR)/man8/
+	for u in $(UNITS); do \
+		sed $(UNIT_SED) $$u > $(DESTDIR)$(UNITDIR)/$${u#etc/}.tmp && \
+		chmod 0644 $(DESTDIR)$(UNITDIR)/$${u#etc/}.tmp && \
+		mv $(DESTDIR)$(UNITDIR)/$${u#etc/}.tmp $(DESTDIR)$(UNITDIR)/$${u#etc/} || exit 1; \
+	done
+	install -m 0644 etc/sysusers.d/imgsync.conf $(DESTDIR)$(SYSUSERSDIR)/imgsync.conf
+	install -m 0644 etc/tmpfiles.d/imgsync.conf $(DESTDIR)$(TMPFILESDIR)/imgsync.conf
+	install -m 0644 etc/imgsyncd.conf $(DESTDIR)$(EXAMPLESDIR)/imgsyncd.conf
+	test -e $(DESTDIR)$(SYSCONFDIR)/imgsync/imgsyncd.conf || \
+		install -m 0640 etc/imgsyncd.conf $(DESTDIR)$(SYSCONFDIR)/imgsync/imgsyncd.conf
+
+# Every man page renders without a groff warning.
+man:
+	@for m in $(MAN_PAGES); do \
+		out=$$(LC_ALL=C.UTF-8 groff -man -ww -z $$m 2>&1); \
+		if [ -n "$$out" ]; then echo "$$m:"; echo "$$out"; exit 1; fi; \
+	done; echo "man pages: no warnings"
+
+# The Debian package (packaging/debian), built from a copy of the tree in
+# $(BUILD)/deb/, where dpkg-buildpackage leaves the .deb and its friends.
+DEB_DIR   := $(BUILD)/deb
+DEB_SRC   := $(DEB_DIR)/imgsync-$(VERSION)
+DEB_FILES := Makefile README.md .clang-format daemon lib sql etc man tests
+deb:
+	@v=$$(dpkg-parsechangelog -l packaging/debian/changelog -S Version); \
+	if [ "$$v" != "$(VERSION)" ]; then \
+		echo "packaging/debian/changelog is at $$v, the Makefile at $(VERSION)" >&2; exit 1; fi
+	rm -rf $(DEB_DIR)
+	mkdir -p $(DEB_SRC)
+	tar -cf - $(DEB_FILES) | tar -xf - -C $(DEB_SRC)
+	cp -R packaging/debian $(DEB_SRC)/debian
+	rm -rf $(DEB_SRC)/debian/.debhelper
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
+	@ls $(DEB_DIR)/*.deb
 
 format:
 	clang-format -i lib/*.[ch] daemon/*.[ch] tests/unit/*.[ch] tests/tools/*.[ch]
@@ -113,4 +171,5 @@ format:
 clean:
 	rm -rf build build-san
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# (not the package build's copy of the tree in $(BUILD)/deb)
+-include $(shell find $(BUILD) -path $(BUILD)/deb -prune -o -type f -name '*.d' -print 2>/dev/null)

@@ -23,7 +23,7 @@ printf '%s\n' "$secret" >"$T/cloud.secret"
 chmod 600 "$T/cloud.secret"
 mkdir -p "$T/images"
 sed -e 's/^#\([^ #]\)/\1/' -e 's/^\(\s*\)# mirrors/\1mirrors/' \
-	-e "s|/etc/imgsync/cloud.secret|$T/cloud.secret|" \
+	-e "s|/etc/imgsync/s3-secret|$T/cloud.secret|" \
 	-e "s|/var/lib/imgsync/images|$T/images|" etc/imgsyncd.conf >"$T/full.conf"
 out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
 rc=$?

@@ -14,7 +14,7 @@
  * every secret used: none may appear.
  *
  * The shipped etc/imgsyncd.conf reads its secret from
- * secret_access_key_file = "/etc/imgsync/cloud.secret"; the test provides it
+ * secret_access_key_file = "/etc/imgsync/s3-secret"; the test provides it
  * the way systemd's LoadCredential= would, through $CREDENTIALS_DIRECTORY.
  */
 #include <dirent.h>
@@ -664,7 +664,7 @@ static char *uncommented_sample(void)
 
 static void test_sample(void)
 {
-	char *cred = tmp_path("sample-cred"), *secret = tmp_path("sample-cred/cloud.secret");
+	char *cred = tmp_path("sample-cred"), *secret = tmp_path("sample-cred/s3-secret");
 	char *full;
 	struct conf *c;
 	const struct store_cfg *s;
