@@ -1301,7 +1301,21 @@ static void completed(void *arg, PGresult *res, const char *error)
 	buf_reset(&s->sent);
 	s->nsent = 0;
 	s->sent_delay = 0;
-	flush_results(s);
+	/* results that met a row the application holds: again, a little later */
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (PQgetisnull(res, i, 0))
+			continue;
+		if (s->nbatch)
+			buf_putc(&s->batch, ',');
+		buf_puts(&s->batch, PQgetvalue(res, i, 0));
+		s->nbatch++;
+	}
+	if (PQntuples(res) > 0 && s->nbatch) {
+		log_debug("%d result(s) met rows the application holds; sending them again",
+			  PQntuples(res));
+		loop_timer_set(s->loop, &s->flush_retry, 200);
+	} else
+		flush_results(s);
 	claim(s); /* rows released as "written again" are ready now */
 	maybe_stopped(s);
 }

@@ -3,6 +3,8 @@
  */
 #include "host.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +13,8 @@
 
 /* The start time (field 22 of /proc/PID/stat, clock ticks since boot), or
  * 0 when there is no such process; -1 when it cannot be read for another
- * reason. */
+ * reason (a process /proc hides from us, with hidepid, exists all the same:
+ * kill(pid, 0) tells, whatever /proc shows). */
 static long long start_time(pid_t pid)
 {
 	char path[64], buf[1024];
@@ -24,7 +27,7 @@ static long long start_time(pid_t pid)
 	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
 	f = fopen(path, "re");
 	if (f == NULL)
-		return access("/proc/self/stat", R_OK) == 0 ? 0 : -1;
+		return kill(pid, 0) < 0 && errno == ESRCH ? 0 : -1;
 	n = fread(buf, 1, sizeof(buf) - 1, f);
 	fclose(f);
 	buf[n] = '\0';

@@ -360,9 +360,14 @@ void pg_connect(struct pgconn *pg)
 					   "keepalives_interval",
 					   "keepalives_count",
 					   "application_name",
+					   "options",
 					   "dbname",
 					   NULL};
-	const char *vals[] = {"1", "10", "5", "3", "imgsyncd", pg->conninfo, NULL};
+	/* imgsyncd gives way: a lock held by the application is waited for at
+	 * most this long (the statement fails and is tried again later), so an
+	 * application's transaction never deadlocks with imgsyncd's */
+	const char *vals[] = {"1",	    "10", "5", "3", "imgsyncd", "-c lock_timeout=250",
+			      pg->conninfo, NULL};
 	struct pgq *setup;
 
 	if (pg->state != PG_DOWN)

@@ -52,7 +52,7 @@
 /* hand running migrations' next keys to the queue (at most $1 queued each);
  * answers with the number of migrations still running */
 #define SQL_ADVANCE  "SELECT imgsync.advance_migrations($1)"
-#define SQL_COMPLETE "SELECT imgsync.complete($1, $2::jsonb, $3)"
+#define SQL_COMPLETE "SELECT * FROM imgsync.complete($1, $2::jsonb, $3)"
 /* answers with the tokens whose leases it renewed */
 #define SQL_HEARTBEAT                                                                              \
 	"SELECT * FROM imgsync.heartbeat($1, $2::bigint[], $3, $4, $5, $6, $7::interval)"

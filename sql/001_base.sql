@@ -298,8 +298,15 @@ $$;
 --  stores, size, checksum, started_at}.  A result for a claim whose lease
 -- was lost changes nothing but the attempt log.  One bad result is
 -- recorded as an event and skipped; it does not sink the others.
+--
+-- A row the application holds (a put in its open transaction) is never
+-- waited for: complete_one() locks with NOWAIT, so this transaction stays
+-- short and no deadlock with an application's transaction can arise (and
+-- PostgreSQL never aborts the application's side).  A result that met such
+-- a lock comes back (the rows returned) for the daemon to send again.
+-- imgsyncd's sessions also run with a short lock_timeout, for the rest.
 CREATE FUNCTION imgsync.complete(daemon bigint, results jsonb, max_attempts int)
-RETURNS void LANGUAGE plpgsql VOLATILE AS $$
+RETURNS SETOF jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	r jsonb;
 	ready boolean := false;
@@ -307,7 +314,9 @@ BEGIN
 	FOR r IN SELECT value FROM jsonb_array_elements(results) LOOP
 		BEGIN
 			ready := imgsync.complete_one(daemon, r, max_attempts) OR ready;
-		EXCEPTION WHEN OTHERS THEN
+		EXCEPTION WHEN lock_not_available THEN
+			RETURN NEXT r;
+		WHEN OTHERS THEN
 			INSERT INTO imgsync.events (daemon, level, message)
 			VALUES (daemon, 'error', left(format('result for %s not recorded: %s',
 						   r ->> 'key', SQLERRM), 2000));
@@ -1000,8 +1009,9 @@ DECLARE
 BEGIN
 	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
 	VALUES (k, g, daemon, (r ->> 'started_at')::timestamptz, ok, r ->> 'error');
-	PERFORM 1 FROM imgsync.images i WHERE i.key = k FOR UPDATE;
-	SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE;
+	-- NOWAIT: a row the application holds is not waited for (see complete())
+	PERFORM 1 FROM imgsync.images i WHERE i.key = k FOR UPDATE NOWAIT;
+	SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE NOWAIT;
 	IF NOT FOUND OR w.lease_token IS DISTINCT FROM (r ->> 'token')::bigint THEN
 		RETURN false; -- this claim's lease was lost; its result changes nothing
 	END IF;

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# An application's transactions never fail because of imgsyncd: while the
+# daemon writes results back in batches, the application re-puts hundreds
+# of images per transaction in random order (row locks taken in an order
+# the daemon cannot know).  imgsyncd gives way (lock_timeout, results sent
+# again), so no transaction of the application deadlocks or is aborted.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init locks || { fail "set-up"; done_testing; exit 1; }
+for i in $(seq 300); do printf 'image %d' "$i" >"$D_ROOT/k$i.jpg"; done
+d_sql "SELECT count(imgsync.put('k' || i || '.jpg', 'local')) FROM generate_series(1, 300) i" >/dev/null
+check "imgsyncd starts" d_start
+check "300 images are mirrored" wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 300 60
+
+writer() { # N: 15 transactions re-putting keys N*100+1 .. N*100+100 in random
+	# order (writers never share a key: a deadlock could only be with imgsyncd)
+	py - "$1" <<'PY' | psql -qXtA -v ON_ERROR_STOP=1 -d "$D_DB" >/dev/null
+import random, sys
+n = int(sys.argv[1])
+rnd = random.Random(n)
+for t in range(15):
+    keys = rnd.sample(range(n * 100 + 1, n * 100 + 101), 100)
+    print("BEGIN;")
+    for k in keys:
+        print("SELECT imgsync.put('k%d.jpg', 'local');" % k)
+        if rnd.random() < 0.05:
+            print("SELECT pg_sleep(0.01);")
+    print("COMMIT;")
+PY
+}
+writer 0 & w1=$!
+writer 1 & w2=$!
+writer 2 & w3=$!
+ok=0
+for w in $w1 $w2 $w3; do wait "$w" && ok=$((ok + 1)); done
+check "45 application transactions of 100 puts each, all committed ($ok of 3 writers without an error)" test "$ok" = 3
+check "the queue drains" wait_sql "SELECT count(*) FROM imgsync.work" 0 120
+check "every image's latest version is mirrored" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE stores = '{cloud,local}'")" = 300
+check "no result was lost on the way" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'result for % not recorded%'")" = 0
+n=$(grep -c "met rows the application holds" "$D_LOG")
+diag "the daemon gave way $n time(s)"
+d_stop
+done_testing
