@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -89,6 +90,7 @@ struct mig {
 	bool move, dry_run, verify;
 	bool started;
 	bool server_copy; /* the target copies from the source itself (same S3 server) */
+	bool direct;	  /* spool is the source's own file (open_fd) */
 	char *src_tag;	  /* delete-source: the source's tag when it was copied */
 	char copied_tag[sizeof(((struct obj_info *)0)->tag)]; /* copy: the tag read */
 	int src, tgt;					      /* store indexes */
@@ -116,6 +118,7 @@ struct item {
 	double changed_at; /* when the catalog entry last changed (a remove: when) */
 	char *stores;	   /* comma-separated stores holding the current version */
 	int spool;
+	bool direct;	/* spool is the source's own file (open_fd) */
 	int src;	/* index of the source store, put only */
 	int busy;	/* operations in flight */
 	struct op *ops; /* one per configured store */
@@ -332,6 +335,23 @@ static double backoff_s(int attempts)
 
 static void start_migrate(struct item *it);
 
+/* A copy read straight from the source's file (open_fd): whether the file
+ * was written while it was read, by its tag before and after (fstat on an
+ * open descriptor: no disk access). */
+static bool source_changed(const struct item *it, int fd, struct err *e)
+{
+	struct stat sb;
+	char tag[sizeof(it->got.tag)];
+
+	if (!it->got.tag[0] || fstat(fd, &sb) < 0)
+		return false;
+	store_file_tag(&sb, tag, sizeof(tag));
+	if (strcmp(tag, it->got.tag) == 0)
+		return false;
+	err_set(e, ERR_INTEGRITY, "the source was written again while it was copied");
+	return true;
+}
+
 /* ,"url":"..." - where the image can be fetched in store `name`, for
  * imgsync.url() and watched URL columns; nothing if this daemon does not
  * have the store. */
@@ -525,8 +545,13 @@ static void put_done(void *arg, const struct err *e)
 			memcpy(it->got.md5, op->info.md5, 16);
 		}
 	}
-	if (it->busy == 0)
+	if (it->busy == 0) {
+		struct err m;
+
+		if (!it->failed && it->direct && source_changed(it, it->spool, &m))
+			item_fail(it, &m, false); /* the copies may mix two versions */
 		item_done(it);
+	}
 }
 
 static void get_done(void *arg, const struct err *e)
@@ -582,9 +607,10 @@ static void get_done(void *arg, const struct err *e)
 static void start_put(struct item *it)
 {
 	struct sync *s = it->sy;
+	struct store *src;
 	struct buf key = BUF_INIT;
 	struct err e = {0};
-	bool need = false;
+	bool need = false, ok;
 
 	if (it->missing || it->deleted) {
 		item_done(it); /* removed meanwhile: nothing to copy */
@@ -612,17 +638,23 @@ static void start_put(struct item *it)
 		item_done(it);
 		return;
 	}
-	it->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (it->spool < 0) {
+	src = it->g->stores[it->src];
+	if (src->ops->open_fd) {
+		/* a local file: the mirrors read it directly, once */
+		it->direct = true;
+		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+		     src->ops->open_fd(src, buf_str(&key), &it->spool, &it->ops[it->src].info,
+				       get_done, &it->ops[it->src], &it->ops[it->src].req, &e);
+	} else if ((it->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
 		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
 		item_fail(it, &e, false);
 		item_done(it);
 		return;
-	}
-	if (!store_key(it->g->stores[it->src], it->key, &it->attrs, &key, &e) ||
-	    !it->g->stores[it->src]->ops->get(it->g->stores[it->src], buf_str(&key), it->spool,
-					      &it->ops[it->src].info, get_done, &it->ops[it->src],
-					      &it->ops[it->src].req, &e)) {
+	} else
+		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+		     src->ops->get(src, buf_str(&key), it->spool, &it->ops[it->src].info, get_done,
+				   &it->ops[it->src], &it->ops[it->src].req, &e);
+	if (!ok) {
 		err_prefix(&e, "reading from store \"%s\": ", it->g->conf->stores[it->src].name);
 		item_fail(it, &e, is_permanent(e.code));
 		buf_free(&key);
@@ -820,6 +852,11 @@ static void mig_put_done(void *arg, const struct err *e)
 	if (!it->got.has_md5 && op->info.has_md5) {
 		it->got.has_md5 = true;
 		memcpy(it->got.md5, op->info.md5, 16);
+	}
+	if (m->direct && source_changed(it, m->spool, &ve)) {
+		mig_fail(it, &ve, "copying"); /* the copy may mix two versions */
+		item_finish(it);
+		return;
 	}
 	if (!m->verify) {
 		mig_copied(it);
@@ -1078,6 +1115,22 @@ static void start_migrate(struct item *it)
 		buf_free(&key);
 		if (!ok) {
 			mig_fail(it, &e, "looking at the source");
+			item_finish(it);
+		} else
+			m->get.busy = true;
+		return;
+	}
+	if (it->g->stores[m->src]->ops->open_fd) {
+		struct store *src = it->g->stores[m->src];
+
+		/* a local file: the target reads it directly, once */
+		m->direct = true;
+		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+		     src->ops->open_fd(src, buf_str(&key), &m->spool, &m->get.info, mig_get_done,
+				       &m->get, &m->get.req, &e);
+		buf_free(&key);
+		if (!ok) {
+			mig_fail(it, &e, "reading the source");
 			item_finish(it);
 		} else
 			m->get.busy = true;

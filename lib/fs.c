@@ -51,7 +51,7 @@ struct fs_store {
 	int pending;
 };
 
-enum fs_op { FS_PUT, FS_GET, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
+enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
 
 /*
  * A request owns everything its pool thread touches: a dup of the caller's
@@ -63,9 +63,10 @@ struct store_req {
 	struct workq_job job;
 	struct fs_store *st;
 	enum fs_op op;
-	char *key;   /* or the list prefix */
-	char *token; /* list; del_if: the tag */
-	int fd;	     /* our dup of the caller's descriptor, or -1 */
+	char *key;	     /* or the list prefix */
+	char *token;	     /* list; del_if: the tag */
+	int fd;		     /* our dup of the caller's descriptor, or -1 */
+	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
@@ -286,10 +287,7 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 	memset(info, 0, sizeof(*info));
 	info->size = (uint64_t)sb->st_size;
 	info->mtime = sb->st_mtim.tv_sec;
-	/* not the change time: setting a file aside to delete it changes that */
-	snprintf(info->tag, sizeof(info->tag), "%llx:%lld.%09ld:%lld",
-		 (unsigned long long)sb->st_ino, (long long)sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec,
-		 (long long)sb->st_size);
+	store_file_tag(sb, info->tag, sizeof(info->tag));
 }
 
 /* --- operations (on pool threads) --- */
@@ -455,6 +453,12 @@ static bool do_get(struct store_req *r)
 	}
 	close(fd);
 	return ok;
+}
+
+static bool do_open(struct store_req *r)
+{
+	r->opened = open_object(r, O_RDONLY);
+	return r->opened >= 0;
 }
 
 static bool do_stat(struct store_req *r)
@@ -835,6 +839,9 @@ static void req_work(struct workq_job *job)
 		case FS_GET:
 			r->ok = do_get(r);
 			break;
+		case FS_OPEN:
+			r->ok = do_open(r);
+			break;
 		case FS_STAT:
 			r->ok = do_stat(r);
 			break;
@@ -863,6 +870,10 @@ static void req_done(struct workq_job *job)
 	if (!r->cancelled) {
 		if (r->ok && r->info_out)
 			*r->info_out = r->info;
+		if (r->ok && r->fd_out) {
+			*r->fd_out = r->opened;
+			r->opened = -1;
+		}
 		if (r->ok && r->list_out) {
 			*r->list_out = r->list;
 			memset(&r->list, 0, sizeof(r->list));
@@ -872,6 +883,8 @@ static void req_done(struct workq_job *job)
 	store_list_free(&r->list);
 	if (r->fd >= 0)
 		close(r->fd);
+	if (r->opened >= 0)
+		close(r->opened);
 	free(r->key);
 	free(r->token);
 	free(r);
@@ -893,6 +906,7 @@ static bool req_start(struct fs_store *st, enum fs_op op, const char *key, int f
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	r->fd = -1;
+	r->opened = -1;
 	if (fd >= 0 && (r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		free(r->key);
 		free(r);
@@ -967,6 +981,20 @@ static bool fs_del(struct store *s, const char *key, store_done_fn done, void *a
 
 	if (!req_start(st, FS_DEL, key, -1, done, arg, req, e, &r))
 		return false;
+	req_submit(st, r);
+	return true;
+}
+
+static bool fs_open_fd(struct store *s, const char *key, int *fd, struct obj_info *out,
+		       store_done_fn done, void *arg, struct store_req **req, struct err *e)
+{
+	struct fs_store *st = (struct fs_store *)s;
+	struct store_req *r;
+
+	if (!req_start(st, FS_OPEN, key, -1, done, arg, req, e, &r))
+		return false;
+	r->info_out = out;
+	r->fd_out = fd;
 	req_submit(st, r);
 	return true;
 }
@@ -1094,6 +1122,7 @@ const struct store_ops fs_store_ops = {
     .close = fs_close,
     .put = fs_put,
     .get = fs_get,
+    .open_fd = fs_open_fd,
     .stat = fs_stat,
     .del = fs_del,
     .del_if = fs_del_if,

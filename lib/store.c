@@ -3,7 +3,9 @@
  */
 #include "store.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "sigv4.h"
@@ -54,6 +56,12 @@ void store_url_append_key(struct buf *out, const char *key)
 	if (out->len == 0 || out->p[out->len - 1] != '/')
 		buf_putc(out, '/');
 	sigv4_uri_encode(out, key, strlen(key), true);
+}
+
+void store_file_tag(const struct stat *sb, char *out, size_t size)
+{
+	snprintf(out, size, "%llx:%lld.%09ld:%lld", (unsigned long long)sb->st_ino,
+		 (long long)sb->st_mtim.tv_sec, sb->st_mtim.tv_nsec, (long long)sb->st_size);
 }
 
 void store_list_free(struct store_list *l)
@@ -133,6 +141,19 @@ bool store_del_sync(struct store *s, const char *key, struct err *e)
 	struct store_req *r;
 
 	if (!s->ops->del(s, key, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, r, &w, e);
+}
+
+bool store_open_fd_sync(struct store *s, const char *key, int *fd, struct obj_info *out,
+			struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (s->ops->open_fd == NULL)
+		return err_set(e, ERR_INVALID, "store \"%s\" has no local files", s->cfg->name);
+	if (!s->ops->open_fd(s, key, fd, out, wait_done, &w, &r, e))
 		return false;
 	return wait_for(s, r, &w, e);
 }

@@ -86,6 +86,12 @@ struct store_ops {
 	/* Write the object into fd from offset 0 (fd is a regular file). */
 	bool (*get)(struct store *s, const char *key, int fd, struct obj_info *out,
 		    store_done_fn done, void *arg, struct store_req **req, struct err *e);
+	/* Optional, for stores of local files: the object itself, opened
+	 * read-only, in *fd (the caller closes it once done() succeeded), so
+	 * that a copy reads its bytes once, with no spool file in between.
+	 * out->tag lets the caller tell whether it was written while read. */
+	bool (*open_fd)(struct store *s, const char *key, int *fd, struct obj_info *out,
+			store_done_fn done, void *arg, struct store_req **req, struct err *e);
 	bool (*stat)(struct store *s, const char *key, struct obj_info *out, store_done_fn done,
 		     void *arg, struct store_req **req, struct err *e);
 	/* Deleting a missing object succeeds. */
@@ -146,6 +152,12 @@ bool store_key(struct store *s, const char *logical_key, const struct image_attr
 
 void store_list_free(struct store_list *l);
 
+/* The tag of a local file (stores of files, open_fd): inode, modification
+ * time and size; not the change time, which setting a file aside to delete
+ * it changes. */
+struct stat;
+void store_file_tag(const struct stat *sb, char *out, size_t size);
+
 /* For backends' url(): append '/' unless out ends with one, then the key,
  * percent-encoded as URLs (and S3 signatures) want it, '/' kept. */
 void store_url_append_key(struct buf *out, const char *key);
@@ -163,6 +175,8 @@ bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *o
 		    struct err *e) WUR;
 bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e) WUR;
 bool store_del_sync(struct store *s, const char *key, struct err *e) WUR;
+bool store_open_fd_sync(struct store *s, const char *key, int *fd, struct obj_info *out,
+			struct err *e) WUR;
 bool store_del_if_sync(struct store *s, const char *key, const char *tag, struct err *e) WUR;
 bool store_list_sync(struct store *s, const char *prefix, const char *token, struct store_list *out,
 		     struct err *e) WUR;

@@ -323,6 +323,26 @@ static void test_tags(void)
 	ok(store_stat_sync(S, k, &b, &e) && strcmp(a.tag, b.tag) != 0,
 	   "a rewrite changes the tag (%s)", b.tag);
 	close(dst);
+	if (S->ops->open_fd) {
+		int fd = -1;
+		char x[65], y[65];
+		struct obj_info o;
+
+		ok(store_open_fd_sync(S, k, &fd, &o, &e), "open_fd gives the object's own file");
+		is_str(o.tag, b.tag, "... with the same tag as stat");
+		dst = tmpfile_fd();
+		ok(store_get_sync(S, k, dst, &o, &e), "get");
+		if (fd >= 0) {
+			sha256_fd(fd, x);
+			sha256_fd(dst, y);
+			is_str(x, y, "... and the same bytes as get");
+			close(fd);
+		}
+		close(dst);
+		ok(!store_open_fd_sync(S, pkey("tags/none.jpg"), &fd, &o, &e) &&
+		       e.code == ERR_NOTFOUND,
+		   "open_fd of a missing object: not found");
+	}
 	if (S->ops->del_if == NULL) {
 		tap_diag("%s: no del_if (a mover stats, compares and deletes)", S->ops->type);
 		return;
