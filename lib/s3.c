@@ -11,16 +11,17 @@
  *  - objects up to S3_BUFFER_MAX are read into memory once, hashed (MD5 and
  *    SHA-256) in the same pass and sent with Content-MD5 and a signed
  *    payload: the server refuses corrupted bytes (BadDigest);
- *  - larger objects up to multipart_threshold stream from the descriptor
- *    with Content-MD5 taken from the caller (a checksum already known) or
- *    from a hashing pass on the worker pool;
+ *  - larger objects up to multipart_threshold stream from the descriptor,
+ *    hashed while sent, with Content-MD5 when the caller knows the checksum
+ *    already; otherwise the server's ETag (the MD5 of what it stored) is
+ *    compared with what was sent, and a mismatch fails the put;
  *  - above the threshold, a multipart upload: parts stream from the
  *    descriptor (pread at their offsets, several in parallel), each part's
  *    MD5 is computed while sending and checked against the part's ETag, a
  *    bad part is sent again, and the object becomes visible only when
  *    CompleteMultipartUpload succeeds.  Any failure aborts the upload.
  * Downloads are hashed while written and checked against a plain-MD5 ETag.
- * Reading the source for the first two cases runs on the worker pool; the
+ * Reading small objects into memory runs on the worker pool; the
  * streaming reads and writes inside curl's callbacks run on the loop (page
  * cache speed on local disks; a slow network file system slows the loop).
  *
@@ -820,7 +821,10 @@ static void put_done(struct s3_call *c, const struct err *e)
 	}
 	md5_final(c->md5, sent);
 	response_etag(c->easy, etag, sizeof(etag));
-	if (memcmp(sent, r->md5, 16) != 0) {
+	if (!r->have_md5) { /* streamed once: the ETag is the check */
+		memcpy(r->md5, sent, 16);
+		r->have_md5 = true;
+	} else if (memcmp(sent, r->md5, 16) != 0) {
 		err_set(&ie, ERR_INTEGRITY, "the source of \"%s\" changed while it was uploaded",
 			r->key);
 		call_free(c);
@@ -861,8 +865,10 @@ static bool put_single(struct store_req *r, struct err *e)
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
-	EVP_EncodeBlock(b64, r->md5, 16);
-	extra[nx++] = (struct sigv4_pair){"content-md5", (const char *)b64};
+	if (r->have_md5) {
+		EVP_EncodeBlock(b64, r->md5, 16);
+		extra[nx++] = (struct sigv4_pair){"content-md5", (const char *)b64};
+	}
 	if (r->content_type[0])
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
 	c->mem = r->mem;
@@ -1375,8 +1381,9 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 	}
 	if (size > st->threshold)
 		started = mpu_start(r, e);
-	else if (r->have_md5)
-		started = put_single(r, e); /* streamed, Content-MD5 already known */
+	else if (r->have_md5 || size > S3_BUFFER_MAX)
+		started =
+		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
 	else {
 		r->job.work = read_work;
 		r->job.done = read_done;
