@@ -584,9 +584,11 @@ static bool do_del_if(struct store_req *r)
 	if (fstatat(dirfd, aside, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode)) {
 		info_from_stat(&now, &sb);
 		if (strcmp(now.tag, r->token) == 0) {
+			/* No directory fsync: a move's source copy that a crash
+			 * brings back is an extra file (imgsyncctl verify lists
+			 * it), never a lost image, and a flush per image would
+			 * bound a move by the disk's flush rate. */
 			(void)unlinkat(dirfd, aside, 0);
-			if (st->fsync)
-				(void)fsync(dirfd);
 			close(dirfd);
 			prune_dirs(st, dir);
 			return true;
