@@ -74,6 +74,7 @@ static cfg_opt_t store_opts[] = {
     /* fs */
     CFG_STR("root", 0, CFGF_NODEFAULT),
     CFG_BOOL_CB("fsync", cfg_true, CFGF_NONE, parse_bool_cb),
+    CFG_BOOL_CB("prune_empty_dirs", cfg_false, CFGF_NONE, parse_bool_cb),
     /* s3 */
     CFG_STR("endpoint", 0, CFGF_NODEFAULT),
     CFG_STR("region", 0, CFGF_NODEFAULT),
@@ -125,7 +126,7 @@ static const struct {
 };
 
 /* Options that only one store type understands. */
-static const char *const fs_only[] = {"root", "fsync", NULL};
+static const char *const fs_only[] = {"root", "fsync", "prune_empty_dirs", NULL};
 static const char *const s3_only[] = {
     "endpoint",
     "region",
@@ -1437,6 +1438,7 @@ static bool build_store(struct conf *c, cfg_t *sec, size_t idx)
 	for (size_t n = strlen(st->root); n > 1 && st->root[n - 1] == '/'; n--)
 		st->root[n - 1] = '\0';
 	st->fsync = cfg_getbool(sec, "fsync");
+	st->prune_empty_dirs = cfg_getbool(sec, "prune_empty_dirs");
 	return true;
 }
 

@@ -33,6 +33,9 @@ struct store_cfg {
 	/* type fs */
 	char *root; /* absolute directory */
 	bool fsync; /* fsync files and directories (default true) */
+	/* remove directories a delete left empty (default false: an application
+	 * creating a file there at that moment would fail) */
+	bool prune_empty_dirs;
 
 	/* type s3 */
 	char *endpoint; /* "https://host[:port]" or "http://..." */

@@ -609,6 +609,11 @@ static void prune_dirs(struct fs_store *st, char *dir)
 {
 	const char *name;
 
+	/* Off by default: an application that made a directory and is about
+	 * to create its file there would fail if it vanished in between. */
+	if (!st->base.cfg->prune_empty_dirs)
+		return;
+
 	while (strcmp(dir, ".") != 0) {
 		char *slash = strrchr(dir, '/');
 		int parent;
