@@ -8,6 +8,8 @@
 #                        systemd units, sysusers/tmpfiles, sample config)
 #   make deb             the Debian package, built in $(BUILD)/deb/
 #   make man             check the man pages (groff, no warnings)
+#   make bench           imgsync against rclone, aws and s3cmd on throwaway servers;
+#                        results into bench/README.md (WORKLOADS="1 5": only some)
 #   make clean
 
 VERSION   := 0.1.0
@@ -61,7 +63,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo tests clean install format deb man
+.PHONY: all deps check demo tests clean install format deb man bench bench-build
 # keep test objects between runs
 .SECONDARY:
 all: $(DAEMON) $(CTL)
@@ -94,6 +96,25 @@ $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(LIB_A)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 tests: all $(UNIT_BIN) $(TOOL_BIN)
+
+# The benchmarks (bench/README.md): the tools bench/run needs, then the run,
+# which starts its own servers and writes its results into bench/README.md.
+BENCH_BIN := $(BUILD)/bench/s3ceiling $(BUILD)/bench/latency
+WORKLOADS ?=
+
+$(BUILD)/bench/s3ceiling: $(BUILD)/bench/s3ceiling.o $(LIB_A)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/bench/latency: $(BUILD)/bench/latency.o
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+bench-build: all $(BENCH_BIN)
+
+bench:
+	@tests/harness/install-deps
+	@bench/install-deps
+	@$(MAKE) --no-print-directory bench-build
+	@BUILD=$(BUILD) bench/run $(WORKLOADS)
 
 # Installs what is missing on Debian (as root), or says what to install.
 deps:
