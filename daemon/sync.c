@@ -399,11 +399,11 @@ static void item_finish(struct item *it)
 		if (!it->remove)
 			s->bytes_done += it->got.size;
 		if (it->remove)
-			log_msg(LOG_INFO, &f, "removed \"%s\" from %s in %llu ms", it->key,
+			log_msg(LOG_DEBUG, &f, "removed \"%s\" from %s in %llu ms", it->key,
 				where.len ? buf_str(&where) : "no store (it was nowhere)",
 				(unsigned long long)(loop_now(s->loop) - it->t0));
 		else if (it->src >= 0)
-			log_msg(LOG_INFO, &f, "copied \"%s\" from %s to %s (%llu bytes) in %llu ms",
+			log_msg(LOG_DEBUG, &f, "copied \"%s\" from %s to %s (%llu bytes) in %llu ms",
 				it->key, it->g->conf->stores[it->src].name, buf_str(&where),
 				(unsigned long long)it->got.size,
 				(unsigned long long)(loop_now(s->loop) - it->t0));
@@ -411,7 +411,7 @@ static void item_finish(struct item *it)
 			log_msg(LOG_DEBUG, &f, "put \"%s\": every mirror holds it already",
 				it->key);
 		if (it->mig.id && it->mig.outcome)
-			log_msg(LOG_INFO,
+			log_msg(LOG_DEBUG,
 				&(struct log_fields){.key = it->key, .migration = it->mig.id},
 				"migration %lld: \"%s\" %s%s%s", it->mig.id, it->key,
 				it->mig.next_step ? "copied to "

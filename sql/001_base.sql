@@ -309,12 +309,24 @@ CREATE FUNCTION imgsync.complete(daemon bigint, results jsonb, max_attempts int)
 RETURNS SETOF jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	r jsonb;
+	i bigint;
+	code int;
 	ready boolean := false;
+	counted jsonb[] := '{}';
+	deads boolean[] := '{}';
+	deferred bigint[] := '{}';
 BEGIN
-	FOR r IN SELECT value FROM jsonb_array_elements(results) LOOP
+	FOR r, i IN SELECT e.value, e.ordinality
+		      FROM jsonb_array_elements(results) WITH ORDINALITY AS e LOOP
 		BEGIN
-			ready := imgsync.complete_one(daemon, r, max_attempts) OR ready;
+			code := imgsync.complete_one(daemon, r, max_attempts);
+			ready := ready OR code & 1 = 1;
+			IF code & 6 <> 0 THEN
+				counted := counted || r;
+				deads := deads || (code & 4 = 4);
+			END IF;
 		EXCEPTION WHEN lock_not_available THEN
+			deferred := deferred || i;
 			RETURN NEXT r;
 		WHEN OTHERS THEN
 			INSERT INTO imgsync.events (daemon, level, message)
@@ -322,6 +334,15 @@ BEGIN
 						   r ->> 'key', SQLERRM), 2000));
 		END;
 	END LOOP;
+	-- the attempt log and the migrations' counters, once per batch
+	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
+	SELECT e.x ->> 'key', (e.x ->> 'gen')::bigint, daemon, (e.x ->> 'started_at')::timestamptz,
+	       (e.x ->> 'ok')::boolean, e.x ->> 'error'
+	  FROM jsonb_array_elements(results) WITH ORDINALITY AS e(x, n)
+	 WHERE e.n <> ALL (deferred);
+	IF cardinality(counted) > 0 THEN
+		PERFORM imgsync.migration_results(counted, deads);
+	END IF;
 	IF ready THEN
 		PERFORM imgsync.wake();
 	END IF;
@@ -960,26 +981,29 @@ LANGUAGE sql VOLATILE AS $$
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending')
 $$;
 
--- Migration bookkeeping of one result: "mig" is "done", "skipped",
--- "failed" or absent (no migration step was carried out).
-CREATE FUNCTION imgsync.migration_result(r jsonb, dead boolean) RETURNS void
-LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-	mid bigint := (r ->> 'migration')::bigint;
-	what text := r ->> 'mig';
-BEGIN
-	IF mid IS NULL OR (what IS NULL AND NOT dead) THEN
-		RETURN;
-	END IF;
+-- Migration bookkeeping of a batch's results, one update per migration: a
+-- result's "mig" is "done", "skipped" or absent (no migration step was
+-- carried out); dead results count as failed.
+CREATE FUNCTION imgsync.migration_results(rs jsonb[], deads boolean[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+	WITH t AS (
+		SELECT (u.x ->> 'migration')::bigint AS mid, u.x ->> 'mig' AS what, u.d AS dead,
+		       coalesce((u.x ->> 'mig_bytes')::bigint, 0) AS bytes, u.x ->> 'error' AS error,
+		       u.i
+		  FROM unnest(rs, deads) WITH ORDINALITY AS u(x, d, i)
+		 WHERE u.x ? 'migration' AND (u.x ? 'mig' OR u.d)),
+	a AS (
+		SELECT t.mid, count(*) FILTER (WHERE NOT t.dead AND t.what = 'done') AS done,
+		       count(*) FILTER (WHERE NOT t.dead AND t.what = 'skipped') AS skipped,
+		       count(*) FILTER (WHERE t.dead) AS failed,
+		       coalesce(sum(t.bytes) FILTER (WHERE NOT t.dead AND t.what = 'done'), 0) AS bytes,
+		       (array_agg(t.error ORDER BY t.i DESC) FILTER (WHERE t.dead))[1] AS last_error
+		  FROM t GROUP BY t.mid)
 	UPDATE imgsync.migrations m
-	   SET done = m.done + CASE WHEN what = 'done' THEN 1 ELSE 0 END,
-	       skipped = m.skipped + CASE WHEN what = 'skipped' THEN 1 ELSE 0 END,
-	       failed = m.failed + CASE WHEN dead THEN 1 ELSE 0 END,
-	       bytes_done = m.bytes_done + CASE WHEN what = 'done'
-				THEN coalesce((r ->> 'mig_bytes')::bigint, 0) ELSE 0 END,
-	       last_error = CASE WHEN dead THEN r ->> 'error' ELSE m.last_error END,
-	       updated_at = now()
-	 WHERE m.id = mid;
+	   SET done = m.done + a.done, skipped = m.skipped + a.skipped, failed = m.failed + a.failed,
+	       bytes_done = m.bytes_done + a.bytes,
+	       last_error = coalesce(a.last_error, m.last_error), updated_at = now()
+	  FROM a WHERE m.id = a.mid;
 	-- rates over at least two seconds
 	UPDATE imgsync.migrations m
 	   SET objects_per_s = CASE WHEN m.sample_at IS NULL THEN 0
@@ -989,16 +1013,17 @@ BEGIN
 			     ELSE (m.bytes_done - m.sample_bytes)
 				  / extract(epoch FROM now() - m.sample_at) END,
 	       sample_at = now(), sample_done = m.done, sample_bytes = m.bytes_done
-	 WHERE m.id = mid AND (m.sample_at IS NULL OR m.sample_at < now() - interval '2 seconds');
-END
+	 WHERE m.id IN (SELECT (x ->> 'migration')::bigint FROM unnest(rs) x WHERE x ? 'migration')
+	   AND (m.sample_at IS NULL OR m.sample_at < now() - interval '2 seconds');
 $$;
 
--- One result (see complete()).  Returns whether the key is ready again.
+-- One result (see complete()).  Returns bits: 1 the key is ready again,
+-- 2 the result counts for its migration, 4 it died (counts as failed).
 -- A move's copy step, once committed, becomes its delete-source step (the source copy goes only after the target's is
 -- verified and recorded); the catalog's home of a moved image becomes the
 -- target; the migration's counters move.
 CREATE FUNCTION imgsync.complete_one(daemon bigint, r jsonb, max_attempts int)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+RETURNS int LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	w imgsync.work;
 	k text := r ->> 'key';
@@ -1007,13 +1032,11 @@ DECLARE
 	dead boolean;
 	next_step text := r ->> 'next_step';
 BEGIN
-	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
-	VALUES (k, g, daemon, (r ->> 'started_at')::timestamptz, ok, r ->> 'error');
 	-- NOWAIT: a row the application holds is not waited for (see complete())
 	PERFORM 1 FROM imgsync.images i WHERE i.key = k FOR UPDATE NOWAIT;
 	SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE NOWAIT;
 	IF NOT FOUND OR w.lease_token IS DISTINCT FROM (r ->> 'token')::bigint THEN
-		RETURN false; -- this claim's lease was lost; its result changes nothing
+		RETURN 0; -- this claim's lease was lost; its result changes nothing
 	END IF;
 	-- the stores that got a copy, even when others failed; a moved image's
 	-- home becomes the target; a deleted source copy leaves the list
@@ -1042,10 +1065,9 @@ BEGIN
 		UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
 		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END, source_tag = NULL
 		 WHERE work.key = k;
-		RETURN true;
+		RETURN 1;
 	END IF;
 	IF ok THEN
-		PERFORM imgsync.migration_result(r, false);
 		IF w.migration IS NOT NULL AND (r ->> 'migration') IS DISTINCT FROM w.migration::text
 		   AND EXISTS (SELECT 1 FROM imgsync.migrations m WHERE m.id = w.migration
 				 AND m.state IN ('pending', 'running', 'paused')) THEN
@@ -1056,7 +1078,7 @@ BEGIN
 			       lease_until = NULL, lease_token = NULL, attempts = 0, not_before = now(),
 			       last_error = NULL, updated_at = now()
 			 WHERE work.key = k;
-			RETURN true;
+			RETURN 3;
 		END IF;
 		IF next_step IS NOT NULL AND w.migration IS NOT NULL THEN
 			UPDATE imgsync.work
@@ -1065,10 +1087,10 @@ BEGIN
 			       lease_token = NULL, attempts = 0, not_before = now(), last_error = NULL,
 			       updated_at = now()
 			 WHERE work.key = k;
-			RETURN true;
+			RETURN 3;
 		END IF;
 		DELETE FROM imgsync.work WHERE work.key = k;
-		RETURN false;
+		RETURN 2;
 	END IF;
 	dead := coalesce((r ->> 'permanent')::boolean, false)
 		OR (coalesce((r ->> 'counted')::boolean, true) AND w.attempts >= max_attempts);
@@ -1082,9 +1104,9 @@ BEGIN
 	       not_before = now() + make_interval(secs => coalesce((r ->> 'delay')::float8, 1))
 	 WHERE work.key = k;
 	IF dead THEN
-		PERFORM imgsync.migration_result(r, true);
+		RETURN 4; -- dead: counted as failed
 	END IF;
-	RETURN false;
+	RETURN 0;
 END
 $$;
 
