@@ -1031,9 +1031,10 @@ DECLARE
 	ok boolean := (r ->> 'ok')::boolean;
 	dead boolean;
 	next_step text := r ->> 'next_step';
+	cur bigint;
 BEGIN
 	-- NOWAIT: a row the application holds is not waited for (see complete())
-	PERFORM 1 FROM imgsync.images i WHERE i.key = k FOR UPDATE NOWAIT;
+	SELECT i.version INTO cur FROM imgsync.images i WHERE i.key = k FOR UPDATE NOWAIT;
 	SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE NOWAIT;
 	IF NOT FOUND OR w.lease_token IS DISTINCT FROM (r ->> 'token')::bigint THEN
 		RETURN 0; -- this claim's lease was lost; its result changes nothing
@@ -1059,9 +1060,12 @@ BEGIN
 		DELETE FROM imgsync.images i
 		 WHERE i.key = k AND i.version = (r ->> 'version')::bigint AND i.deleted;
 	END IF;
-	IF w.gen <> g THEN
-		-- written again meanwhile: the new generation starts afresh (and
-		-- keeps its migration duty, from the copy step)
+	-- Written again meanwhile: the new generation starts afresh (and keeps
+	-- its migration duty, from the copy step).  The image's version tells
+	-- too: a claim racing a put's commit can pair the work row's new
+	-- generation with the image's previous version (claim() locks the work
+	-- row, which re-reads it, and reads the image as of its snapshot).
+	IF w.gen <> g OR cur IS DISTINCT FROM (r ->> 'version')::bigint AND cur IS NOT NULL THEN
 		UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
 		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END, source_tag = NULL
 		 WHERE work.key = k;

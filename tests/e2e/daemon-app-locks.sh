@@ -39,6 +39,8 @@ check "45 application transactions of 100 puts each, all committed ($ok of 3 wri
 check "the queue drains" wait_sql "SELECT count(*) FROM imgsync.work" 0 120
 check "every image's latest version is mirrored" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE stores = '{cloud,local}'")" = 300
+[ "$(d_sql "SELECT count(*) FROM imgsync.images WHERE stores = '{cloud,local}'")" = 300 ] ||
+	d_sql "SELECT i.key, i.stores, i.version, (SELECT string_agg(a.gen || ':' || a.ok, ' ' ORDER BY a.id) FROM imgsync.attempts a WHERE a.key = i.key) FROM imgsync.images i WHERE stores <> '{cloud,local}' LIMIT 5" | sed 's/^/# /'
 check "no result was lost on the way" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'result for % not recorded%'")" = 0
 n=$(grep -c "met rows the application holds" "$D_LOG")
