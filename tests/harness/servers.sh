@@ -648,6 +648,16 @@ _srv_stop_one() {
 	for p in $pids; do
 		_srv_alive "$p" || wait "$p" 2>/dev/null || true
 	done
+	# 5. a helper (radosgw-admin, ceph ...) a killed starter left behind, orphaned
+	# before its tree was walked: anything whose command line names this set's dir
+	local left
+	left=$(pgrep -f -- "$dir/" 2>/dev/null || true)
+	for p in $left; do
+		[ "$p" != "$$" ] && [ "$p" != "$BASHPID" ] && _srv_cmdline_has "$p" "$dir/" &&
+			kill -KILL "$p" 2>/dev/null || true
+	done
+	# shellcheck disable=SC2086
+	[ -z "$left" ] || _srv_wait_gone 20 $left || true
 	# the records are spent (their pids may be reused later)
 	mv -f "$f" "$f.stopped" 2>/dev/null || true
 }
