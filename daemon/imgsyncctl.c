@@ -383,7 +383,7 @@ static int cmd_on_migration(const char *sql, const char *what, const char *id)
 
 		if (mstat_get(id, &m) && strcmp(m.state, "cancelled") != 0)
 			what = strcmp(m.state, "done") == 0 ? "ended, done (it had caught up)"
-							     : m.state;
+							    : m.state;
 	}
 	printf("migration %s: %s\n", id, what);
 	return EX_OK;

@@ -34,9 +34,8 @@
 #define STATUS_INTERVAL_MS 2000
 
 struct service {
-	const char *path;	 /* the configuration file, read again on SIGHUP */
-	struct generation *gen;	 /* the configuration in use and its stores */
-	const struct conf *conf; /* gen->conf */
+	const char *path;	/* the configuration file, read again on SIGHUP */
+	struct generation *gen; /* the configuration in use and its stores */
 	struct store_env env;
 	struct pgconn *pg;
 	struct sync *sync;
@@ -243,9 +242,9 @@ static void registered(void *arg, PGresult *res, const char *error)
 	sv->daemon = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	sync_set_daemon(sv->sync, sv->daemon);
 	log_info("imgsyncd %s running as daemon %lld on %s, %zu store%s, %zu mirror%s",
-		 IMGSYNC_VERSION, sv->daemon, sv->host, sv->conf->nstores,
-		 sv->conf->nstores == 1 ? "" : "s", sv->conf->nmirrors,
-		 sv->conf->nmirrors == 1 ? "" : "s");
+		 IMGSYNC_VERSION, sv->daemon, sv->host, sv->gen->conf->nstores,
+		 sv->gen->conf->nstores == 1 ? "" : "s", sv->gen->conf->nmirrors,
+		 sv->gen->conf->nmirrors == 1 ? "" : "s");
 	sync_connected(sv->sync);
 	sv->ready = true;
 	sd_notify(0, "READY=1");
@@ -284,10 +283,10 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 		return;
 	}
 	chan = PQgetisnull(res, 0, 1) ? "" : PQgetvalue(res, 0, 1);
-	if (strcmp(chan, sv->conf->db_channel) != 0) {
+	if (strcmp(chan, sv->gen->conf->db_channel) != 0) {
 		log_error("the database notifies channel \"%s\" but the configuration listens on "
 			  "\"%s\": run \"imgsyncctl init\" with this configuration",
-			  chan, sv->conf->db_channel);
+			  chan, sv->gen->conf->db_channel);
 		service_exit(sv, EX_CONFIG);
 		return;
 	}
@@ -422,7 +421,7 @@ static void reload(struct service *sv)
 		log_error("reload refused, still running on the previous configuration: %s", e.msg);
 		goto out;
 	}
-	gen_compare(sv->conf, next, &restart, &changes);
+	gen_compare(sv->gen->conf, next, &restart, &changes);
 	if (restart.len) {
 		log_error("reload refused, still running on the previous configuration: %s: that "
 			  "needs a restart (systemctl restart imgsyncd)",
@@ -442,10 +441,9 @@ static void reload(struct service *sv)
 		goto out;
 	}
 	sv->gen = g;
-	sv->conf = g->conf;
-	log_notice("reloaded %s: %zu store%s, %zu mirror%s%s%s", sv->path, sv->conf->nstores,
-		   sv->conf->nstores == 1 ? "" : "s", sv->conf->nmirrors,
-		   sv->conf->nmirrors == 1 ? "" : "s", changes.len ? "; " : " (no change)",
+	log_notice("reloaded %s: %zu store%s, %zu mirror%s%s%s", sv->path, sv->gen->conf->nstores,
+		   sv->gen->conf->nstores == 1 ? "" : "s", sv->gen->conf->nmirrors,
+		   sv->gen->conf->nmirrors == 1 ? "" : "s", changes.len ? "; " : " (no change)",
 		   buf_str(&changes));
 out:
 	buf_free(&restart);
@@ -480,7 +478,8 @@ static void on_signal(void *arg, int fd, uint32_t events)
 			}
 			log_info("stopping (signal %d)", (int)si.ssi_signo);
 			sd_notify(0, "STOPPING=1");
-			sync_stop(sv->sync, (uint64_t)sv->conf->stop_timeout * 1000, stopped, sv);
+			sync_stop(sv->sync, (uint64_t)sv->gen->conf->stop_timeout * 1000, stopped,
+				  sv);
 			break;
 		case SIGHUP:
 			if (sv->terms == 0)
@@ -514,7 +513,7 @@ static bool signals_init(struct service *sv, struct err *e)
  * Takes conf over. */
 static int service_run(struct conf *conf, const char *path)
 {
-	struct service sv = {.path = path, .conf = conf, .sigfd = -1, .exit_code = EX_OK};
+	struct service sv = {.path = path, .sigfd = -1, .exit_code = EX_OK};
 	uint64_t wd_usec = 0;
 	struct pgconn_cfg pc = {
 	    .conninfo = conf->db_conninfo,

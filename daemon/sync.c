@@ -403,8 +403,9 @@ static void item_finish(struct item *it)
 				where.len ? buf_str(&where) : "no store (it was nowhere)",
 				(unsigned long long)(loop_now(s->loop) - it->t0));
 		else if (it->src >= 0)
-			log_msg(LOG_DEBUG, &f, "copied \"%s\" from %s to %s (%llu bytes) in %llu ms",
-				it->key, it->g->conf->stores[it->src].name, buf_str(&where),
+			log_msg(LOG_DEBUG, &f,
+				"copied \"%s\" from %s to %s (%llu bytes) in %llu ms", it->key,
+				it->g->conf->stores[it->src].name, buf_str(&where),
 				(unsigned long long)it->got.size,
 				(unsigned long long)(loop_now(s->loop) - it->t0));
 		else if (!it->mig.id)

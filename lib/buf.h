@@ -47,7 +47,7 @@ char *buf_steal(struct buf *b);
 /* Small helpers used across modules. */
 void hex_encode(const unsigned char *in, size_t len, char *out /* 2*len+1 */);
 bool hex_decode(const char *in, size_t len, unsigned char *out /* len/2 */);
-int hex_value(char c); /* 0..15, or -1 for a non-hex character */
+int hex_value(char c);	      /* 0..15, or -1 for a non-hex character */
 char *xstrdup(const char *s); /* NULL in, NULL out; aborts never */
 void secure_free(char *s);    /* wipes a secret string, then frees it */
 

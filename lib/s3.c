@@ -965,7 +965,9 @@ static void read_done(struct workq_job *job)
 /* multipart */
 
 static void mpu_pump(struct store_req *r);
-static bool copy_verify_start(struct store_req *r, struct err *e);
+static void copy_verify_done(struct s3_call *c, const struct err *e);
+static void copy_head_done(struct s3_call *c, const struct err *e);
+static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e);
 
 static void abort_done(struct s3_call *c, const struct err *e)
 {
@@ -1092,7 +1094,7 @@ static void complete_done(struct s3_call *c, const struct err *e)
 	free(r->upload_id); /* complete: nothing to abort any more */
 	r->upload_id = NULL;
 	if (r->kind == S3_COPY && r->src_etag[0]) {
-		if (!copy_verify_start(r, &pe))
+		if (!head_source(r, copy_verify_done, &pe))
 			req_finish(r, &pe);
 		return;
 	}
@@ -1482,7 +1484,7 @@ static void copy_done(struct s3_call *c, const struct err *e)
 	call_free(c);
 	/* the same MD5 proves the content; otherwise ask the source again */
 	if (r->src_etag[0] && !(md5 && r->src_has_md5)) {
-		if (!copy_verify_start(r, &pe))
+		if (!head_source(r, copy_verify_done, &pe))
 			req_finish(r, &pe);
 		return;
 	}
@@ -1555,12 +1557,14 @@ static void copy_verify_done(struct s3_call *c, const struct err *e)
 	}
 }
 
-/* HEAD of the source once the copy is made: is it still the version
- * src_etag names?  Servers that ignore x-amz-copy-source-if-match (radosgw
- * 16, moto) would otherwise copy a rewritten source silently. */
-static bool copy_verify_start(struct store_req *r, struct err *e)
+/* A HEAD of a copy's source: before the copy, for its size, ETag and
+ * Content-Type (copy_head_done); once the copy is made, whether it is still
+ * the version src_etag names (copy_verify_done): servers that ignore
+ * x-amz-copy-source-if-match (radosgw 16, moto) would otherwise copy a
+ * rewritten source silently. */
+static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e)
 {
-	struct s3_call *c = call_new(r, copy_verify_done, S3_ERROR_BODY_MAX);
+	struct s3_call *c = call_new(r, on_done, S3_ERROR_BODY_MAX);
 
 	if (c == NULL)
 		return err_set(e, ERR_NOMEM, "out of memory");
@@ -1601,15 +1605,14 @@ static bool copy_single(struct store_req *r, struct err *e)
 	return true;
 }
 
-static bool copy_head(struct store_req *r, struct err *e);
-
 /* With what is known of the source, start the copy the size calls for. */
 static bool copy_begin(struct store_req *r, struct err *e)
 {
 	if (r->size <= copy_single_max(r->st))
 		return copy_single(r, e);
 	if (r->content_type[0] == '\0' && !r->src_known)
-		return copy_head(r, e); /* the parts will not carry the source's type */
+		return head_source(r, copy_head_done,
+				   e); /* the parts will not carry the source's type */
 	return mpu_start(r, e);
 }
 
@@ -1647,22 +1650,6 @@ static void copy_head_done(struct s3_call *c, const struct err *e)
 	r->src_known = true;
 	if (!copy_begin(r, &pe))
 		req_finish(r, &pe);
-}
-
-/* HEAD of the source, for its size, ETag and Content-Type. */
-static bool copy_head(struct store_req *r, struct err *e)
-{
-	struct s3_call *c = call_new(r, copy_head_done, S3_ERROR_BODY_MAX);
-
-	if (c == NULL)
-		return err_set(e, ERR_NOMEM, "out of memory");
-	c->at = r->src;
-	c->at_key = r->src_key;
-	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
-		call_free(c);
-		return false;
-	}
-	return true;
 }
 
 static bool same_str(const char *a, const char *b)
@@ -1729,7 +1716,7 @@ static bool s3_copy(struct store *dst, struct store *src, const char *src_key, c
 		snprintf(r->content_type, sizeof(r->content_type), "%s", src_info->content_type);
 		r->replace_ct = r->content_type[0] != '\0';
 	}
-	started = src_info ? copy_begin(r, e) : copy_head(r, e);
+	started = src_info ? copy_begin(r, e) : head_source(r, copy_head_done, e);
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", dst->cfg->name);

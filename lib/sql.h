@@ -47,7 +47,7 @@
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
 	"size, changed_at, "                                                                       \
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
-	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "                        \
+	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "            \
 	"FROM imgsync.claim($1, $2, $3::interval)"
 /* hand running migrations' next keys to the queue (at most $1 queued each);
  * answers with the number of migrations still running */
@@ -97,7 +97,7 @@
 #define SQL_VERIFY_DECLARE                                                                         \
 	"DECLARE imgsync_verify NO SCROLL CURSOR FOR "                                             \
 	"SELECT i.key, i.attrs->>'object_type', i.attrs->>'object_id', i.attrs->>'width', "        \
-	"i.attrs->>'height', coalesce(i.attrs->>'mimetype', i.mimetype), i.size, i.checksum, "    \
+	"i.attrs->>'height', coalesce(i.attrs->>'mimetype', i.mimetype), i.size, i.checksum, "     \
 	"i.deleted, $1::text = ANY (i.stores), $2::text = ANY (i.stores), w.key IS NOT NULL "      \
 	"FROM imgsync.images i "                                                                   \
 	"LEFT JOIN imgsync.work w ON w.key = i.key AND w.state = 'pending'"

@@ -766,6 +766,28 @@ BEGIN
 END
 $$;
 
+-- The images a migration still has to take from its source (a follow
+-- migration's sweep; nothing left means it has caught up).  Inlined by the
+-- planner: the index on origin serves it.
+CREATE FUNCTION imgsync.at_source(m imgsync.migrations) RETURNS SETOF imgsync.images
+LANGUAGE sql STABLE AS $$
+	SELECT i.* FROM imgsync.images i
+	 WHERE i.origin = m.source AND NOT i.deleted AND starts_with(i.key, m.prefix)
+	   AND (m.mode = 'move' OR NOT (m.target = ANY (i.stores)))
+$$;
+
+-- A migration with nothing left: done, or failed if some images failed.
+CREATE FUNCTION imgsync.finish_migration(mid bigint) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+	UPDATE imgsync.migrations
+	   SET state = CASE WHEN failed > 0 THEN 'failed' ELSE 'done' END,
+	       finished_at = now(), updated_at = now(), objects_per_s = 0, bytes_per_s = 0,
+	       last_error = CASE WHEN failed > 0 THEN
+			       format('%s image(s) failed: see imgsync.migration_failures', failed)
+			    ELSE last_error END
+	 WHERE id = mid
+$$;
+
 -- Hand the next keys of running migrations to the queue, at most `win`
 -- queued per migration at once; the cursor moves in the same transaction.
 -- Finishes migrations with nothing left.  Returns the number of migrations
@@ -803,25 +825,15 @@ BEGIN
 		-- no work queued is queued; an index on origin keeps it cheap
 		IF m.scanned AND m.follow AND NOT m.dry_run AND room > 0 THEN
 			SELECT count(imgsync.queue_migration(s.key, m.id)) INTO cnt
-			  FROM (SELECT i.key FROM imgsync.images i
-				 WHERE i.origin = m.source AND NOT i.deleted
-				   AND starts_with(i.key, m.prefix)
-				   AND (m.mode = 'move' OR NOT (m.target = ANY (i.stores)))
-				   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.key = i.key)
+			  FROM (SELECT i.key FROM imgsync.at_source(m) i
+				 WHERE NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.key = i.key)
 				 ORDER BY i.key LIMIT room) s;
 			n := n + cnt;
 		END IF;
 		IF m.scanned AND NOT m.follow
 		   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id
 				   AND w.state = 'pending') THEN
-			UPDATE imgsync.migrations
-			   SET state = CASE WHEN failed > 0 THEN 'failed' ELSE 'done' END,
-			       finished_at = now(), updated_at = now(), objects_per_s = 0,
-			       bytes_per_s = 0,
-			       last_error = CASE WHEN failed > 0 THEN
-				  format('%s image(s) failed: see imgsync.migration_failures', failed)
-				  ELSE last_error END
-			 WHERE id = m.id;
+			PERFORM imgsync.finish_migration(m.id);
 		END IF;
 	END LOOP;
 	RETURN (SELECT count(*) FROM imgsync.migrations WHERE state = 'running');
@@ -874,14 +886,8 @@ BEGIN
 	   FOR UPDATE;
 	IF FOUND AND m.follow AND m.scanned AND m.state = 'running'
 	   AND NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.migration = m.id)
-	   AND NOT EXISTS (SELECT 1 FROM imgsync.images i
-			    WHERE i.origin = m.source AND NOT i.deleted
-			      AND starts_with(i.key, m.prefix)
-			      AND (m.mode = 'move' OR NOT (m.target = ANY (i.stores)))) THEN
-		UPDATE imgsync.migrations
-		   SET state = CASE WHEN failed > 0 THEN 'failed' ELSE 'done' END,
-		       finished_at = now(), updated_at = now(), objects_per_s = 0, bytes_per_s = 0
-		 WHERE migrations.id = m.id;
+	   AND NOT EXISTS (SELECT 1 FROM imgsync.at_source(m)) THEN
+		PERFORM imgsync.finish_migration(m.id);
 		RETURN;
 	END IF;
 	PERFORM imgsync.migration_state(id, 'cancelled',
@@ -1065,7 +1071,7 @@ BEGIN
 	-- too: a claim racing a put's commit can pair the work row's new
 	-- generation with the image's previous version (claim() locks the work
 	-- row, which re-reads it, and reads the image as of its snapshot).
-	IF w.gen <> g OR cur IS DISTINCT FROM (r ->> 'version')::bigint AND cur IS NOT NULL THEN
+	IF w.gen <> g OR cur <> (r ->> 'version')::bigint THEN
 		UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
 		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END, source_tag = NULL
 		 WHERE work.key = k;

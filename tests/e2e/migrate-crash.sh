@@ -73,12 +73,7 @@ check "the workers view shows the killed daemons as gone" \
 check "the source store is empty ($(sources) files)" test "$(sources)" = 0
 check "the catalog says every image is on S3, and only there" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE origin = 'cloud' AND stores = '{cloud}'")" = 2000
-if oracle_rgw verify "$D_BUCKET" "$D_DIR/manifest" >"$D_DIR/verify.log" 2>&1; then
-	pass "nothing lost, nothing corrupt: every object byte-exact at the target ($(tail -1 "$D_DIR/verify.log"))"
-else
-	fail "nothing lost, nothing corrupt: every object byte-exact at the target"
-	head -5 "$D_DIR/verify.log" | sed 's/^/# /'
-fi
+check_bucket "nothing lost, nothing corrupt: every object byte-exact at the target" "$D_BUCKET" "$D_DIR/manifest"
 diag "verified at ${SECONDS}s"
 n=$(s3_keys | wc -l)
 check "no stray objects in the bucket ($n)" test "$n" = 2000

@@ -75,12 +75,7 @@ check "the daemon's systemd STATUS line showed its progress: ${line#* STATUS=}" 
 check "the source store is empty" test "$(find "$D_ROOT" -type f | wc -l)" = 0
 check "the catalog says every image is on S3, and only there" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE origin = 'cloud' AND stores = '{cloud}'")" = 2000
-if oracle_rgw verify "$D_BUCKET" "$D_DIR/manifest" >"$D_DIR/verify.log" 2>&1; then
-	pass "every object at the target is byte-exact ($(tail -1 "$D_DIR/verify.log"))"
-else
-	fail "every object at the target is byte-exact"
-	head -5 "$D_DIR/verify.log" | sed 's/^/# /'
-fi
+check_bucket "every object at the target is byte-exact" "$D_BUCKET" "$D_DIR/manifest"
 check "the status view has rates and timestamps" \
 	test "$(d_sql "SELECT finished_at IS NOT NULL AND started_at IS NOT NULL FROM imgsync.migration_status WHERE id = $m")" = t
 # commands as NOTIFY payloads, as from a psql session
@@ -118,5 +113,21 @@ d_sql "SELECT message FROM imgsync.events WHERE message LIKE 'refused command:%'
 check "... harming nothing: no migration started by them" \
 	test "$(d_sql "SELECT max(id) FROM imgsync.migrations")" = "$before"
 check "the daemon is still running" kill -0 "$D_PID"
+
+# a failed image, retried once its cause is gone
+d_sql "SELECT imgsync.put('r/late.jpg', 'local', 'image/jpeg')" >/dev/null
+ctl migrate local cloud --prefix r/ --wait >"$D_DIR/retry.out" 2>&1
+rc=$?
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a move whose only image is missing from the source fails (exit $rc, $(status "$m"))" \
+	test "$rc" != 0 -a "$(status "$m")" = "failed 0/1 1 0"
+check "... imgsync.migration_failures names it and why" \
+	test "$(d_sql "SELECT key || ' ' || (last_error LIKE '%does not exist%') FROM imgsync.migration_failures WHERE migration = $m")" = "r/late.jpg true"
+mkdir -p "$D_ROOT/r"
+printf 'late, but here' >"$D_ROOT/r/late.jpg"
+ctl retry "$m" >/dev/null
+check "imgsyncctl retry runs it again to the end" \
+	wait_sql "SELECT state || ' ' || done || '/' || total || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 1/1 0" 30
+check "... the image is on S3" test "$(s3_cat r/late.jpg)" = "late, but here"
 d_stop
 done_testing

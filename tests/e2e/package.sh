@@ -8,15 +8,7 @@
 # is never touched; the one the test installs is purged on every exit path.
 cd "$(dirname "$0")/../.." || exit 2
 BUILD=${BUILD:-build}
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-nok() { n=$((n + 1)); echo "not ok $n - $*"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
-check() { # DESCRIPTION COMMAND...
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else nok "$d"; fi
-}
+. tests/harness/tap.sh
 skip_all() { echo "1..0 # SKIP $*"; exit 0; }
 
 [ "$(id -u)" = 0 ] || skip_all "not root: dpkg -i needs root"
@@ -44,11 +36,11 @@ trap 'exit 130' INT TERM
 version=$(sed -n 's/^VERSION *:= *//p' Makefile)
 t0=$(date +%s)
 if make --no-print-directory BUILD="$BUILD" deb >"$T/build.log" 2>&1; then
-	ok "make deb builds the package ($(($(date +%s) - t0)) s)"
+	pass "make deb builds the package ($(($(date +%s) - t0)) s)"
 else
-	nok "make deb builds the package"
+	fail "make deb builds the package"
 	tail -30 "$T/build.log" | sed 's/^/#   /'
-	echo "1..$n"
+	done_testing
 	exit 1
 fi
 deb=$BUILD/deb/imgsync_${version}_$(dpkg --print-architecture).deb
@@ -64,9 +56,9 @@ errors=$(grep -c '^E: ' "$T/lintian.txt")
 warnings=$(grep -c '^W: ' "$T/lintian.txt")
 infos=$(grep -c '^I: ' "$T/lintian.txt")
 if [ "$errors" = 0 ]; then
-	ok "lintian: 0 errors, $warnings warnings, $infos notes"
+	pass "lintian: 0 errors, $warnings warnings, $infos notes"
 else
-	nok "lintian: $errors errors, $warnings warnings"
+	fail "lintian: $errors errors, $warnings warnings"
 fi
 grep -E '^[EWI]: ' "$T/lintian.txt" | sed 's/^/#   /'
 
@@ -74,9 +66,9 @@ grep -E '^[EWI]: ' "$T/lintian.txt" | sed 's/^/#   /'
 list=$(dpkg-deb -c "$deb" | awk '{ print substr($6, 2) }' | grep -v '/$')
 installed=1
 if dpkg -i "$deb" >"$T/install.log" 2>&1; then
-	ok "dpkg -i installs it"
+	pass "dpkg -i installs it"
 else
-	nok "dpkg -i installs it"
+	fail "dpkg -i installs it"
 	sed 's/^/#   /' "$T/install.log"
 fi
 check "imgsyncd is /usr/sbin/imgsyncd, version $version" \
@@ -84,9 +76,9 @@ check "imgsyncd is /usr/sbin/imgsyncd, version $version" \
 out=$(/usr/sbin/imgsyncd --check-config 2>&1)
 rc=$?
 if [ $rc = 0 ]; then
-	ok "imgsyncd --check-config accepts the installed /etc/imgsync/imgsyncd.conf"
+	pass "imgsyncd --check-config accepts the installed /etc/imgsync/imgsyncd.conf"
 else
-	nok "imgsyncd --check-config accepts the installed /etc/imgsync/imgsyncd.conf (exit $rc)"
+	fail "imgsyncd --check-config accepts the installed /etc/imgsync/imgsyncd.conf (exit $rc)"
 fi
 echo "# $out"
 check "the system user imgsync exists, home /var/lib/imgsync" \
@@ -102,8 +94,8 @@ check "the sample configuration is in /usr/share/imgsync/examples" \
 check "the SQL schema is in /usr/share/imgsync/sql" test -f /usr/share/imgsync/sql/001_base.sql
 out=$(imgsyncctl --help 2>&1)
 rc=$?
-case "$out" in *"usage: imgsyncctl"*) [ $rc = 0 ] && ok "imgsyncctl --help runs" ;;
-*) nok "imgsyncctl --help runs (exit $rc)"; echo "# $out" ;; esac
+case "$out" in *"usage: imgsyncctl"*) [ $rc = 0 ] && pass "imgsyncctl --help runs" ;;
+*) fail "imgsyncctl --help runs (exit $rc)"; echo "# $out" ;; esac
 if grep -rqs '^path-exclude=/usr/share/man' /etc/dpkg/dpkg.cfg.d/; then
 	skip "man -w: dpkg on this machine excludes /usr/share/man"
 elif ! command -v man >/dev/null 2>&1; then
@@ -111,8 +103,8 @@ elif ! command -v man >/dev/null 2>&1; then
 else
 	for page in imgsyncd imgsyncd.conf imgsyncctl; do
 		where=$(man -w "$page" 2>&1)
-		case "$where" in /usr/share/man/*) ok "man -w $page: $where" ;;
-		*) nok "man -w $page: $where" ;; esac
+		case "$where" in /usr/share/man/*) pass "man -w $page: $where" ;;
+		*) fail "man -w $page: $where" ;; esac
 	done
 	for page in imgsyncd imgsyncd.conf imgsyncctl; do
 		check "man $page renders with no warning" \
@@ -126,9 +118,9 @@ if command -v systemd-analyze >/dev/null 2>&1; then
 	out=$(systemd-analyze verify /lib/systemd/system/imgsyncd.service 2>&1 |
 		grep -F imgsyncd || true)
 	if [ -z "$out" ]; then
-		ok "systemd-analyze verify accepts the installed imgsyncd.service"
+		pass "systemd-analyze verify accepts the installed imgsyncd.service"
 	else
-		nok "systemd-analyze verify accepts the installed imgsyncd.service"
+		fail "systemd-analyze verify accepts the installed imgsyncd.service"
 		printf '%s\n' "$out" | sed 's/^/#   /'
 	fi
 	check "imgsyncd.service is installed disabled" \
@@ -140,9 +132,9 @@ fi
 # 4. purge
 if dpkg --purge imgsync >"$T/purge.log" 2>&1; then
 	installed=0
-	ok "dpkg --purge removes it"
+	pass "dpkg --purge removes it"
 else
-	nok "dpkg --purge removes it"
+	fail "dpkg --purge removes it"
 	sed 's/^/#   /' "$T/purge.log"
 fi
 check "dpkg knows no imgsync any more" \
@@ -156,4 +148,4 @@ check "no dpkg-statoverride is left" test -z "$(dpkg-statoverride --list | grep 
 check "no unit state is left" \
 	test -z "$(find /var/lib/systemd/deb-systemd-helper-enabled /etc/systemd/system \
 		-name 'imgsyncd*' 2>/dev/null)"
-echo "1..$n"
+done_testing

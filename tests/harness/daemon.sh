@@ -116,6 +116,20 @@ wait_sql() {
 	return 1
 }
 
+# check_bucket DESCRIPTION BUCKET MANIFEST [--exact]: every object of the
+# manifest ("KEYHEX SIZE SHA256" lines) byte-exact in the bucket, read by
+# the independent client; with --exact, nothing else in it
+check_bucket() {
+	local d=$1 b=$2 m=$3 log="$D_DIR/verify.$RANDOM.log"
+	shift 3
+	if oracle_rgw verify "$b" "$m" "$@" >"$log" 2>&1; then
+		pass "$d ($(tail -1 "$log"))"
+	else
+		fail "$d"
+		head -10 "$log" | sed 's/^/# /'
+	fi
+}
+
 # wait_for_log TEXT [SECONDS]: until the current daemon's log has TEXT
 wait_for_log() {
 	local i n=$((${2:-10} * 10))

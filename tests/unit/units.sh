@@ -12,15 +12,7 @@
 #   cite exists.
 cd "$(dirname "$0")/../.." || exit 2
 BUILD=${BUILD:-build}
-n=0
-ok() { n=$((n + 1)); echo "ok $n - $*"; }
-nok() { n=$((n + 1)); echo "not ok $n - $*"; }
-skip() { n=$((n + 1)); echo "ok $n # SKIP $*"; }
-check() { # DESCRIPTION COMMAND...
-	local d=$1
-	shift
-	if "$@"; then ok "$d"; else nok "$d"; fi
-}
+. tests/harness/tap.sh
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 
@@ -48,7 +40,7 @@ for unit in imgsyncd.service imgsyncd@.service; do
 	src=etc/$unit
 	name=${unit/@./@unittest.}
 	if [ ! -f "$src" ]; then
-		nok "$src exists"
+		fail "$src exists"
 		continue
 	fi
 
@@ -94,18 +86,18 @@ for unit in imgsyncd.service imgsyncd@.service; do
 	out=$(cd "$T/units" && systemd-analyze verify --man=false "./$name" 2>&1)
 	mine=$(printf '%s\n' "$out" | grep -F -e "$name" -e "$T/units" || true)
 	if [ -z "$mine" ]; then
-		ok "$unit: systemd-analyze verify has nothing to say"
+		pass "$unit: systemd-analyze verify has nothing to say"
 	else
-		nok "$unit: systemd-analyze verify"
+		fail "$unit: systemd-analyze verify"
 		printf '%s\n' "$mine" | sed 's/^/#   /'
 	fi
 
 	out=$(cd "$T/units" && systemd-analyze security --offline=true "./$name" 2>&1)
 	score=$(printf '%s\n' "$out" | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')
 	if [ -n "$score" ] && awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN { exit !(s <= m) }'; then
-		ok "$unit: systemd-analyze security exposure $score (at most $MAX_EXPOSURE)"
+		pass "$unit: systemd-analyze security exposure $score (at most $MAX_EXPOSURE)"
 	else
-		nok "$unit: systemd-analyze security exposure ${score:-unknown} (at most $MAX_EXPOSURE)"
+		fail "$unit: systemd-analyze security exposure ${score:-unknown} (at most $MAX_EXPOSURE)"
 		printf '%s\n' "$out" | grep -E '✗|Overall' | sed 's/^/#   /'
 	fi
 done
@@ -119,9 +111,9 @@ harden() { # UNIT: [Service] settings, instance-specific ones left out
 if [ -f etc/imgsyncd.service ] && [ -f etc/imgsyncd@.service ]; then
 	d=$(diff <(harden etc/imgsyncd.service) <(harden etc/imgsyncd@.service))
 	if [ -z "$d" ]; then
-		ok "imgsyncd@.service has the same settings as imgsyncd.service"
+		pass "imgsyncd@.service has the same settings as imgsyncd.service"
 	else
-		nok "imgsyncd@.service has the same settings as imgsyncd.service"
+		fail "imgsyncd@.service has the same settings as imgsyncd.service"
 		printf '%s\n' "$d" | sed 's/^/#   /'
 	fi
 fi
@@ -145,17 +137,17 @@ else
 	mkdir -p "$root/etc"
 	out=$(systemd-sysusers --root="$root" "$PWD/etc/sysusers.d/imgsync.conf" 2>&1)
 	if grep -q '^imgsync:x:[0-9]*:[0-9]*:[^:]*:/var/lib/imgsync:' "$root/etc/passwd" 2>/dev/null; then
-		ok "sysusers.d creates the system user imgsync, home /var/lib/imgsync"
+		pass "sysusers.d creates the system user imgsync, home /var/lib/imgsync"
 	else
-		nok "sysusers.d creates the system user imgsync"
+		fail "sysusers.d creates the system user imgsync"
 		echo "# $out"
 	fi
 	out=$(systemd-tmpfiles --root="$root" --create "$PWD/etc/tmpfiles.d/imgsync.conf" 2>&1)
 	uid=$(awk -F: '$1 == "imgsync" { print $3 }' "$root/etc/passwd" 2>/dev/null)
 	if [ -n "$uid" ] && [ "$(stat -c %u:%a "$root/var/lib/imgsync/images" 2>/dev/null)" = "$uid:755" ]; then
-		ok "tmpfiles.d creates /var/lib/imgsync/images, 0755, owned by imgsync"
+		pass "tmpfiles.d creates /var/lib/imgsync/images, 0755, owned by imgsync"
 	else
-		nok "tmpfiles.d creates /var/lib/imgsync/images owned by imgsync"
+		fail "tmpfiles.d creates /var/lib/imgsync/images owned by imgsync"
 		echo "# $out"
 	fi
 fi
@@ -168,17 +160,17 @@ for page in man/*.[1-8]; do
 	fi
 	out=$(LC_ALL=C.UTF-8 groff -man -ww -z "$page" 2>&1)
 	if [ -z "$out" ]; then
-		ok "$page: groff -man -ww reports nothing"
+		pass "$page: groff -man -ww reports nothing"
 	else
-		nok "$page: groff -man -ww"
+		fail "$page: groff -man -ww"
 		printf '%s\n' "$out" | head -20 | sed 's/^/#   /'
 	fi
 	if command -v man >/dev/null 2>&1; then
 		err=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -l "$page" 2>&1 >"$T/page.txt")
 		if [ -z "$err" ] && grep -q '^NAME' "$T/page.txt" && grep -q '^SEE ALSO' "$T/page.txt"; then
-			ok "$page: man -l renders it ($(wc -l <"$T/page.txt") lines), no warning"
+			pass "$page: man -l renders it ($(wc -l <"$T/page.txt") lines), no warning"
 		else
-			nok "$page: man -l"
+			fail "$page: man -l"
 			printf '%s\n' "$err" | head -20 | sed 's/^/#   /'
 		fi
 	else
@@ -198,4 +190,4 @@ if [ -f man/imgsyncd.conf.5 ]; then
 	check "imgsyncd.conf(5) documents every option of lib/conf.c${missing:+ (missing:$missing)}" \
 		test -z "$missing"
 fi
-echo "1..$n"
+done_testing
