@@ -59,6 +59,16 @@
 
 struct item;
 
+/* A migration's verify step hashing on the worker pool (see mig_back_done). */
+struct vjob {
+	struct workq_job job; /* first: the pool hands this pointer back */
+	struct item *it;      /* NULL once the item is gone */
+	int a, b;
+	unsigned char ma[16], mb[16];
+	bool ok;
+	struct err err;
+};
+
 /* A configuration and the stores opened from it.  Each item works with the
  * generation that was current when it was claimed, to its end: a reload
  * swaps in a new one for new claims, and an old one is released (closed by
@@ -89,9 +99,10 @@ struct mig {
 	char *source, *target;
 	bool move, dry_run, verify;
 	bool started;
-	bool server_copy; /* the target copies from the source itself (same S3 server) */
-	bool direct;	  /* spool is the source's own file (open_fd) */
-	char *src_tag;	  /* delete-source: the source's tag when it was copied */
+	bool server_copy;  /* the target copies from the source itself (same S3 server) */
+	bool direct;	   /* spool is the source's own file (open_fd) */
+	struct vjob *vjob; /* verify: the hashing on the pool, if under way */
+	char *src_tag;	   /* delete-source: the source's tag when it was copied */
 	char copied_tag[sizeof(((struct obj_info *)0)->tag)]; /* copy: the tag read */
 	int src, tgt;					      /* store indexes */
 	int spool, check; /* the copy, and the target read back (verify) */
@@ -304,6 +315,8 @@ static void item_free(struct item *it)
 		close(it->mig.spool);
 	if (it->mig.check >= 0)
 		close(it->mig.check);
+	if (it->mig.vjob)
+		it->mig.vjob->it = NULL; /* it finishes without us */
 	free(it->mig.step);
 	free(it->mig.src_tag);
 	free(it->mig.source);
@@ -799,32 +812,99 @@ static void mig_copied(struct item *it)
 	}
 }
 
+/* verify: the source and the target's copy read back, hashed on the
+ * worker pool (whole objects: not on the loop).  The job owns itself and
+ * its descriptors; an item that goes first (abandoned) leaves it to end
+ * alone. */
+
+static void vjob_free(struct workq_job *job)
+{
+	struct vjob *v = (struct vjob *)job;
+
+	close(v->a);
+	close(v->b);
+	free(v);
+}
+
+static void vjob_work(struct workq_job *job)
+{
+	struct vjob *v = (struct vjob *)job;
+
+	v->ok = digest_md5_fd(v->a, v->ma, &v->err) && digest_md5_fd(v->b, v->mb, &v->err);
+}
+
+static void vjob_done(struct workq_job *job)
+{
+	struct vjob *v = (struct vjob *)job;
+	struct item *it = v->it;
+	struct mig *m;
+
+	if (it == NULL) {
+		vjob_free(job);
+		return;
+	}
+	m = &it->mig;
+	m->vjob = NULL;
+	if (!v->ok) {
+		mig_fail(it, &v->err, "verifying");
+	} else if (m->back.info.size != it->got.size || memcmp(v->ma, v->mb, 16) != 0) {
+		struct err ve;
+
+		err_set(&ve, ERR_INTEGRITY,
+			"the copy in store \"%s\" differs from the source (%llu vs %llu bytes)",
+			m->target, (unsigned long long)m->back.info.size,
+			(unsigned long long)it->got.size);
+		mig_fail(it, &ve, "verifying");
+	} else {
+		it->got.has_md5 = true;
+		memcpy(it->got.md5, v->ma, 16);
+		mig_copied(it);
+	}
+	vjob_free(job);
+	item_finish(it);
+}
+
 static void mig_back_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
 	struct mig *m = &it->mig;
-	unsigned char a[16], b[16];
+	struct vjob *v;
 	struct err ve = {0};
 
 	op->busy = false;
 	op->req = NULL;
 	if (e) {
 		mig_fail(it, e, "reading the target copy back");
-	} else if (!digest_md5_fd(m->spool, a, &ve) || !digest_md5_fd(m->check, b, &ve)) {
-		mig_fail(it, &ve, "verifying");
-	} else if (op->info.size != it->got.size || memcmp(a, b, 16) != 0) {
-		err_set(&ve, ERR_INTEGRITY,
-			"the copy in store \"%s\" differs from the source (%llu vs %llu bytes)",
-			m->target, (unsigned long long)op->info.size,
-			(unsigned long long)it->got.size);
-		mig_fail(it, &ve, "verifying");
-	} else {
-		it->got.has_md5 = true;
-		memcpy(it->got.md5, a, 16);
-		mig_copied(it);
+		item_finish(it);
+		return;
 	}
-	item_finish(it);
+	v = calloc(1, sizeof(*v));
+	if (v == NULL) {
+		err_set(&ve, ERR_NOMEM, "out of memory");
+		mig_fail(it, &ve, "verifying");
+		item_finish(it);
+		return;
+	}
+	v->a = fcntl(m->spool, F_DUPFD_CLOEXEC, 0);
+	v->b = fcntl(m->check, F_DUPFD_CLOEXEC, 0);
+	if (v->a < 0 || v->b < 0) {
+		err_sys(&ve, errno, "dup");
+		if (v->a >= 0)
+			close(v->a);
+		if (v->b >= 0)
+			close(v->b);
+		free(v);
+		mig_fail(it, &ve, "verifying");
+		item_finish(it);
+		return;
+	}
+	v->it = it;
+	v->job.work = vjob_work;
+	v->job.done = vjob_done;
+	v->job.discard = vjob_free;
+	m->vjob = v;
+	workq_submit(it->g->stores[m->tgt]->env.wq, &v->job);
 }
 
 static void mig_put_done(void *arg, const struct err *e)

@@ -143,6 +143,10 @@ void workq_free(struct workq *wq)
 	pthread_mutex_unlock(&wq->mu);
 	for (int i = 0; i < wq->nthreads; i++)
 		pthread_join(wq->threads[i], NULL);
+	for (struct jobq *q = &wq->todo; q; q = q == &wq->todo ? &wq->finished : NULL)
+		for (struct workq_job *j; (j = jobq_pop(q)) != NULL;)
+			if (j->discard)
+				j->discard(j);
 	loop_io_del(wq->loop, &wq->io);
 	close(wq->efd);
 	pthread_cond_destroy(&wq->cv);

@@ -22,11 +22,15 @@ struct workq;
 struct workq_job {
 	void (*work)(struct workq_job *job); /* on a pool thread */
 	void (*done)(struct workq_job *job); /* on the loop thread */
+	/* optional: workq_free hands a job it will not deliver to this, so a
+	 * job that owns itself can be freed */
+	void (*discard)(struct workq_job *job);
 	struct workq_job *next;
 };
 
 bool workq_new(struct loop *l, int nthreads, struct workq **out, struct err *e) WUR;
-/* Waits for running jobs, runs no more; pending jobs' done() is not called. */
+/* Waits for running jobs, runs no more; pending jobs' done() is not called
+ * (their discard(), if set, is). */
 void workq_free(struct workq *wq);
 void workq_submit(struct workq *wq, struct workq_job *job);
 
