@@ -10,6 +10,8 @@
 #   make man             check the man pages (groff, no warnings)
 #   make bench           imgsync against rclone, aws and s3cmd on throwaway servers;
 #                        results into bench/README.md (WORKLOADS="1 5": only some)
+#   make fuzz            libFuzzer (clang) on the parsers, FUZZ_SECONDS each (default 60)
+#   make torture         the long forms of the fault and crash tests (tests/README.md)
 #   make clean
 
 VERSION   := 0.1.0
@@ -63,7 +65,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check demo tests clean install format deb man bench bench-build
+.PHONY: all deps check demo tests clean install format deb man bench bench-build fuzz torture
 # keep test objects between runs
 .SECONDARY:
 all: $(DAEMON) $(CTL)
@@ -124,6 +126,18 @@ check:
 	@tests/harness/install-deps
 	@$(MAKE) --no-print-directory tests
 	@BUILD=$(BUILD) tests/run
+
+# libFuzzer harnesses (tests/fuzz/), built with clang in $(BUILD)/fuzz.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@tests/harness/install-deps
+	@BUILD=$(BUILD) tests/fuzz/run $(FUZZ_SECONDS)
+
+# The fault and crash tests at full length: more kills, more faults, more images.
+torture:
+	@tests/harness/install-deps
+	@$(MAKE) --no-print-directory tests
+	@BUILD=$(BUILD) IMGSYNC_TORTURE=1 IMGSYNC_TEST_TIMEOUT=3600 tests/run torture faults
 
 # A guided tour on throwaway servers (see README.md).
 demo:
