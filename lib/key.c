@@ -9,11 +9,23 @@
  * tracker rejects a leading '/', empty segments ("a//b", "a/"), "." and
  * "..".  It stops at the first problem and reports its byte offset.
  *
+ * A segment with '%' or '\' gets a second look (hidden_traversal()), for
+ * the consumers that decode or translate a key before using it as a path:
+ * an HTTP server or CDN serving public URLs, a proxy in front of an S3
+ * server, a Windows client of a mirror.  The segment is percent-decoded
+ * again and again until nothing changes ("%252e" -> "%2e" -> "."); if any
+ * form, cut at '/' and '\', has a "." or ".." piece, or a decoding yields a
+ * NUL, a control character or an overlong UTF-8 form (the "%c0%ae" trick),
+ * the key is refused.  Literal '%' and '\' stay allowed: "100%.jpg",
+ * "a%20b", "a%2Fb" and "back\slash" are keys like any other.
+ *
  * key_escape() renders any byte string in printable ASCII for messages and
  * logs; the escaped form never contains a newline, a quote or a control
  * byte, so a hostile key cannot forge log lines or break out of quotes.
  */
 #include "key.h"
+
+#include "buf.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -92,6 +104,74 @@ static bool key_fail(struct err *e, const char *key, size_t len, const char *fmt
 	return err_set(e, ERR_INVALID, "invalid key \"%s\": %s", esc, what);
 }
 
+/* A "." or ".." piece between '/' or '\' separators in s[0..n). */
+static bool has_dot_piece(const unsigned char *s, size_t n)
+{
+	size_t start = 0;
+
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && s[i] != '/' && s[i] != '\\')
+			continue;
+		if ((i - start == 1 && s[start] == '.') ||
+		    (i - start == 2 && s[start] == '.' && s[start + 1] == '.'))
+			return true;
+		start = i + 1;
+	}
+	return false;
+}
+
+/*
+ * The segment s[0..n) as a decoding consumer may see it (see the top of the
+ * file).  Returns NULL when it is harmless, else what is wrong with it.
+ * Each round shortens the text by at least two bytes, so this ends.
+ */
+static const char *hidden_traversal(const unsigned char *s, size_t n)
+{
+	unsigned char cur[KEY_MAX], next[KEY_MAX];
+	bool decoded = false;
+
+	if (memchr(s, '%', n) == NULL && memchr(s, '\\', n) == NULL)
+		return NULL;
+	memcpy(cur, s, n);
+	for (;;) {
+		size_t m = 0;
+		bool changed = false;
+
+		if (has_dot_piece(cur, n))
+			return decoded ? "percent-encoded '.' or '..' path segment"
+				       : "'.' or '..' path segment with '\\' as a separator";
+		for (size_t i = 0; i < n; i++) {
+			int hi, lo;
+
+			if (cur[i] == '%' && i + 2 < n && (hi = hex_value((char)cur[i + 1])) >= 0 &&
+			    (lo = hex_value((char)cur[i + 2])) >= 0) {
+				unsigned char c = (unsigned char)(hi << 4 | lo);
+
+				if (c < 0x20 || c == 0x7f)
+					return "percent-encoded NUL or control character";
+				next[m++] = c;
+				i += 2;
+				changed = true;
+			} else {
+				next[m++] = cur[i];
+			}
+		}
+		if (!changed)
+			return NULL;
+		/* Valid UTF-8 never has these, so only a decoding made them. */
+		for (size_t i = 0; i < m; i++)
+			if (next[i] == 0xc0 || next[i] == 0xc1 ||
+			    (i + 1 < m && next[i] == 0xe0 && next[i + 1] >= 0x80 &&
+			     next[i + 1] < 0xa0) ||
+			    (i + 1 < m && next[i] == 0xf0 && next[i + 1] >= 0x80 &&
+			     next[i + 1] < 0x90))
+				return "percent-encoded overlong UTF-8";
+		decoded = true;
+		memcpy(cur, next, m);
+		n = m;
+	}
+}
+
 static bool is_cont(unsigned char c)
 {
 	return (c & 0xc0) == 0x80;
@@ -164,6 +244,7 @@ bool key_validate(const char *key, size_t len, struct err *e)
 	const unsigned char *k = (const unsigned char *)key;
 	size_t seg = 0; /* offset where the current segment starts */
 	size_t i = 0;
+	const char *why;
 
 	if (key == NULL)
 		return err_set(e, ERR_INVALID, "invalid key: missing (NULL)");
@@ -185,6 +266,8 @@ bool key_validate(const char *key, size_t len, struct err *e)
 				return key_fail(e, key, len, "'.' path segment at byte %zu", seg);
 			if (n == 2 && k[seg] == '.' && k[seg + 1] == '.')
 				return key_fail(e, key, len, "'..' path segment at byte %zu", seg);
+			if ((why = hidden_traversal(k + seg, n)) != NULL)
+				return key_fail(e, key, len, "%s at byte %zu", why, seg);
 			if (i == len)
 				break;
 			seg = ++i;
@@ -198,7 +281,6 @@ bool key_validate(const char *key, size_t len, struct err *e)
 						k[i], i);
 			i++;
 		} else {
-			const char *why;
 			size_t n, where;
 			uint32_t cp;
 

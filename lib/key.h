@@ -4,7 +4,10 @@
  * A logical key is non-empty, at most KEY_MAX bytes, valid UTF-8 (no
  * overlongs, no surrogates, nothing above U+10FFFF), has no NUL or control
  * character (C0, DEL, C1), no leading '/', and no empty, "." or ".."
- * segment between slashes (so no "//" run and no trailing '/').
+ * segment between slashes (so no "//" run and no trailing '/').  Nor may
+ * a segment turn into a "." or ".." once percent-decoded (any number of
+ * times) or cut at backslashes ("%2e%2e", ".%252e", "..%5c..", "..\x"),
+ * nor decode to a NUL, a control character or an overlong UTF-8 form.
  */
 #ifndef IMGSYNC_KEY_H
 #define IMGSYNC_KEY_H

@@ -121,6 +121,41 @@ static void test_traversal(void)
 	REJECT("a/b/", "trailing '/'", "'a/b/'");
 }
 
+/* What an HTTP server, a CDN or a Windows client would turn into "..". */
+static void test_hidden_traversal(void)
+{
+	REJECT("%2e%2e", "percent-encoded '.' or '..' path segment at byte 0", "'%2e%2e'");
+	REJECT("a/%2E%2E/b", "percent-encoded '.' or '..' path segment at byte 2",
+	       "'%2E%2E' upper case");
+	REJECT("a/.%2e", "percent-encoded", "'.%2e'");
+	REJECT("%2e./b", "percent-encoded", "'%2e.'");
+	REJECT("%2e", "percent-encoded", "'%2e' (a hidden '.')");
+	REJECT("a/%252e%252e/b", "percent-encoded", "double-encoded '%252e%252e'");
+	REJECT("%25252e%25252e", "percent-encoded", "triple-encoded");
+	REJECT("a/..%2fetc", "percent-encoded", "'..%2f' (encoded slash after '..')");
+	REJECT("a/x%2F..%2Fy", "percent-encoded", "'..' between encoded slashes");
+	REJECT("a/..%5cwin", "percent-encoded", "'..%5c' (encoded backslash)");
+	REJECT("..\\windows", "with '\\' as a separator at byte 0", "'..\\' literal backslash");
+	REJECT("a/b\\..\\c", "with '\\' as a separator at byte 2", "'\\..\\' inside a segment");
+	REJECT("a/x%00.jpg", "percent-encoded NUL or control character at byte 2", "'%00'");
+	REJECT("a%0d%0aSet-Cookie", "percent-encoded NUL or control", "encoded CR LF");
+	REJECT("a%250a", "percent-encoded NUL or control", "double-encoded LF");
+	REJECT("%c0%ae%c0%ae/x", "percent-encoded overlong UTF-8 at byte 0",
+	       "'%c0%ae' overlong dots");
+	REJECT("%e0%80%ae", "percent-encoded overlong UTF-8", "3-byte overlong dot");
+	REJECT("%f0%80%80%ae", "percent-encoded overlong UTF-8", "4-byte overlong dot");
+	ACCEPT("100%.jpg", "a lone '%'");
+	ACCEPT("a%20b/c%2Bd", "ordinary percent escapes");
+	ACCEPT("a%2Fb", "an encoded slash between names");
+	ACCEPT("%2e%2e%2e", "'...' encoded");
+	ACCEPT("x%2e%2e", "encoded dots inside a name");
+	ACCEPT("%zz%2", "'%' not followed by two hex digits");
+	ACCEPT("caf%C3%A9", "percent-encoded UTF-8");
+	ACCEPT("%E0%A4%95", "percent-encoded U+0915 (E0 with a valid continuation)");
+	ACCEPT("%E0a", "percent-encoded Latin-1 a-grave before ASCII");
+	ACCEPT("a\\b", "backslash between names");
+}
+
 static void test_nul(void)
 {
 	REJECT("a\0b", "NUL byte at byte 1", "NUL inside");
@@ -261,6 +296,7 @@ int main(void)
 	test_accepted();
 	test_length();
 	test_traversal();
+	test_hidden_traversal();
 	test_nul();
 	test_controls();
 	test_utf8();
