@@ -399,3 +399,161 @@ bool layout_key(enum layout_kind kind, enum layout_shape shape, const char *pref
 	}
 	return true;
 }
+
+/* ---- physical key -> parts ---- */
+
+static bool unkey_fail(struct err *e, const char *physical, const char *what)
+{
+	char esc[160];
+
+	key_escape(physical, strlen(physical), esc, sizeof(esc));
+	return err_set(e, ERR_INVALID, "physical key \"%s\" %s", esc, what);
+}
+
+/* "-?[0-9]+" as put_num() writes it: no leading zero, no "-0".  Returns
+ * the length taken from s, 0 if there is no such number there. */
+static size_t span_number(const char *s)
+{
+	size_t n = s[0] == '-' ? 1 : 0, d = strspn(s + n, "0123456789");
+
+	if (d == 0 || (s[n] == '0' && (d > 1 || n == 1)))
+		return 0;
+	return n + d;
+}
+
+static bool known_ext(const char *ext)
+{
+	if (strcmp(ext, "None") == 0 || strcmp(ext, ".jpe") == 0)
+		return true;
+	for (size_t i = 0; i < mime_table_len; i++)
+		if (strcmp(mime_table[i].ext, ext) == 0)
+			return true;
+	return false;
+}
+
+static char *dup_n(const char *s, size_t n, bool *oom)
+{
+	char *d = strndup(s, n);
+
+	if (d == NULL)
+		*oom = true;
+	return d;
+}
+
+void layout_parts_free(struct layout_parts *p)
+{
+	if (p == NULL)
+		return;
+	free(p->logical_key);
+	free(p->object_type);
+	free(p->object_id);
+	free(p->width);
+	free(p->height);
+	free(p->ext);
+	memset(p, 0, sizeof(*p));
+}
+
+static bool imageattach_unkey(enum layout_shape shape, const char *prefix, const char *physical,
+			      struct layout_parts *out, struct err *e)
+{
+	const char *p = physical, *seg[4], *file, *f;
+	size_t plen, nseg = shape == LAYOUT_SHAPE_FS ? 4 : 3, idn, wn, hn;
+	const char *pre;
+	bool oom = false;
+
+	normalise_prefix(prefix, &pre, &plen);
+	if (plen > 0) {
+		if (strncmp(p, pre, plen) != 0 || p[plen] != '/')
+			return unkey_fail(e, physical, "is not under the store's prefix");
+		p += plen + 1;
+	}
+	for (size_t i = 0; i < nseg; i++) {
+		seg[i] = p;
+		p = strchr(p, '/');
+		if ((p == NULL) != (i == nseg - 1))
+			return unkey_fail(e, physical,
+					  shape == LAYOUT_SHAPE_FS
+					      ? "is not <object_type>/<id % 1000>/<id // 1000>/"
+						"<id>.<W>x<H><ext>"
+					      : "is not <object_type>/<id>/<W>x<H><ext>");
+		if (p)
+			p++;
+	}
+	file = seg[nseg - 1];
+	if (shape == LAYOUT_SHAPE_FS) {
+		struct buf b = BUF_INIT;
+		struct decnum id;
+		bool same;
+
+		idn = span_number(file);
+		if (idn == 0 || file[idn] != '.')
+			return unkey_fail(e, physical,
+					  "has no <id>. at the start of its file name");
+		id.neg = file[0] == '-';
+		id.digits = file + id.neg;
+		id.n = idn - id.neg;
+		put_fs_buckets(&b, &id);
+		buf_putc(&b, '/');
+		same = b.oom || (strncmp(seg[1], b.p, b.len) == 0 && seg[1] + b.len == seg[3]);
+		oom = b.oom;
+		buf_free(&b);
+		if (!same)
+			return unkey_fail(e, physical,
+					  "has directories that are not <id % 1000>/<id // 1000>");
+		f = file + idn + 1;
+	} else {
+		idn = span_number(seg[1]);
+		if (idn == 0 || seg[1][idn] != '/')
+			return unkey_fail(e, physical, "has no <id> after the object type");
+		f = file;
+	}
+	wn = span_number(f);
+	if (wn == 0 || f[wn] != 'x')
+		return unkey_fail(e, physical, "has no <W>x in its file name");
+	hn = span_number(f + wn + 1);
+	if (hn == 0)
+		return unkey_fail(e, physical, "has no <H> in its file name");
+	if (!known_ext(f + wn + 1 + hn))
+		return unkey_fail(e, physical, "ends in an extension no mimetype gives");
+	out->object_type = dup_n(seg[0], (size_t)(seg[1] - 1 - seg[0]), &oom);
+	out->object_id =
+	    shape == LAYOUT_SHAPE_FS ? dup_n(file, idn, &oom) : dup_n(seg[1], idn, &oom);
+	out->width = dup_n(f, wn, &oom);
+	out->height = dup_n(f + wn + 1, hn, &oom);
+	out->ext = dup_n(f + wn + 1 + hn, strlen(f + wn + 1 + hn), &oom);
+	if (oom)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	return true;
+}
+
+bool layout_unkey(enum layout_kind kind, enum layout_shape shape, const char *prefix,
+		  const char *physical, struct layout_parts *out, struct err *e)
+{
+	struct err sub;
+	size_t plen = prefix ? strlen(prefix) : 0;
+	bool ok;
+
+	memset(out, 0, sizeof(*out));
+	if (physical == NULL)
+		return err_set(e, ERR_INVALID, "no physical key");
+	if (!key_validate(physical, strlen(physical), &sub))
+		return err_set(e, ERR_INVALID, "physical key: %s", sub.msg);
+	switch (kind) {
+	case LAYOUT_PLAIN:
+		if (strncmp(physical, prefix ? prefix : "", plen) != 0)
+			return unkey_fail(e, physical, "is not under the store's prefix");
+		if (!key_validate(physical + plen, strlen(physical + plen), &sub))
+			return err_set(e, ERR_INVALID, "plain layout: logical key: %s", sub.msg);
+		out->logical_key = strdup(physical + plen);
+		ok = out->logical_key != NULL || err_set(e, ERR_NOMEM, "out of memory");
+		break;
+	case LAYOUT_IMAGEATTACH:
+		ok = imageattach_unkey(shape, prefix, physical, out, e);
+		break;
+	default:
+		return err_set(e, ERR_INVALID, "unknown layout %d", (int)kind);
+	}
+	if (!ok)
+		layout_parts_free(out);
+	return ok;
+}

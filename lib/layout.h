@@ -63,6 +63,27 @@ bool layout_key(enum layout_kind kind, enum layout_shape shape, const char *pref
 		const char *logical_key, const struct image_attrs *attrs, struct buf *out,
 		struct err *e) WUR;
 
+/* What a physical key was made from (layout_unkey); every string is owned. */
+struct layout_parts {
+	char *logical_key; /* plain */
+	/* imageattach: decimal text as layout_key() writes it (a UUID id as its
+	 * integer), and the extension, all the key keeps of the mimetype:
+	 * ".png", ".jpe", "None", ... */
+	char *object_type, *object_id, *width, *height, *ext;
+};
+
+/*
+ * The inverse of layout_key(), for what a store lists: the logical key
+ * (plain) or the ImageAttach attributes a physical key stands for.  It
+ * accepts exactly what layout_key() can make with this prefix and shape;
+ * anything else (a key outside the prefix, a number with leading zeros,
+ * fs buckets that do not match the id, an extension no mimetype gives) is
+ * ERR_INVALID saying why.  On success free out with layout_parts_free().
+ */
+bool layout_unkey(enum layout_kind kind, enum layout_shape shape, const char *prefix,
+		  const char *physical, struct layout_parts *out, struct err *e) WUR;
+void layout_parts_free(struct layout_parts *p);
+
 /* ".jpe" for exactly "image/jpeg", else Python 3.11's
  * mimetypes.guess_extension() with only its built-in strict table (as
  * mimetypes.MimeTypes() has it; /etc/mime.types is not consulted), looked
