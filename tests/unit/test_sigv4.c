@@ -646,6 +646,27 @@ static void misc(void)
 	r.nheaders = 1;
 	ok(!sigv4_canonical_request(&r, &out, &sh, &e) && e.code == ERR_INVALID,
 	   "a space in a header name is refused");
+	{
+		/* ';' would make "a;b" name two headers in the signed header list */
+		static const char *const bad[] = {"x;y", "a,b", "x(y)",	   "a/b",
+						  "k=v", "q\"", "\xc3\xa9"};
+		struct sigv4_pair one[1] = {{NULL, "v"}};
+		int refused = 0;
+
+		r.headers = one;
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			one[0].name = bad[i];
+			refused +=
+			    !sigv4_canonical_request(&r, &out, &sh, &e) && e.code == ERR_INVALID;
+		}
+		ok(refused == (int)(sizeof(bad) / sizeof(bad[0])),
+		   "header names that are not HTTP tokens (';', ',', '(', '/', '=', '\"', UTF-8) "
+		   "are "
+		   "refused (%d)",
+		   refused);
+		one[0].name = "X-Amz-Meta-!#$%&'*+.^_`|~";
+		ok(sigv4_canonical_request(&r, &out, &sh, &e), "every token character signs");
+	}
 	r.headers = hdr;
 	r.nheaders = 2;
 	r.nheaders = 0;
