@@ -8,6 +8,8 @@
  */
 #include "s3_xml.h"
 
+#include "key.h"
+
 #include <expat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,16 +164,22 @@ bool s3_xml_error(const char *doc, size_t len, struct s3_error *out)
 	return out->present;
 }
 
-bool s3_url_decode(const char *in, size_t len, char **out)
+bool s3_url_decode(const char *in, size_t len, char **out, struct err *e)
 {
 	char *o = malloc(len + 1), *p = o;
 
+	*out = NULL;
 	if (o == NULL)
-		return false;
+		return err_set(e, ERR_NOMEM, "out of memory");
 	for (size_t i = 0; i < len; i++) {
 		unsigned char v;
 
 		if (in[i] == '%' && i + 2 < len && hex_decode(in + i + 1, 2, &v)) {
+			if (v == 0) {
+				free(o);
+				return err_set(e, ERR_INVALID,
+					       "S3 listed a key with a NUL byte (%%00) in it");
+			}
 			*p++ = (char)v;
 			i += 2;
 		} else if (in[i] == '+')
@@ -208,12 +216,25 @@ static bool list_cb(void *arg, const char *path, const char *text, size_t len, s
 		if (s->key == NULL)
 			return err_set(e, ERR_NOMEM, "out of memory");
 	} else if (strcmp(path, "ListBucketResult/Contents/Size") == 0) {
-		char *end, tmp[32];
+		char tmp[32];
+		bool bad = len == 0 || len >= sizeof(tmp);
 
 		copy_text(tmp, sizeof(tmp), text, len);
-		s->size = strtoull(tmp, &end, 10);
-		if (len == 0 || len >= sizeof(tmp) || tmp[0] < '0' || tmp[0] > '9' || *end != '\0')
-			return err_set(e, ERR_INVALID, "S3 listed an object with size \"%s\"", tmp);
+		s->size = 0;
+		for (size_t i = 0; i < len && !bad; i++) {
+			unsigned d = (unsigned)(text[i] - '0');
+
+			bad = text[i] < '0' || text[i] > '9' || s->size > (UINT64_MAX - d) / 10;
+			if (!bad)
+				s->size = s->size * 10 + d;
+		}
+		if (bad) {
+			char shown[40];
+
+			key_escape(text, len, shown, sizeof(shown));
+			return err_set(e, ERR_INVALID, "S3 listed an object with size \"%s\"",
+				       shown);
+		}
 	} else if (strcmp(path, "ListBucketResult/Contents") == 0) {
 		if (s->key == NULL)
 			return err_set(e, ERR_INVALID, "S3 listed an object without a key");
@@ -265,10 +286,8 @@ bool s3_xml_list(const char *doc, size_t len, struct store_list *out, struct err
 		for (size_t i = 0; i < out->n; i++) {
 			char *dec;
 
-			if (!s3_url_decode(out->v[i].key, strlen(out->v[i].key), &dec)) {
-				err_set(e, ERR_NOMEM, "out of memory");
+			if (!s3_url_decode(out->v[i].key, strlen(out->v[i].key), &dec, e))
 				goto fail;
-			}
 			free(out->v[i].key);
 			out->v[i].key = dec;
 		}
@@ -356,7 +375,7 @@ bool s3_xml_complete(const char *doc, size_t len, char *etag, size_t etag_size,
 bool s3_xml_time(const char *text, size_t len, int64_t *out)
 {
 	char tmp[40], *p;
-	struct tm tm = {0};
+	struct tm tm = {0}, want, back;
 	time_t t;
 
 	if (len == 0 || len >= sizeof(tmp))
@@ -366,6 +385,7 @@ bool s3_xml_time(const char *text, size_t len, int64_t *out)
 	p = strptime(tmp, "%Y-%m-%dT%H:%M:%S", &tm);
 	if (p == NULL)
 		return false;
+	want = tm;
 	if (*p == '.') /* fractions of a second */
 		while (*++p >= '0' && *p <= '9')
 			;
@@ -373,6 +393,13 @@ bool s3_xml_time(const char *text, size_t len, int64_t *out)
 		return false;
 	t = timegm(&tm);
 	if (t == (time_t)-1)
+		return false;
+	/* A date that does not exist ("February 31st", "24:00:00") is not
+	 * quietly moved to the next day: refused. */
+	if (gmtime_r(&t, &back) == NULL || back.tm_year != want.tm_year ||
+	    back.tm_mon != want.tm_mon || back.tm_mday != want.tm_mday ||
+	    back.tm_hour != want.tm_hour || back.tm_min != want.tm_min ||
+	    back.tm_sec != want.tm_sec)
 		return false;
 	*out = (int64_t)t;
 	return true;

@@ -56,7 +56,8 @@ bool s3_xml_copy_result(const char *doc, size_t len, char *etag, size_t etag_siz
  * seconds since the epoch; false if it is not one. */
 bool s3_xml_time(const char *text, size_t len, int64_t *out);
 
-/* Decode %XX and '+' (encoding-type=url keys). */
-bool s3_url_decode(const char *in, size_t len, char **out);
+/* Decode %XX and '+' (encoding-type=url keys); a %00 is ERR_INVALID (it
+ * would cut the key short). */
+bool s3_url_decode(const char *in, size_t len, char **out, struct err *e) WUR;
 
 #endif

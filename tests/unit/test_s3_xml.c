@@ -89,6 +89,16 @@ static void test_list(void)
 			    "</Contents></ListBucketResult>"),
 			&l, &e),
 	   "negative size refused: %s", e.msg);
+	ok(!s3_xml_list(DOC("<ListBucketResult><Contents><Key>k</Key><Size>18446744073709551616"
+			    "</Size></Contents></ListBucketResult>"),
+			&l, &e),
+	   "a size above 2^64-1 is refused, not wrapped or clamped: %s", e.msg);
+	ok(s3_xml_list(DOC("<ListBucketResult><Contents><Key>k</Key><Size>18446744073709551615"
+			   "</Size></Contents></ListBucketResult>"),
+		       &l, &e) &&
+	       l.n == 1 && l.v[0].size == UINT64_MAX,
+	   "a size of 2^64-1 is read exactly");
+	store_list_free(&l);
 	ok(!s3_xml_list(DOC("<ListBucketResult><Contents><Size>1</Size></Contents>"
 			    "</ListBucketResult>"),
 			&l, &e),
@@ -211,6 +221,10 @@ static void test_copy(void)
 	ok(!s3_xml_time(DOC("2000-01-01T00:00:00+02:00"), &t), "another zone is refused");
 	ok(!s3_xml_time(DOC("2000-01-01"), &t), "a date alone is refused");
 	ok(!s3_xml_time(DOC(""), &t), "empty is refused");
+	ok(!s3_xml_time(DOC("2009-02-31T00:00:00Z"), &t), "February 31st is refused");
+	ok(!s3_xml_time(DOC("2009-01-01T24:00:00Z"), &t), "24:00:00 is refused");
+	ok(s3_xml_time(DOC("2008-02-29T23:59:59.999Z"), &t) && t == 1204329599,
+	   "February 29th of a leap year");
 }
 
 static void test_hostile(void)
@@ -243,10 +257,19 @@ static void test_hostile(void)
 static void test_url_decode(void)
 {
 	char *out;
+	struct err e;
+	struct store_list l;
 
-	ok(s3_url_decode("a%2Fb+c%zz%4", 12, &out), "decode");
+	ok(s3_url_decode("a%2Fb+c%zz%4", 12, &out, &e), "decode");
 	is_str(out, "a/b c%zz%4", "bad escapes are kept literally");
 	free(out);
+	ok(!s3_url_decode("a%00b", 5, &out, &e) && out == NULL && e.code == ERR_INVALID,
+	   "a %%00 is refused, not cut into the key: %s", e.msg);
+	ok(!s3_xml_list(DOC("<ListBucketResult><EncodingType>url</EncodingType><Contents><Key>"
+			    "a.jpg%00.txt</Key><Size>1</Size></Contents></ListBucketResult>"),
+			&l, &e) &&
+	       l.n == 0 && e.code == ERR_INVALID,
+	   "a listing with a key decoding to a NUL is refused: %s", e.msg);
 }
 
 int main(void)
