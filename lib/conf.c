@@ -228,6 +228,11 @@ static void failv(const cfg_t *sec, int line, const char *fmt, va_list ap)
 		return;
 	P->failed = true;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
+	/* One line whatever the file holds: libconfuse's own messages quote
+	 * the text as it is (a newline in a string). */
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
 	label(sec, lab, sizeof(lab));
 	if (line > 0)
 		err_set(P->e, ERR_CONFIG, "%s:%d: %s%s", P->path, line, lab, msg);
@@ -1570,6 +1575,16 @@ static bool read_conf_file(const char *path, char **text, size_t *len, struct st
 	}
 	close(fd);
 	data[n] = '\0';
+	if (memchr(data, '\0', n) != NULL) {
+		size_t at = (size_t)((char *)memchr(data, '\0', n) - data);
+		int line = 1;
+
+		for (size_t i = 0; i < at; i++)
+			line += data[i] == '\n';
+		fail(NULL, line, "a NUL byte; is this a text file?");
+		free(data);
+		return false;
+	}
 	*text = data;
 	*len = n;
 	return true;
@@ -1603,6 +1618,10 @@ static void scrub(char *s, const char *secret)
 
 static void scrub_all(char *s, const struct conf *c, cfg_t *cfg)
 {
+	/* Not the file name the message starts with: the operator chose it, and
+	 * a short secret that happens to be part of it would mangle it. */
+	if (s && P && strncmp(s, P->path, strlen(P->path)) == 0)
+		s += strlen(P->path);
 	if (c)
 		for (size_t i = 0; i < c->nstores; i++) {
 			scrub(s, c->stores[i].secret_access_key);
