@@ -3,17 +3,23 @@
  *
  * Containment: the root directory is opened once; every key is resolved
  * relative to that descriptor with openat2(RESOLVE_BENEATH |
- * RESOLVE_NO_MAGICLINKS), so neither a key nor a symlink planted under the
- * root can reach outside it.  Where the kernel lacks openat2 (or
+ * RESOLVE_NO_SYMLINKS), so neither a key nor a symlink planted under the
+ * root can reach outside it.  No symlink under the root is followed, not
+ * even one that stays inside: a symlink is not an object (listings skip
+ * it too), and whoever can plant one must not choose what imgsync reads,
+ * writes or deletes.  Where the kernel lacks openat2 (or
  * IMGSYNC_FS_NO_OPENAT2=1 asks for it, to test the fallback), the path is
  * walked one segment at a time with O_NOFOLLOW, which refuses every
- * symlink: stricter, never looser.  Keys are validated with key_validate()
- * first, so "..", empty segments and NUL never reach the kernel.
+ * symlink the same way.  Either way a refusal says "symlink" and names the
+ * key.  Keys are validated with key_validate() first, so "..", empty
+ * segments and NUL never reach the kernel.
  *
  * Durability: a put writes to ".NAME.imgsync-XXXXXX" in the target
  * directory, fsyncs it, renames it over NAME and fsyncs the directory, so a
  * crash leaves either the old file or the new one, never a torn one, and
- * listings skip leftover temporary files.
+ * listings skip leftover temporary files.  A put that fails (a full disk,
+ * a read error) unlinks its temporary file: nothing half-written stays
+ * behind, under the final name or any other.
  *
  * Every operation runs on the worker pool (workq.h); the loop only sees
  * completions.  Listing walks directories in the byte order of the keys
@@ -86,18 +92,27 @@ static int fs_openat2(int dirfd, const char *path, int flags, mode_t mode)
 	struct open_how how = {
 	    .flags = (uint64_t)flags | O_CLOEXEC,
 	    .mode = mode,
-	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
 	};
 
 	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
 }
 
-/* Fallback: one segment at a time, no symlink anywhere. */
+/* Whether name in dirfd is a symlink (after an open refused it). */
+static bool is_symlink_at(int dirfd, const char *name)
+{
+	struct stat sb;
+
+	return fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(sb.st_mode);
+}
+
+/* Fallback: one segment at a time, no symlink anywhere.  A symlink met on
+ * the way fails with ELOOP, as openat2 with RESOLVE_NO_SYMLINKS does. */
 static int fs_walk(int rootfd, const char *path, int flags, mode_t mode)
 {
 	char seg[NAME_MAX + 1];
 	const char *p = path, *slash;
-	int cur = rootfd, next;
+	int cur = rootfd, next, saved;
 
 	while ((slash = strchr(p, '/')) != NULL) {
 		size_t n = (size_t)(slash - p);
@@ -108,21 +123,39 @@ static int fs_walk(int rootfd, const char *path, int flags, mode_t mode)
 		}
 		memcpy(seg, p, n);
 		seg[n] = '\0';
+		/* O_PATH | O_NOFOLLOW opens a symlink itself; O_DIRECTORY then
+		 * refuses it with ENOTDIR */
 		next = openat(cur, seg, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		saved = errno;
+		if (next < 0 && saved == ENOTDIR && is_symlink_at(cur, seg))
+			saved = ELOOP;
 		if (cur != rootfd)
 			close(cur);
-		if (next < 0)
+		if (next < 0) {
+			errno = saved;
 			return -1;
+		}
 		cur = next;
 		p = slash + 1;
 	}
 	next = openat(cur, p, flags | O_NOFOLLOW | O_CLOEXEC, mode);
-	if (cur != rootfd) {
-		int saved = errno;
+	saved = errno;
+	/* O_DIRECTORY | O_NOFOLLOW refuses a symlink with ENOTDIR */
+	if (next < 0 && saved == ENOTDIR && is_symlink_at(cur, p))
+		saved = ELOOP;
+	if (next >= 0 && (flags & O_PATH)) {
+		struct stat sb;
 
-		close(cur);
-		errno = saved;
+		/* O_PATH | O_NOFOLLOW gave the symlink itself */
+		if (fstat(next, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+			close(next);
+			next = -1;
+			saved = ELOOP;
+		}
 	}
+	if (cur != rootfd)
+		close(cur);
+	errno = saved;
 	return next;
 fail:
 	if (cur != rootfd)
@@ -140,9 +173,12 @@ static int fs_open(struct fs_store *st, const char *path, int flags, mode_t mode
 static bool fs_check_key(const char *key, struct err *e)
 {
 	const char *p = key, *s;
+	char shown[100];
 
 	if (!key_validate(key, strlen(key), e))
 		return false;
+	/* escaped and cut: a message must stay valid UTF-8 whatever it quotes */
+	key_escape(key, strlen(key), shown, sizeof(shown));
 	for (;; p = s + 1) {
 		size_t n;
 
@@ -150,15 +186,16 @@ static bool fs_check_key(const char *key, struct err *e)
 		n = s ? (size_t)(s - p) : strlen(p);
 		if (n > NAME_MAX)
 			return err_set(e, ERR_INVALID,
-				       "a path segment of the key is %zu bytes; a file name "
+				       "key \"%s\": a path segment of %zu bytes; a file name "
 				       "holds at most %d",
-				       n, NAME_MAX);
+				       shown, n, NAME_MAX);
 		/* Names of our temporary files are hidden from listings. */
 		if (p[0] == '.' && memmem(p, n, FS_TMP_TAG, strlen(FS_TMP_TAG)) != NULL)
-			return err_set(e, ERR_INVALID,
-				       "a path segment starting with '.' and containing \"%s\" "
-				       "is reserved for temporary files",
-				       FS_TMP_TAG);
+			return err_set(
+			    e, ERR_INVALID,
+			    "key \"%s\": a path segment starting with '.' and containing "
+			    "\"%s\" is reserved for temporary files",
+			    shown, FS_TMP_TAG);
 		if (s == NULL)
 			return true;
 	}
@@ -178,15 +215,25 @@ static void split_key(const char *key, char *dir, size_t dirsz, const char **nam
 	}
 }
 
-/* Why resolving a path beneath the root failed, for the operator. */
-static bool resolve_error(struct fs_store *st, int errnum, const char *what, const char *path,
-			  struct err *e)
+/* The refusal of a key whose path meets a symlink (ELOOP) or would leave
+ * the root (EXDEV: only a symlink can do that to a validated key). */
+static bool symlink_refused(struct fs_store *st, const char *key, struct err *e)
+{
+	return err_set(e, ERR_INVALID,
+		       "\"%s\" under %s: refused, its path goes through a symlink (a filesystem "
+		       "store follows no symlink under its root, so that nothing outside it is "
+		       "read, written or deleted)",
+		       key, st->base.cfg->root);
+}
+
+/* Why resolving the directory dir of key beneath the root failed. */
+static bool resolve_error(struct fs_store *st, int errnum, const char *what, const char *dir,
+			  const char *key, struct err *e)
 {
 	if (errnum == EXDEV || errnum == ELOOP)
-		return err_set(e, ERR_INVALID,
-			       "%s \"%s\": it resolves outside %s (a symlink?); refused", what,
-			       path, st->base.cfg->root);
-	return err_sys(e, errnum, "%s \"%s\" under %s", what, path, st->base.cfg->root);
+		return symlink_refused(st, key, e);
+	return err_sys(e, errnum, "%s \"%s\" for \"%s\" under %s", what, dir, key,
+		       st->base.cfg->root);
 }
 
 /* Open (creating as needed) the directory that holds key. */
@@ -200,7 +247,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
 	if (fd >= 0 || errno != ENOENT || !create) {
 		if (fd < 0)
-			resolve_error(st, errno, "cannot open directory", dir, e);
+			resolve_error(st, errno, "cannot open directory", dir, key, e);
 		return fd;
 	}
 	/* Create missing directories one level at a time, each beneath root. */
@@ -221,7 +268,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 				leaf[-1] = '/';
 			}
 			if (parent < 0 || (mkdirat(parent, leaf, 0755) < 0 && errno != EEXIST)) {
-				resolve_error(st, errno, "cannot create directory", dir, e);
+				resolve_error(st, errno, "cannot create directory", dir, key, e);
 				if (parent >= 0)
 					close(parent);
 				return -1;
@@ -236,7 +283,7 @@ static int fs_open_parent(struct fs_store *st, const char *key, bool create, str
 	}
 	fd = fs_open(st, dir, O_DIRECTORY | O_RDONLY, 0);
 	if (fd < 0)
-		resolve_error(st, errno, "cannot open directory", dir, e);
+		resolve_error(st, errno, "cannot open directory", dir, key, e);
 	return fd;
 }
 
@@ -304,8 +351,12 @@ static bool do_put(struct store_req *r)
 	bool ok = false;
 
 	name = name ? name + 1 : r->key;
+	tmp[0] = '\0'; /* the name of a temporary file we created, once we have */
 	if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX)
-		return err_set(e, ERR_INVALID, "file name too long for a temporary copy");
+		return err_set(e, ERR_INVALID,
+			       "\"%s\": its file name is %zu bytes, too long for the temporary "
+			       "copy a put writes first (at most %zu)",
+			       r->key, strlen(name), (size_t)NAME_MAX - sizeof(FS_TMP_TAG) - 8);
 	/* A concurrent delete prunes directories it emptied; one we just made
 	 * (or found) may vanish before the temporary file is in it: start the
 	 * resolution again, a few times. */
@@ -325,6 +376,12 @@ static bool do_put(struct store_req *r)
 				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 			if (fd < 0 && errno != EEXIST)
 				break;
+		}
+		if (fd < 0) {
+			int saved = errno;
+
+			tmp[0] = '\0'; /* not ours: never unlink it */
+			errno = saved;
 		}
 		if (fd < 0 && errno == ENOENT && attempt < 8) {
 			close(dirfd);
@@ -370,8 +427,15 @@ static bool do_put(struct store_req *r)
 		goto out;
 	}
 	if (renameat(dirfd, tmp, dirfd, name) < 0) {
-		err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
-			st->base.cfg->root);
+		if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
+			err_sys(
+			    e, errno,
+			    "cannot rename into place \"%s\" under %s: a directory has its name "
+			    "(move it away, then retry)",
+			    r->key, st->base.cfg->root);
+		else
+			err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
+				st->base.cfg->root);
 		goto out;
 	}
 	tmp[0] = '\0';
@@ -402,9 +466,7 @@ static int open_object(struct store_req *r, int flags)
 			err_set(&r->err, ERR_NOTFOUND, "\"%s\" does not exist under %s", r->key,
 				r->st->base.cfg->root);
 		else if (errno == EXDEV || errno == ELOOP)
-			err_set(&r->err, ERR_INVALID,
-				"\"%s\" resolves outside %s (a symlink?); refused", r->key,
-				r->st->base.cfg->root);
+			symlink_refused(r->st, r->key, &r->err);
 		else
 			err_sys(&r->err, errno, "cannot open \"%s\" under %s", r->key,
 				r->st->base.cfg->root);
