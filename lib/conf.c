@@ -33,7 +33,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libintl.h>
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -180,7 +182,9 @@ struct parse {
 	size_t nstarts, capstarts;
 	int unterminated_line; /* a string the prescan found unterminated */
 	int mirrors_set[2];    /* lines of the first two "mirrors =" */
-	int unclosed_line;     /* a top-level section the prescan saw no end of */
+	int list_line;	       /* the first "NAME = {" of an option that is no list */
+	char list_opt[32];
+	int unclosed_line; /* a top-level section the prescan saw no end of */
 	int closed_database, closed_sync, closed_transfer;
 	const cfg_t *secret_sec; /* section and line of the last inline secret */
 	int secret_line;
@@ -512,6 +516,51 @@ static int check_prefix(const cfg_t *sec, int line, const char *v)
 	return 0;
 }
 
+/*
+ * What libpq will make of conninfo, checked now rather than at the first
+ * connection.  libpq's message quotes the text; it is shown only when the
+ * text cannot hold a password ("password=", or user:password@ in a URI).
+ */
+static bool may_hold_password(const char *v)
+{
+	const char *auth = strstr(v, "://"), *at;
+
+	if (strstr(v, "password") != NULL)
+		return true;
+	if (auth == NULL || (at = strchr(auth + 3, '@')) == NULL)
+		return false;
+	return memchr(auth + 3, ':', (size_t)(at - auth - 3)) != NULL; /* user:password@ */
+}
+
+static int check_conninfo(const cfg_t *sec, int line, const char *v)
+{
+	PQconninfoOption *opts;
+	char *msg = NULL;
+	int rc = 0;
+
+	if (v[0] == '\0')
+		return 0;
+	opts = PQconninfoParse(v, &msg);
+	if (opts == NULL) {
+		size_t n = msg ? strlen(msg) : 0;
+
+		while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+			msg[--n] = '\0';
+		if (msg == NULL)
+			rc = fail_oom();
+		else if (may_hold_password(v))
+			rc = fail(sec, line,
+				  "conninfo is not a valid libpq connection string or URI (not "
+				  "shown: it may hold a password)");
+		else
+			rc = fail(sec, line, "conninfo is not a valid libpq connection string: %s",
+				  msg);
+	}
+	PQconninfoFree(opts);
+	PQfreemem(msg);
+	return rc;
+}
+
 /* ---- libconfuse callbacks ---- */
 
 static int parse_int_cb(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
@@ -522,9 +571,20 @@ static int parse_int_cb(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *res
 
 	errno = 0;
 	v = strtol(value, &end, 10);
-	if (end == value || *end != '\0' || errno == ERANGE || isspace((unsigned char)*value))
+	if (end == value || *end != '\0' || isspace((unsigned char)*value))
 		return fail(cfg, cfg->line, "%s must be a whole number, not \"%s\"", opt->name,
 			    show(value, b, sizeof(b)));
+	if (errno == ERANGE) {
+		for (size_t i = 0; i < sizeof(int_ranges) / sizeof(int_ranges[0]); i++)
+			if (strcmp(cfg->name, int_ranges[i].sec) == 0 &&
+			    strcmp(opt->name, int_ranges[i].name) == 0)
+				return fail(cfg, cfg->line,
+					    "%s must be between %ld and %ld, not %s", opt->name,
+					    int_ranges[i].min, int_ranges[i].max,
+					    show(value, b, sizeof(b)));
+		return fail(cfg, cfg->line, "%s is out of range: %s", opt->name,
+			    show(value, b, sizeof(b)));
+	}
 	*(long *)result = v;
 	return 0;
 }
@@ -586,6 +646,8 @@ static int check_str(cfg_t *sec, const char *name, const char *v)
 		return 0;
 	show(v, b, sizeof(b));
 	if (strcmp(s, "database") == 0) {
+		if (strcmp(name, "conninfo") == 0)
+			return check_conninfo(sec, line, v);
 		if (strcmp(name, "channel") == 0 && !valid_channel(v))
 			return fail(sec, line,
 				    "channel \"%s\" must be a plain identifier: lowercase letters, "
@@ -790,6 +852,12 @@ static void unknown_option(cfg_t *sec, int line, const char *name)
 	size_t n = 0;
 
 	show(name, b, sizeof(b));
+	if (strcmp(name, "include") == 0) {
+		fail(sec, line,
+		     "include is not supported: the configuration is one file (a reload "
+		     "re-reads just that file)");
+		return;
+	}
 	if (strcmp(sec->name, "root") == 0) {
 		owner = owning_section(name, NULL);
 		if (owner && strcmp(owner, "store") == 0)
@@ -877,6 +945,9 @@ static void on_cfg_error(cfg_t *cfg, const char *fmt, va_list ap)
 	} else if (is_msg(fmt, "attempt to append to non-list option '%s'")) {
 		fail(cfg, line, "\"+=\" works only for lists; write %s = ...",
 		     va_arg(ap, const char *));
+	} else if (is_msg(fmt, "unexpected token '%s'") && line == P->list_line) {
+		fail(cfg, line, "%s takes one value, not a list { ... }",
+		     show(P->list_opt, b, sizeof(b)));
 	} else if (is_msg(fmt, "unexpected token '%s'")) {
 		fail(cfg, line, "unexpected \"%s\"", show(va_arg(ap, const char *), b, sizeof(b)));
 	} else if (is_msg(fmt, "premature end of file")) {
@@ -888,7 +959,13 @@ static void on_cfg_error(cfg_t *cfg, const char *fmt, va_list ap)
 	} else if (is_msg(fmt, "unexpected closing brace")) {
 		fail(cfg, line, "unexpected \"}\": no section is open");
 	} else if (is_msg(fmt, "unterminated string constant")) {
-		fail(cfg, line, "unterminated string: a closing quote is missing");
+		/* libconfuse says so at the end of the file; the prescan knows
+		 * where the string opened */
+		if (P->unterminated_line)
+			fail(NULL, P->unterminated_line,
+			     "unterminated string: a closing quote is missing");
+		else
+			fail(cfg, line, "unterminated string: a closing quote is missing");
 	} else {
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		fail(cfg, line, "%s", msg);
@@ -934,6 +1011,51 @@ static bool add_start(const char *kw, size_t kwlen, int line)
 }
 
 /*
+ * libconfuse replaces ${NAME} (bare or in double quotes) with the
+ * environment variable NAME, and an unset one with nothing: a root or a
+ * bucket would silently lose a part.  ${NAME:-default} is fine.  The name
+ * of an option holding a secret is not shown (nor the variable's name, a
+ * piece of the secret's text).
+ */
+static bool check_env(const char *s, size_t n, int line, const char *opt, size_t optlen)
+{
+	for (const char *p = s; p + 1 < s + n; p++) {
+		const char *name, *close;
+		char var[128], b[80];
+		size_t len;
+
+		if (p[0] != '$' || p[1] != '{')
+			continue;
+		name = p + 2;
+		close = memchr(name, '}', (size_t)(s + n - name));
+		len = close ? (size_t)(close - name) : (size_t)(s + n - name);
+		if (memmem(name, len, ":-", 2) != NULL)
+			continue;
+		if (optlen == strlen("secret_access_key") &&
+		    memcmp(opt, "secret_access_key", optlen) == 0) {
+			fail(
+			    NULL, line,
+			    "the value of secret_access_key names an environment variable (\"${\") "
+			    "that is not set (not shown: it holds a secret); put the secret in "
+			    "secret_access_key_file");
+			return false;
+		}
+		if (len >= sizeof(var))
+			len = sizeof(var) - 1;
+		memcpy(var, name, len);
+		var[len] = '\0';
+		if (getenv(var) == NULL) {
+			fail(NULL, line,
+			     "the environment variable %s is not set (${%s}); set it, or write "
+			     "${%s:-DEFAULT}",
+			     show(var, b, sizeof(b)), b, b);
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
  * Follows libconfuse's lexer closely enough to count lines and braces, and
  * blanks out comments (keeping their newlines): libconfuse 3.3 counts the
  * newline ending a comment more than once, which would put every later
@@ -942,9 +1064,10 @@ static bool add_start(const char *kw, size_t kwlen, int line)
 static bool prescan(char *s, size_t n)
 {
 	char *p = s, *end = s + n;
-	const char *kw = NULL, *prev = NULL;
-	size_t kwlen = 0, prevlen = 0;
+	const char *kw = NULL, *prev = NULL, *opt = "";
+	size_t kwlen = 0, prevlen = 0, optlen = 0;
 	int line = 1, depth = 0, kwline = 0, ntok = 0, prevline = 0;
+	char prev_tok = 0;
 
 	while (p < end) {
 		char c = *p, tok;
@@ -993,18 +1116,28 @@ static bool prescan(char *s, size_t n)
 			wordlen = (size_t)(p - word);
 			if (p >= end && !P->unterminated_line)
 				P->unterminated_line = tokline;
+			if (c == '"' && !check_env(word, wordlen, tokline, opt, optlen))
+				return false;
 			p = p < end ? p + 1 : end;
 			tok = 's';
 		} else if (strchr("{}()=,", c)) {
 			p++;
 			tok = c;
+			if (c == '=' && prev) {
+				opt = prev;
+				optlen = prevlen;
+			}
 		} else if (c == '+' && p + 1 < end && p[1] == '=') {
 			p += 2;
 			tok = '+';
 		} else if (c == '$' && p + 1 < end && p[1] == '{') {
+			const char *at = p;
+
 			while (p < end && *p != '}' && *p != '\n')
 				p++;
 			p = p < end && *p == '}' ? p + 1 : p;
+			if (!check_env(at, (size_t)(p - at), tokline, opt, optlen))
+				return false;
 			tok = 's';
 		} else {
 			word = p;
@@ -1034,6 +1167,11 @@ static bool prescan(char *s, size_t n)
 				ntok = 0;
 			}
 		}
+		if (tok == '{' && depth >= 1 && prev_tok == '=' && !P->list_line &&
+		    !(optlen == 7 && memcmp(opt, "mirrors", 7) == 0)) {
+			P->list_line = tokline;
+			snprintf(P->list_opt, sizeof(P->list_opt), "%.*s", (int)optlen, opt);
+		}
 		if (depth == 1 && tok == '=' && prev && prevlen == 7 &&
 		    memcmp(prev, "mirrors", 7) == 0) {
 			if (P->mirrors_set[0] == 0)
@@ -1044,6 +1182,7 @@ static bool prescan(char *s, size_t n)
 		prev = word;
 		prevlen = wordlen;
 		prevline = tokline;
+		prev_tok = tok;
 		if (tok == '{') {
 			if (depth++ == 0)
 				P->unclosed_line =
@@ -1071,6 +1210,37 @@ static int elem_line(cfg_t *sec, const char *name, unsigned idx)
 static int opt_line(cfg_t *sec, const char *name)
 {
 	return elem_line(sec, name, 0);
+}
+
+/*
+ * Whether this process is in group gid.  A secret file its group may read
+ * is fine when that group is the daemon's own (root:imgsync 0640, for a
+ * daemon reading it without LoadCredential=); any other group is a leak.
+ */
+static bool own_group(gid_t gid)
+{
+	gid_t groups[256];
+	int n;
+
+	if (gid == getegid())
+		return true;
+	n = getgroups((int)(sizeof(groups) / sizeof(groups[0])), groups);
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+static const char *group_name(gid_t gid, char *out, size_t n)
+{
+	struct group gr, *res = NULL;
+	char buf[1024];
+
+	if (getgrgid_r(gid, &gr, buf, sizeof(buf), &res) == 0 && res && res->gr_name)
+		snprintf(out, n, "%s", res->gr_name);
+	else
+		snprintf(out, n, "%lu", (unsigned long)gid);
+	return out;
 }
 
 /*
@@ -1170,10 +1340,18 @@ static bool read_secret_file(struct conf *c, cfg_t *sec, const char *opt, int li
 		goto out;
 	}
 	if (st.st_mode & S_IROTH) {
-		if (!warn(c, line, "secret file %s is readable by others; chmod 600 it", b))
+		if (!warn(c, line,
+			  "secret file %s is readable by others; chmod 600 it (or 640 with "
+			  "imgsyncd's group)",
+			  b))
 			goto out;
-	} else if (st.st_mode & S_IRGRP) {
-		if (!warn(c, line, "secret file %s is readable by its group; chmod 600 it", b))
+	} else if ((st.st_mode & S_IRGRP) && !own_group(st.st_gid)) {
+		char g[64];
+
+		if (!warn(c, line,
+			  "secret file %s is readable by group %s, which imgsyncd is not in; "
+			  "chmod 600 it, or chgrp it to imgsyncd's group",
+			  b, group_name(st.st_gid, g, sizeof(g))))
 			goto out;
 	}
 	*source = sdup(used);

@@ -39,17 +39,71 @@ out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
 case "$out" in *"readable by others; chmod 600"*) ok "world-readable secret file is warned about" ;;
 *) nok "world-readable secret file is warned about"; echo "# $out" ;; esac
 
-# Every broken config: exit 78 and its golden message, nothing else.
+# Secret files for the configs that name @T@/...: what a mistaken file
+# holds (nothing, two lines, too much, a control byte; a key id with a space).
+mkdir -p "$T/fixtures" "$T/conf"
+: >"$T/fixtures/empty.secret"
+printf 'first\nsecond\n' >"$T/fixtures/two-lines.secret"
+head -c 20000 /dev/zero | tr '\0' 'k' >"$T/fixtures/large.secret"
+printf 'abc\033def\n' >"$T/fixtures/control.secret"
+printf 'AKID EXAMPLE\n' >"$T/fixtures/spaces.key-id"
+chmod 600 "$T"/fixtures/*
+
+# Readable by imgsyncd's own group (root:imgsync 0640, read without
+# LoadCredential=) is what that setup needs: no warning.  Readable by
+# another group is a leak: warned, naming the group.
+chmod 640 "$T/cloud.secret"
+chgrp "$(id -g)" "$T/cloud.secret"
+out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
+case "$out" in *"secret file"*) nok "secret file readable by the daemon's own group: no warning"; echo "# $out" ;;
+*) ok "secret file readable by the daemon's own group: no warning" ;; esac
+other=""
+for g in 65534 $(seq 1 100); do
+	case " $(id -G) " in *" $g "*) ;; *) other=$g; break ;; esac
+done
+if [ -n "$other" ] && chgrp "$other" "$T/cloud.secret" 2>/dev/null; then
+	out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
+	rc=$?
+	case "$out" in *"is readable by group "*", which imgsyncd is not in; chmod 600 it"*)
+		[ $rc = 0 ] && ok "secret file readable by another group is warned about" ||
+			nok "secret file readable by another group: exit $rc" ;;
+	*) nok "secret file readable by another group is warned about"; echo "# $out" ;; esac
+else
+	ok "# SKIP cannot give a file to another group here (not root)"
+fi
+chmod 600 "$T/cloud.secret"
+if [ "$(id -u)" != 0 ]; then
+	chmod 000 "$T/cloud.secret"
+	out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
+	rc=$?
+	case "$out" in *"cannot read secret_access_key_file"*"Permission denied"*)
+		[ $rc = 78 ] && ok "unreadable secret file: exit 78, $out" || nok "unreadable secret file: exit $rc" ;;
+	*) nok "unreadable secret file names the file and the reason"; echo "# $out" ;; esac
+	chmod 600 "$T/cloud.secret"
+else
+	ok "# SKIP root reads any file: no unreadable secret file to test"
+fi
+
+# Every broken config: exit 78 and its golden message, nothing else.  A
+# config naming @T@ runs as a copy pointing at the fixtures, its output
+# mapped back to the names in tests/conf.
 for conf in tests/conf/bad-*.conf; do
 	want=$(cat "${conf%.conf}.err")
+	run=$conf
+	if grep -q '@T@' "$conf"; then
+		run=$T/conf/${conf##*/}
+		sed "s|@T@|$T/fixtures|g" "$conf" >"$run"
+	fi
 	case "$conf" in
 	*/bad-noenv-*) got=$(env -u AWS_ACCESS_KEY_ID -u AWS_SECRET_ACCESS_KEY \
-		-u CREDENTIALS_DIRECTORY "$bin" --check-config -c "$conf" 2>&1) ;;
-	*) got=$(AWS_ACCESS_KEY_ID=AKIDENV AWS_SECRET_ACCESS_KEY=envsecret \
-		"$bin" --check-config -c "$conf" 2>&1) ;;
+		-u CREDENTIALS_DIRECTORY "$bin" --check-config -c "$run" 2>&1) ;;
+	*) got=$(env -u IMGSYNC_TEST_UNSET AWS_ACCESS_KEY_ID=AKIDENV \
+		AWS_SECRET_ACCESS_KEY=envsecret "$bin" --check-config -c "$run" 2>&1) ;;
 	esac
 	rc=$?
 	got=$(printf '%s\n' "$got" | grep -v ': warning: ')
+	got=${got//"$run"/"$conf"}
+	got=${got//"$T/fixtures"/@T@}
 	if [ $rc = 78 ] && [ "$got" = "$want" ]; then
 		ok "$conf: exit 78, $want"
 	else
@@ -62,6 +116,10 @@ done
 out=$("$bin" --check-config -c "$T/does-not-exist.conf" 2>&1)
 rc=$?
 [ $rc = 78 ] && ok "missing config file: exit 78 ($out)" || nok "missing config file: exit $rc"
+out=$("$bin" --check-config -c "$T" 2>&1)
+rc=$?
+[ $rc = 78 ] && [ "$out" = "$T: not a regular file" ] && ok "a directory as the config file: exit 78 ($out)" ||
+	nok "a directory as the config file: exit $rc ($out)"
 "$bin" --version | grep -q '^imgsyncd [0-9]' && ok "--version" || nok "--version"
 "$bin" --help | grep -q -- '--check-config' && ok "--help" || nok "--help"
 "$bin" --no-such-option >/dev/null 2>&1
