@@ -172,9 +172,17 @@ static void send_next(struct pgconn *pg)
 			pg_lost(pg, PQerrorMessage(pg->conn));
 			return;
 		}
+		/* The session's own settings, whatever the role or database sets:
+		 * imgsyncd gives way to a lock the application holds (its statement
+		 * fails and is tried again), and its connection, idle between
+		 * heartbeats, is not one for idle_session_timeout (PostgreSQL 14)
+		 * to close. */
 		snprintf(sql, sizeof(sql),
 			 "SET application_name = 'imgsyncd'; SET statement_timeout = '30s'; "
-			 "SET lock_timeout = '10s'; LISTEN %s",
+			 "SET lock_timeout = '" PG_LOCK_TIMEOUT "'; "
+			 "SET idle_in_transaction_session_timeout = 0; %sLISTEN %s",
+			 PQserverVersion(pg->conn) >= 140000 ? "SET idle_session_timeout = 0; "
+							     : "",
 			 ch);
 		PQfreemem(ch);
 		rc = PQsendQuery(pg->conn, sql);
@@ -347,6 +355,23 @@ static void pg_step(struct pgconn *pg)
 	send_next(pg); /* the setup query sits at the head */
 }
 
+/* What the server says outside a result: a FATAL before it closes the
+ * connection (terminated, idle too long, shutting down), a WARNING. */
+static void on_notice(void *arg, const PGresult *res)
+{
+	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char line[512];
+
+	(void)arg;
+	one_line(line, sizeof(line), msg ? msg : PQresultErrorMessage(res));
+	if (sev && (strcmp(sev, "NOTICE") == 0 || strcmp(sev, "INFO") == 0 ||
+		    strcmp(sev, "LOG") == 0 || strncmp(sev, "DEBUG", 5) == 0))
+		log_debug("postgres: %s", line);
+	else
+		log_warn("postgres says: %s%s%s", sev ? sev : "", sev ? ": " : "", line);
+}
+
 static void on_retry(void *arg)
 {
 	pg_connect(arg);
@@ -360,14 +385,11 @@ void pg_connect(struct pgconn *pg)
 					   "keepalives_interval",
 					   "keepalives_count",
 					   "application_name",
-					   "options",
 					   "dbname",
 					   NULL};
-	/* imgsyncd gives way: a lock held by the application is waited for at
-	 * most this long (the statement fails and is tried again later), so an
-	 * application's transaction never deadlocks with imgsyncd's */
-	const char *vals[] = {"1",	    "10", "5", "3", "imgsyncd", "-c lock_timeout=250",
-			      pg->conninfo, NULL};
+	/* the session's settings (lock_timeout...) come with the setup query,
+	 * where neither the role's nor the conninfo's options override them */
+	const char *vals[] = {"1", "10", "5", "3", "imgsyncd", pg->conninfo, NULL};
 	struct pgq *setup;
 
 	if (pg->state != PG_DOWN)
@@ -389,6 +411,7 @@ void pg_connect(struct pgconn *pg)
 		pg_lost(pg, pg->conn ? PQerrorMessage(pg->conn) : "out of memory");
 		return;
 	}
+	PQsetNoticeReceiver(pg->conn, on_notice, pg);
 	loop_timer_set(pg->loop, &pg->deadline, PG_CONNECT_TIMEOUT_MS);
 	pg_step(pg);
 }

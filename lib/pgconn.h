@@ -11,6 +11,11 @@
  * query unanswered for PG_QUERY_TIMEOUT_MS declares the connection dead:
  * a half-open TCP connection is not waited on forever.  The result passed
  * to a callback is freed when it returns.
+ *
+ * Each session sets its own statement_timeout, lock_timeout and idle
+ * timeouts (the role's or the database's settings do not apply), and what
+ * the server says outside a query (a FATAL before it closes the
+ * connection, a WARNING) goes to the log, not to stderr.
  */
 #ifndef IMGSYNC_PGCONN_H
 #define IMGSYNC_PGCONN_H
@@ -23,6 +28,10 @@
 
 #define PG_QUERY_TIMEOUT_MS   45000
 #define PG_CONNECT_TIMEOUT_MS 15000
+/* How long a statement waits for a lock before it fails (and is tried again
+ * later): imgsyncd gives way to the application's transactions, which hold
+ * their rows as long as they like, and never deadlocks with them. */
+#define PG_LOCK_TIMEOUT "250ms"
 
 struct pgconn;
 
