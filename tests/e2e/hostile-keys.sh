@@ -11,7 +11,8 @@
 # directory stays empty, and symlinks a hostile application plants under
 # either root (to a directory, to a file, relative and absolute) are
 # refused with a message naming the key, in both resolution modes
-# (openat2 and the O_NOFOLLOW walk).
+# (openat2 and the O_NOFOLLOW walk), as are a FIFO and a directory planted
+# where an image should be.
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -289,8 +290,19 @@ symlink_round() {
 		case "$m" in *'"local"'*"\"$k\""*"symlink"*) pass "$r: reading \"$k\" through a symlink is refused: $m" ;;
 		*) fail "$r: reading \"$k\" through a symlink is refused"; diag "$m" ;; esac
 	done
-	check "$r: no secret reached S3" test -z "$(s3_keys | grep -E "^(dirlink|rel|abs|sub)-$r")"
-	check "$r: ... nor the fs mirror" test -z "$(ls "$MIRROR" | grep -E "^(dirlink|rel|abs|sub)-$r")"
+	# not files: a FIFO (opening it must not block) and a directory
+	mkfifo "$D_ROOT/fifo-$r.jpg"
+	mkdir "$D_ROOT/dir-$r.jpg"
+	d_sql "SELECT imgsync.put('fifo-$r.jpg', 'local'), imgsync.put('dir-$r.jpg', 'local')" >/dev/null
+	check "$r: a FIFO and a directory at a key settle (no hang)" \
+		wait_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead' AND key ~ '^(fifo|dir)-$r'" 2
+	for k in "fifo-$r.jpg" "dir-$r.jpg"; do
+		m=$(d_sql "SELECT last_error FROM imgsync.work WHERE key = '$k'")
+		case "$m" in *'"local"'*"\"$k\""*"not a regular file"*) pass "$r: $k is not an image: $m" ;;
+		*) fail "$r: $k is not an image"; diag "$m" ;; esac
+	done
+	check "$r: no secret reached S3" test -z "$(s3_keys | grep -E "^(dirlink|rel|abs|sub|fifo|dir)-$r")"
+	check "$r: ... nor the fs mirror" test -z "$(ls "$MIRROR" | grep -E "^(dirlink|rel|abs|sub|fifo|dir)-$r")"
 
 	# writes and deletes through symlinks planted in the fs mirror
 	mkdir -p "$D_ROOT/evil-$r" "$D_ROOT/dl-$r"
