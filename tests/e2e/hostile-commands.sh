@@ -11,6 +11,7 @@
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
+unhex() { py -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$1"; }
 
 d_init commands || { fail "set-up"; done_testing; exit 1; }
 SCR="$D_DIR/scratch"
@@ -94,7 +95,7 @@ while IFS=$'\t' read -r hex want; do
 	n=$((n + 1))
 	before=$(d_sql "SELECT count(*) FROM imgsync.events")
 	d_sql "SELECT pg_notify('imgsync', convert_from(decode('$hex', 'hex'), 'UTF8'))" >/dev/null
-	shown=$(printf '%s' "$hex" | xxd -r -p | head -c 70 | LC_ALL=C tr -c '[:print:]' '?')
+	shown=$(unhex "$hex" | head -c 70 | LC_ALL=C tr -c '[:print:]' '?')
 	if wait_sql "SELECT count(*) FROM imgsync.events" $((before + 1)) 3 >/dev/null; then
 		refused=$((refused + 1))
 		m=$(d_sql "SELECT message FROM imgsync.events ORDER BY id DESC LIMIT 1")

@@ -16,6 +16,7 @@
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
+unhex() { py -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' "$1"; }
 
 d_init hostile || { fail "set-up"; done_testing; exit 1; }
 MIRROR="$D_DIR/mirror"   # the fs mirror's root
@@ -190,7 +191,7 @@ check "the daemon settles them (nothing pending)" \
 # keys that decode to traversal: each refused with its reason, or stored
 : >"$SCR/either.stored"
 while read -r h size sha; do
-	k=$(printf '%s' "$h" | xxd -r -p)
+	k=$(unhex "$h")
 	ev=$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE '%invalid image key%'
 		AND (strpos(message, $(sqlkey "$h")) > 0 OR strpos(message, replace($(sqlkey "$h"), '\\', '\\\\')) > 0)")
 	m=$(d_sql "SELECT last_error FROM imgsync.work WHERE key = $(sqlkey "$h") AND state = 'dead'")
