@@ -399,6 +399,62 @@ static void test_names(void)
 	is_str(layout_name(LAYOUT_IMAGEATTACH), "imageattach", "name of imageattach");
 }
 
+/* layout_unkey(): want is "KEY" (plain), "TYPE ID W H EXT" (imageattach)
+ * or NULL for a refusal whose message holds want_err. */
+static void unkey_is(enum layout_kind kind, enum layout_shape shape, const char *prefix,
+		     const char *phys, const char *want, const char *want_err)
+{
+	struct layout_parts p;
+	struct err e;
+	char got[600];
+	bool res;
+
+	err_clear(&e);
+	res = layout_unkey(kind, shape, prefix, phys, &p, &e);
+	if (!res) {
+		ok(want == NULL && e.code == ERR_INVALID && strstr(e.msg, want_err),
+		   "unkey '%s': refused: %s", phys, e.msg);
+		return;
+	}
+	if (kind == LAYOUT_PLAIN)
+		snprintf(got, sizeof(got), "%s", p.logical_key);
+	else
+		snprintf(got, sizeof(got), "%s %s %s %s %s", p.object_type, p.object_id, p.width,
+			 p.height, p.ext);
+	is_str(got, want, "unkey '%s' (prefix '%s')", phys, prefix ? prefix : "");
+	layout_parts_free(&p);
+}
+
+static void test_unkey(void)
+{
+	const enum layout_kind P = LAYOUT_PLAIN, I = LAYOUT_IMAGEATTACH;
+	const enum layout_shape F = LAYOUT_SHAPE_FS, O = LAYOUT_SHAPE_OBJECT;
+
+	unkey_is(P, O, NULL, "a/b.jpg", "a/b.jpg", NULL);
+	unkey_is(P, O, "pre/", "pre/a/b.jpg", "a/b.jpg", NULL);
+	unkey_is(P, O, "pre-", "pre-a", "a", NULL);
+	unkey_is(P, O, "pre/", "other/a", NULL, "is not under the store's prefix");
+	unkey_is(P, O, "pre/", "pre/", NULL, "empty path segment");
+	unkey_is(P, O, "pre", "pre", NULL, "plain layout: logical key: invalid key: empty");
+	unkey_is(P, O, NULL, "a/../b", NULL, "'..' path segment");
+
+	unkey_is(I, F, NULL, "user/456/123/123456.640x480.jpe", "user 123456 640 480 .jpe", NULL);
+	unkey_is(I, F, NULL, "user/995/-1/-5.1x2None", "user -5 1 2 None", NULL);
+	unkey_is(I, F, NULL, "user/0/0/0.0x0.png", "user 0 0 0 .png", NULL);
+	unkey_is(I, F, " img/ ", "img/user/1/0/1.2x3.png", "user 1 2 3 .png", NULL);
+	unkey_is(I, F, NULL, "user/456/124/123456.640x480.jpe", NULL,
+		 "not <id % 1000>/<id // 1000>");
+	unkey_is(I, F, NULL, "user/456/123/0123456.640x480.jpe", NULL, "<id>.");
+	unkey_is(I, F, NULL, "user/456/123/123456.640x480.nope", NULL, "no mimetype gives");
+	unkey_is(I, F, NULL, "user/456/123456.640x480.jpe", NULL, "is not <object_type>/");
+	unkey_is(I, O, "p", "p/user/5/3x4.png", "user 5 3 4 .png", NULL);
+	unkey_is(I, O, "p", "q/user/5/3x4.png", NULL, "prefix");
+	unkey_is(I, O, NULL, "user/-0/3x4.png", NULL, "no <id>");
+	unkey_is(I, O, NULL, "user/5/03x4.png", NULL, "<W>x");
+	unkey_is(I, O, NULL, "user/5/3x.png", NULL, "<H>");
+	unkey_is(I, O, NULL, "user/5/6/3x4.png", NULL, "is not <object_type>/<id>/");
+}
+
 int main(void)
 {
 	test_mime();
@@ -412,5 +468,6 @@ int main(void)
 	test_too_long();
 	test_plain();
 	test_names();
+	test_unkey();
 	return tap_done();
 }
