@@ -228,6 +228,32 @@ static void reap_peers(struct service *sv)
 		log_error("out of memory listing this host's daemons");
 }
 
+/* The configured stores' names as a PostgreSQL text[] literal, for
+ * imgsync.start_migration() to refuse stores no daemon has. */
+static void stores_literal(struct buf *b, const struct conf *c)
+{
+	buf_putc(b, '{');
+	for (size_t i = 0; i < c->nstores; i++) {
+		if (i)
+			buf_putc(b, ',');
+		buf_putc(b, '"');
+		for (const char *p = c->stores[i].name; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				buf_putc(b, '\\');
+			buf_putc(b, *p);
+		}
+		buf_putc(b, '"');
+	}
+	buf_putc(b, '}');
+}
+
+static void stores_told(void *arg, PGresult *res, const char *error)
+{
+	(void)arg;
+	if (res && PQresultStatus(res) != PGRES_TUPLES_OK)
+		log_warn("cannot record this daemon's stores in imgsync.daemons: %s", error);
+}
+
 static void registered(void *arg, PGresult *res, const char *error)
 {
 	struct service *sv = arg;
@@ -259,7 +285,9 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 	const char *chan;
 	char pid[16];
 	char ident[HOST_IDENT_MAX];
-	const char *p[4] = {sv->host, pid, IMGSYNC_VERSION, ident};
+	struct buf stores = BUF_INIT;
+	const char *p[5] = {sv->host, pid, IMGSYNC_VERSION, ident, NULL};
+	bool queued;
 
 	if (res == NULL)
 		return; /* lost: checked again on the next connect */
@@ -298,7 +326,11 @@ static void version_checked(void *arg, PGresult *res, const char *error)
 	}
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	host_ident(ident, sizeof(ident));
-	if (!pg_query(sv->pg, SQL_REGISTER, 4, p, registered, sv))
+	stores_literal(&stores, sv->gen->conf);
+	p[4] = buf_str(&stores);
+	queued = buf_ok(&stores, NULL) && pg_query(sv->pg, SQL_REGISTER, 5, p, registered, sv);
+	buf_free(&stores);
+	if (!queued)
 		service_exit(sv, EX_SOFTWARE);
 }
 
@@ -441,6 +473,19 @@ static void reload(struct service *sv)
 		goto out;
 	}
 	sv->gen = g;
+	if (sv->daemon && pg_ready(sv->pg)) {
+		struct buf stores = BUF_INIT;
+		char id[24];
+		const char *p[2] = {id, NULL};
+
+		snprintf(id, sizeof(id), "%lld", sv->daemon);
+		stores_literal(&stores, g->conf);
+		p[1] = buf_str(&stores);
+		if (!buf_ok(&stores, NULL) ||
+		    !pg_query(sv->pg, SQL_DAEMON_STORES, 2, p, stores_told, NULL))
+			log_warn("cannot record this daemon's stores: out of memory");
+		buf_free(&stores);
+	}
 	log_notice("reloaded %s: %zu store%s, %zu mirror%s%s%s", sv->path, sv->gen->conf->nstores,
 		   sv->gen->conf->nstores == 1 ? "" : "s", sv->gen->conf->nmirrors,
 		   sv->gen->conf->nmirrors == 1 ? "" : "s", changes.len ? "; " : " (no change)",

@@ -49,11 +49,18 @@
 #include "log.h"
 #include "sql.h"
 
-#define SYNC_LEASE_MS	    60000
-#define SYNC_LEASE	    "60 seconds"
-#define SYNC_HEARTBEAT_MS   10000
-#define SYNC_POLL_MS	    10000
-#define SYNC_CLAIM_MAX	    200
+#define SYNC_LEASE_MS	  60000
+#define SYNC_LEASE	  "60 seconds"
+#define SYNC_HEARTBEAT_MS 10000
+#define SYNC_POLL_MS	  10000
+#define SYNC_CLAIM_MAX	  200
+/* Round trips are shared: while items are in flight, a claim waits for a
+ * few free slots (concurrency / SYNC_CLAIM_SHARE) and results for a few
+ * more of them (concurrency / SYNC_BATCH_SHARE), at most SYNC_BATCH_WAIT_MS;
+ * PostgreSQL's cost per call, not per row, is what many small images pay. */
+#define SYNC_CLAIM_SHARE    8
+#define SYNC_BATCH_SHARE    4
+#define SYNC_BATCH_WAIT_MS  5
 #define SYNC_BACKOFF_BASE_S 1.0
 #define SYNC_BACKOFF_CAP_S  300.0
 
@@ -156,13 +163,14 @@ struct sync {
 	bool advance_due; /* a migration may want keys handed out */
 	struct buf batch; /* results not yet sent: "{...},{...}" */
 	int nbatch;
-	struct buf sent; /* the batch in flight, without its brackets */
+	uint64_t batch_since; /* when the oldest result of the batch came */
+	struct buf sent;      /* the batch in flight, without its brackets */
 	int nsent;
 	double batch_delay, sent_delay; /* soonest retry among them, seconds */
 	bool completing;
 	bool heartbeating;
 	uint64_t hb_sent_at;
-	struct loop_timer poll, heartbeat, stop_timer, flush_retry;
+	struct loop_timer poll, heartbeat, stop_timer, flush_retry, batch_wait;
 	uint64_t objects_done, bytes_done;
 	bool stopping, stop_sent, deadline_passed;
 	void (*stopped)(void *);
@@ -446,6 +454,8 @@ static void item_finish(struct item *it)
 
 	if (s->nbatch)
 		buf_putc(b, ',');
+	else
+		s->batch_since = loop_now(s->loop);
 	buf_puts(b, "{\"key\":");
 	json_str(b, it->key);
 	buf_printf(b,
@@ -1361,6 +1371,8 @@ static void claim(struct sync *s)
 
 	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
 		return;
+	if (s->nitems > 0 && free_slots < s->g->conf->concurrency / SYNC_CLAIM_SHARE)
+		return; /* the items in flight claim again as they finish */
 	if (s->claiming || s->in_claimed) {
 		s->claim_again = true;
 		return;
@@ -1468,6 +1480,18 @@ static void flush_results(struct sync *s)
 
 	if (s->completing || s->nbatch == 0 || !pg_ready(s->pg))
 		return;
+	if (s->nitems > 0 && !s->stopping &&
+	    s->nbatch < s->g->conf->concurrency / SYNC_BATCH_SHARE) {
+		uint64_t waited = loop_now(s->loop) - s->batch_since;
+
+		if (waited < SYNC_BATCH_WAIT_MS) {
+			if (!loop_timer_armed(&s->batch_wait))
+				loop_timer_set(s->loop, &s->batch_wait,
+					       SYNC_BATCH_WAIT_MS - waited);
+			return;
+		}
+	}
+	loop_timer_cancel(s->loop, &s->batch_wait);
 	tmp = s->sent;
 	s->sent = s->batch;
 	s->batch = tmp;
@@ -1717,6 +1741,7 @@ bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
 	loop_timer_init(&s->heartbeat, on_heartbeat, s);
 	loop_timer_init(&s->stop_timer, on_stop_deadline, s);
 	loop_timer_init(&s->flush_retry, on_flush_retry, s);
+	loop_timer_init(&s->batch_wait, on_flush_retry, s);
 	*out = s;
 	return true;
 }
@@ -1735,6 +1760,7 @@ void sync_free(struct sync *s)
 	loop_timer_cancel(s->loop, &s->heartbeat);
 	loop_timer_cancel(s->loop, &s->stop_timer);
 	loop_timer_cancel(s->loop, &s->flush_retry);
+	loop_timer_cancel(s->loop, &s->batch_wait);
 	buf_free(&s->batch);
 	buf_free(&s->sent);
 	gen_release(s->g);

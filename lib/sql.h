@@ -26,7 +26,8 @@
 	"(SELECT value FROM imgsync.settings WHERE name = 'channel')"
 
 /* the daemon */
-#define SQL_REGISTER "SELECT imgsync.register_daemon($1, $2, $3, $4)"
+#define SQL_REGISTER	  "SELECT imgsync.register_daemon($1, $2, $3, $4, $5::text[])"
+#define SQL_DAEMON_STORES "SELECT imgsync.daemon_stores($1, $2::text[])"
 /* same-host daemons not stopped, and releasing those found gone */
 #define SQL_HOST_DAEMONS "SELECT id, pid, instance FROM imgsync.host_daemons($1, $2)"
 #define SQL_REAP_DAEMON	 "SELECT imgsync.reap_daemon($1, $2)"

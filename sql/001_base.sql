@@ -18,6 +18,9 @@
 --   landed, never before.
 -- * NOTIFY is only a wake-up, with a constant payload so that Postgres folds
 --   the notifications of one transaction into one.  The queue is the record.
+-- * Functions on the hot path (put, the queue, results) are plpgsql, not
+--   sql: PostgreSQL plans the statements of a sql function that it cannot
+--   inline at every call, while plpgsql keeps its plans for the session.
 
 CREATE SCHEMA IF NOT EXISTS imgsync;
 
@@ -27,14 +30,52 @@ CREATE TABLE imgsync.settings (
 );
 INSERT INTO imgsync.settings (name, value) VALUES ('channel', 'imgsync');
 
+-- A key that some decoder along the way (a proxy, a web server, a layout
+-- of another tool) could turn into a "." or ".." segment or a control
+-- character: percent-encoded (also twice) or with "\" as a separator.
+-- lib/key.c refuses the same keys.
+CREATE FUNCTION imgsync.decodes_to_dot_segment(k text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+	s text := lower(k);
+	prev text;
+BEGIN
+	LOOP
+		prev := s;
+		s := replace(replace(replace(replace(s, '%25', '%'), '%2e', '.'), '%2f', '/'), '%5c', '\');
+		EXIT WHEN s = prev;
+	END LOOP;
+	RETURN s ~ '(^|[/\\])\.\.?([/\\]|$)' OR s ~ '%(0[0-9a-f]|1[0-9a-f]|7f)'
+	    OR s ~ '%(c0|c1|e0%[89]|f0%8)';
+END
+$$;
+
+-- A text as it may be shown in a message: quoted, control characters
+-- escaped (a key cannot forge a log line), at most 96 characters.
+CREATE FUNCTION imgsync.shown(k text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+	SELECT CASE WHEN k IS NULL THEN 'NULL' ELSE
+	       '"' || coalesce(string_agg(CASE WHEN c ~ '[\x01-\x1f\x7f-\x9f]'
+					       THEN '\x' || lpad(to_hex(ascii(c)), 2, '0')
+					       WHEN c IN ('"', '\') THEN '\' || c ELSE c END,
+				      '' ORDER BY n), '')
+	       || CASE WHEN length(k) > 96 THEN '..."' ELSE '"' END END
+	  FROM regexp_split_to_table(left(k, 96), '') WITH ORDINALITY AS t(c, n)
+$$;
+
+-- plpgsql: as a sql function, the tables' CHECK would inline (parse) it at
+-- every statement that writes a row.
 CREATE FUNCTION imgsync.valid_key(k text) RETURNS boolean
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
-	SELECT octet_length(k) BETWEEN 1 AND 1024
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+	RETURN octet_length(k) BETWEEN 1 AND 1024
 	   AND k !~ '[\x01-\x1f\x7f-\x9f]'
 	   AND left(k, 1) <> '/'
 	   AND right(k, 1) <> '/'
 	   AND k !~ '//'
 	   AND k !~ '(^|/)\.\.?(/|$)'
+	   AND (strpos(k, '%') = 0 AND strpos(k, '\') = 0 OR NOT imgsync.decodes_to_dot_segment(k));
+END
 $$;
 
 CREATE TABLE imgsync.images (
@@ -51,7 +92,7 @@ CREATE TABLE imgsync.images (
 	url_pending boolean NOT NULL DEFAULT false, -- a watched URL column still to update
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 85); -- room on the page: a result's update stays HOT
 
 CREATE TABLE imgsync.migrations (
 	id bigserial PRIMARY KEY,
@@ -137,6 +178,7 @@ CREATE TABLE imgsync.daemons (
 	heartbeat_at timestamptz NOT NULL DEFAULT now(),
 	state text NOT NULL DEFAULT 'starting',
 	in_flight int NOT NULL DEFAULT 0,
+	stores text[],                      -- the stores its configuration names
 	objects_done bigint NOT NULL DEFAULT 0,
 	bytes_done bigint NOT NULL DEFAULT 0,
 	stopped_at timestamptz
@@ -153,8 +195,10 @@ CREATE TABLE imgsync.events (
 );
 
 CREATE FUNCTION imgsync.wake() RETURNS void
-LANGUAGE sql VOLATILE AS $$
-	SELECT pg_notify((SELECT value FROM imgsync.settings WHERE name = 'channel'), '')
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	PERFORM pg_notify((SELECT value FROM imgsync.settings WHERE name = 'channel'), '');
+END
 $$;
 
 -- The image `key` has been written (or rewritten) to `store`.
@@ -163,13 +207,14 @@ CREATE FUNCTION imgsync.put(key text, store text, mimetype text DEFAULT NULL,
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
 	IF key IS NULL OR NOT imgsync.valid_key(key) THEN
-		RAISE EXCEPTION 'imgsync.put: invalid image key %', quote_literal(coalesce(key, 'NULL'))
+		RAISE EXCEPTION 'imgsync.put: invalid image key %', imgsync.shown(key)
 			USING ERRCODE = 'invalid_parameter_value',
 			      HINT = 'keys are 1 to 1024 bytes of text without control characters, '
-				     'leading or trailing "/", "//", "." or ".." segments';
+				     'leading or trailing "/", "//", "." or ".." segments (also '
+				     'percent-encoded or with "\" as a separator)';
 	END IF;
 	IF store IS NULL OR store = '' THEN
-		RAISE EXCEPTION 'imgsync.put: the store holding % must be named', quote_literal(key)
+		RAISE EXCEPTION 'imgsync.put: the store holding % must be named', imgsync.shown(key)
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF attrs IS NOT NULL AND jsonb_typeof(attrs) <> 'object' THEN
@@ -247,12 +292,18 @@ $$;
 -- remove() do it that way; so does complete()).
 
 CREATE FUNCTION imgsync.register_daemon(host text, pid int, version text,
-					instance text DEFAULT NULL) RETURNS bigint
-LANGUAGE sql VOLATILE AS $$
-	INSERT INTO imgsync.daemons (host, pid, version, instance, state)
+					instance text DEFAULT NULL, stores text[] DEFAULT NULL)
+RETURNS bigint LANGUAGE sql VOLATILE AS $$
+	INSERT INTO imgsync.daemons (host, pid, version, instance, state, stores)
 	VALUES (register_daemon.host, register_daemon.pid, register_daemon.version,
-		nullif(register_daemon.instance, ''), 'running')
+		nullif(register_daemon.instance, ''), 'running', register_daemon.stores)
 	RETURNING id
+$$;
+
+-- A daemon's stores after a reload.
+CREATE FUNCTION imgsync.daemon_stores(daemon bigint, stores text[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+	UPDATE imgsync.daemons d SET stores = daemon_stores.stores WHERE d.id = daemon
 $$;
 
 -- Daemons on one host that have not stopped, for a successor to check
@@ -316,6 +367,15 @@ DECLARE
 	deads boolean[] := '{}';
 	deferred bigint[] := '{}';
 BEGIN
+	-- the whole batch at once, as a rule; result by result when it cannot
+	BEGIN
+		IF imgsync.complete_all(daemon, results, max_attempts) THEN
+			PERFORM imgsync.wake();
+		END IF;
+		RETURN;
+	EXCEPTION WHEN OTHERS THEN
+		NULL;
+	END;
 	FOR r, i IN SELECT e.value, e.ordinality
 		      FROM jsonb_array_elements(results) WITH ORDINALITY AS e LOOP
 		BEGIN
@@ -693,15 +753,17 @@ $$;
 -- migration is ended; that is the zero-downtime recipe: start with follow,
 -- switch the application to the target, end the migration (cancel).
 
--- Where a key stands for a migration: queue its duty (keeping any put or
+-- Where keys stand for a migration: queue its duty (keeping any put or
 -- remove already pending for the key: the executor does both).
-CREATE FUNCTION imgsync.queue_migration(k text, m bigint) RETURNS void
-LANGUAGE sql VOLATILE AS $$
+CREATE FUNCTION imgsync.queue_migration(keys text[], m bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
 	INSERT INTO imgsync.work AS w (key, op, migration, step)
-	VALUES (k, 'migrate', m, 'copy')
-	ON CONFLICT (key) DO UPDATE
+	SELECT k, 'migrate', m, 'copy' FROM unnest(keys) k
+	ON CONFLICT ON CONSTRAINT work_pkey DO UPDATE
 	   SET migration = m, step = 'copy', source_tag = NULL, state = 'pending', attempts = 0,
-	       not_before = now(), last_error = NULL, updated_at = now()
+	       not_before = now(), last_error = NULL, updated_at = now();
+END
 $$;
 
 CREATE FUNCTION imgsync.start_migration(source text, target text, mode text DEFAULT 'move',
@@ -711,14 +773,27 @@ DECLARE
 	id bigint;
 	o jsonb := coalesce(options, '{}');
 	k text;
+	known text[];
 BEGIN
 	IF source IS NULL OR target IS NULL OR source = '' OR target = '' THEN
 		RAISE EXCEPTION 'imgsync.start_migration: name a source and a target store'
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF source = target THEN
-		RAISE EXCEPTION 'imgsync.start_migration: source and target are both %', source
+		RAISE EXCEPTION 'imgsync.start_migration: source and target are both %', imgsync.shown(source)
 			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+	-- stores no daemon knows would fail every image: refused here, once
+	-- daemons have said which stores they have (running ones, or stopped
+	-- within a day)
+	SELECT array_agg(DISTINCT s ORDER BY s) INTO known
+	  FROM imgsync.daemons d, unnest(d.stores) s
+	 WHERE d.stopped_at IS NULL OR d.stopped_at > now() - interval '1 day';
+	IF known IS NOT NULL AND NOT (source = ANY (known) AND target = ANY (known)) THEN
+		RAISE EXCEPTION 'imgsync.start_migration: no imgsyncd has a store named %',
+			imgsync.shown(CASE WHEN source = ANY (known) THEN target ELSE source END)
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'the daemons'' stores: ' || array_to_string(known, ', ');
 	END IF;
 	IF mode IS NULL OR mode NOT IN ('move', 'copy') THEN
 		RAISE EXCEPTION 'imgsync.start_migration: mode must be move or copy, not %',
@@ -800,19 +875,22 @@ DECLARE
 	n bigint := 0;
 	last text;
 	cnt bigint;
+	keys text[];
 BEGIN
 	FOR m IN SELECT * FROM imgsync.migrations
 		  WHERE state = 'running' ORDER BY id FOR UPDATE SKIP LOCKED LOOP
 		room := win - (SELECT count(*) FROM imgsync.work w WHERE w.migration = m.id);
 		IF NOT m.scanned AND room > 0 THEN
-			WITH next AS (
-				SELECT i.key FROM imgsync.images i
-				 WHERE (m.cursor IS NULL OR i.key > m.cursor)
+			-- keys are never empty: '' starts the index scan at the first
+			SELECT array_agg(i.key ORDER BY i.key) INTO keys
+			  FROM (SELECT i.key FROM imgsync.images i
+				 WHERE i.key > coalesce(m.cursor, '')
 				   AND starts_with(i.key, m.prefix) AND NOT i.deleted
 				 ORDER BY i.key
-				 LIMIT room),
-			q AS (SELECT imgsync.queue_migration(next.key, m.id), next.key FROM next)
-			SELECT max(q.key), count(*) INTO last, cnt FROM q;
+				 LIMIT room) i;
+			cnt := coalesce(cardinality(keys), 0);
+			last := keys[cnt];
+			PERFORM imgsync.queue_migration(keys, m.id) WHERE cnt > 0;
 			n := n + cnt;
 			UPDATE imgsync.migrations
 			   SET cursor = coalesce(last, cursor), scanned = cnt < room,
@@ -824,10 +902,12 @@ BEGIN
 		-- follow, once scanned: whatever is (again) in the source and has
 		-- no work queued is queued; an index on origin keeps it cheap
 		IF m.scanned AND m.follow AND NOT m.dry_run AND room > 0 THEN
-			SELECT count(imgsync.queue_migration(s.key, m.id)) INTO cnt
+			SELECT array_agg(s.key) INTO keys
 			  FROM (SELECT i.key FROM imgsync.at_source(m) i
 				 WHERE NOT EXISTS (SELECT 1 FROM imgsync.work w WHERE w.key = i.key)
 				 ORDER BY i.key LIMIT room) s;
+			cnt := coalesce(cardinality(keys), 0);
+			PERFORM imgsync.queue_migration(keys, m.id) WHERE cnt > 0;
 			n := n + cnt;
 		END IF;
 		IF m.scanned AND NOT m.follow
@@ -906,6 +986,10 @@ LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	n bigint;
 BEGIN
+	IF NOT EXISTS (SELECT 1 FROM imgsync.migrations m WHERE m.id = retry_failed.id) THEN
+		RAISE EXCEPTION 'imgsync.retry_failed: there is no migration %', retry_failed.id
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
 	UPDATE imgsync.work w SET state = 'pending', attempts = 0, not_before = now(),
 	       updated_at = now()
 	 WHERE w.migration = retry_failed.id AND w.state = 'dead';
@@ -961,7 +1045,10 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
 	       m_dry_run boolean, m_verify boolean, source_tag text)
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+#variable_conflict use_column
+BEGIN
+	RETURN QUERY
 	WITH c AS (
 		SELECT w.key FROM imgsync.work w
 		  LEFT JOIN imgsync.migrations m ON m.id = w.migration
@@ -981,17 +1068,22 @@ LANGUAGE sql VOLATILE AS $$
 			  w.source_tag)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
-	       extract(epoch FROM i.updated_at), now(),
+	       extract(epoch FROM i.updated_at)::double precision, now(),
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
-	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending')
+	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending');
+END
 $$;
 
 -- Migration bookkeeping of a batch's results, one update per migration: a
 -- result's "mig" is "done", "skipped" or absent (no migration step was
 -- carried out); dead results count as failed.
 CREATE FUNCTION imgsync.migration_results(rs jsonb[], deads boolean[]) RETURNS void
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+	IF NOT EXISTS (SELECT 1 FROM unnest(rs) x WHERE x ? 'migration') THEN
+		RETURN;
+	END IF;
 	WITH t AS (
 		SELECT (u.x ->> 'migration')::bigint AS mid, u.x ->> 'mig' AS what, u.d AS dead,
 		       coalesce((u.x ->> 'mig_bytes')::bigint, 0) AS bytes, u.x ->> 'error' AS error,
@@ -1021,6 +1113,7 @@ LANGUAGE sql VOLATILE AS $$
 	       sample_at = now(), sample_done = m.done, sample_bytes = m.bytes_done
 	 WHERE m.id IN (SELECT (x ->> 'migration')::bigint FROM unnest(rs) x WHERE x ? 'migration')
 	   AND (m.sample_at IS NULL OR m.sample_at < now() - interval '2 seconds');
+END
 $$;
 
 -- One result (see complete()).  Returns bits: 1 the key is ready again,
@@ -1120,12 +1213,138 @@ BEGIN
 END
 $$;
 
+-- complete()'s fast path: the whole batch in a few set-based statements.
+-- Raises lock_not_available when the application holds one of its rows
+-- (NOWAIT, as complete_one()), and an error on a batch it cannot take as a
+-- set (a key twice, a malformed result): complete() then goes result by
+-- result.  Returns true when a key became ready again.
+CREATE FUNCTION imgsync.complete_all(daemon bigint, results jsonb, max_attempts int)
+RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	keys text[];
+	acts text[];
+	moved text[];
+BEGIN
+	SELECT array_agg(j.key) INTO keys FROM jsonb_to_recordset(results) AS j(key text);
+	IF keys IS NULL THEN
+		RETURN false;
+	END IF;
+	IF EXISTS (SELECT 1 FROM unnest(keys) k GROUP BY k HAVING count(*) > 1)
+	   OR array_position(keys, NULL) IS NOT NULL THEN
+		RAISE EXCEPTION 'a batch naming a key twice goes result by result'
+			USING ERRCODE = 'cardinality_violation';
+	END IF;
+	-- NOWAIT: a row the application holds is not waited for (see complete())
+	PERFORM 1 FROM imgsync.images i WHERE i.key = ANY (keys) FOR UPDATE NOWAIT;
+	PERFORM 1 FROM imgsync.work w WHERE w.key = ANY (keys) FOR UPDATE NOWAIT;
+
+	-- what each result does, decided on the rows as locked (complete_one()
+	-- spells the same rules out one result at a time)
+	SELECT array_agg(CASE
+		WHEN w.key IS NULL OR w.lease_token IS DISTINCT FROM j.token THEN 'lost'
+		WHEN w.gen <> j.gen OR coalesce(i.version <> j.version, false) THEN 'restart'
+		WHEN j.ok AND w.migration IS NOT NULL AND j.migration IS DISTINCT FROM w.migration
+		     AND m.state IN ('pending', 'running', 'paused') THEN 'takeover'
+		WHEN j.ok AND j.next_step IS NOT NULL AND w.migration IS NOT NULL THEN 'next'
+		WHEN j.ok THEN 'done'
+		WHEN coalesce(j.permanent, false)
+		     OR (coalesce(j.counted, true) AND w.attempts >= max_attempts) THEN 'dead'
+		ELSE 'retry' END ORDER BY a.n)
+	  INTO acts
+	  FROM unnest(keys) WITH ORDINALITY AS a(key, n)
+	  JOIN jsonb_to_recordset(results) AS j(key text, gen bigint, token bigint, ok boolean,
+						version bigint, migration bigint, next_step text,
+						permanent boolean, counted boolean) ON j.key = a.key
+	  LEFT JOIN imgsync.work w ON w.key = a.key
+	  LEFT JOIN imgsync.images i ON i.key = a.key
+	  LEFT JOIN imgsync.migrations m ON m.id = w.migration;
+
+	-- the catalog: the stores that got a copy (even when others failed), a
+	-- moved image's new home, a deleted image gone
+	WITH j AS (
+		SELECT r.*
+		  FROM unnest(keys, acts) AS a(key, act)
+		  JOIN jsonb_to_recordset(results) AS r(key text, op text, version bigint, stores jsonb,
+							unstore text, home text, size bigint,
+							checksum text, url text) ON r.key = a.key
+		 WHERE a.act <> 'lost' AND r.op IN ('put', 'migrate')),
+	u AS (
+		UPDATE imgsync.images i
+		   SET stores = ARRAY(SELECT DISTINCT s FROM unnest(i.stores || ARRAY(
+				SELECT jsonb_array_elements_text(j.stores))) s
+			      WHERE s IS DISTINCT FROM j.unstore ORDER BY s),
+		       origin = coalesce(j.home, i.origin),
+		       size = coalesce(j.size, i.size),
+		       checksum = coalesce(j.checksum, i.checksum),
+		       url = coalesce(j.url, i.url),
+		       updated_at = now()
+		  FROM j
+		 WHERE i.key = j.key AND i.version = j.version AND NOT i.deleted
+		RETURNING i.key, j.home IS NOT NULL AND j.url IS NOT NULL AS moved)
+	SELECT array_agg(u.key) FILTER (WHERE u.moved) INTO moved FROM u;
+	DELETE FROM imgsync.images i
+	 USING unnest(keys, acts) AS a(key, act),
+	       jsonb_to_recordset(results) AS r(key text, op text, ok boolean, version bigint)
+	 WHERE r.key = a.key AND a.act <> 'lost' AND r.op = 'remove' AND r.ok
+	   AND i.key = a.key AND i.version = r.version AND i.deleted;
+	-- a move gave images a new home: the application's links follow
+	IF moved IS NOT NULL AND EXISTS (SELECT 1 FROM imgsync.watched WHERE url_column IS NOT NULL) THEN
+		PERFORM imgsync.apply_url(k) FROM unnest(moved) k;
+	END IF;
+
+	-- the queue
+	DELETE FROM imgsync.work w
+	 USING unnest(keys, acts) AS a(key, act)
+	 WHERE w.key = a.key AND a.act = 'done';
+	UPDATE imgsync.work w
+	   SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+	       step = CASE a.act WHEN 'restart' THEN CASE WHEN w.migration IS NOT NULL THEN 'copy' END
+				 WHEN 'takeover' THEN 'copy' WHEN 'next' THEN r.next_step
+				 ELSE w.step END,
+	       source_tag = CASE a.act WHEN 'next' THEN r.src_tag
+				       WHEN 'restart' THEN NULL WHEN 'takeover' THEN NULL
+				       ELSE w.source_tag END,
+	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
+	       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
+			       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
+			       THEN greatest(w.attempts - 1, 0)
+			       ELSE w.attempts END,
+	       not_before = CASE WHEN a.act IN ('takeover', 'next') THEN now()
+				 WHEN a.act IN ('retry', 'dead')
+				 THEN now() + make_interval(secs => coalesce(r.delay, 1))
+				 ELSE w.not_before END,
+	       last_error = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+				 WHEN a.act IN ('retry', 'dead') THEN r.error
+				 ELSE w.last_error END,
+	       state = CASE a.act WHEN 'dead' THEN 'dead' WHEN 'retry' THEN 'pending' ELSE w.state END,
+	       updated_at = CASE WHEN a.act = 'restart' THEN w.updated_at ELSE now() END
+	  FROM unnest(keys, acts) AS a(key, act)
+	  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
+						delay float8, error text) ON r.key = a.key
+	 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
+
+	-- the attempt log and the migrations' counters
+	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
+	SELECT r.key, r.gen, daemon, r.started_at, r.ok, r.error
+	  FROM jsonb_to_recordset(results) AS r(key text, gen bigint, started_at timestamptz,
+						ok boolean, error text);
+	PERFORM imgsync.migration_results(
+		array_agg(e.x ORDER BY a.n), array_agg(a.act = 'dead' ORDER BY a.n))
+	  FROM unnest(keys, acts) WITH ORDINALITY AS a(key, act, n)
+	  JOIN jsonb_array_elements(results) AS e(x) ON e.x ->> 'key' = a.key
+	 WHERE a.act IN ('takeover', 'next', 'done', 'dead')
+	HAVING count(*) > 0;
+	RETURN 'restart' = ANY (acts) OR 'takeover' = ANY (acts) OR 'next' = ANY (acts);
+END
+$$;
+
 -- With follow, a put into a migration's source after the cursor passed
 -- the key queues the key for that migration too.
 CREATE FUNCTION imgsync.enqueue(k text, what text) RETURNS void
-LANGUAGE sql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
 	INSERT INTO imgsync.work AS w (key, op) VALUES (k, what)
-	ON CONFLICT (key) DO UPDATE
+	ON CONFLICT ON CONSTRAINT work_pkey DO UPDATE
 	   SET op = CASE WHEN EXCLUDED.op = 'put' AND w.op = 'migrate' THEN 'put'
 			 ELSE EXCLUDED.op END,
 	       gen = w.gen + 1, state = 'pending', attempts = 0,
@@ -1142,7 +1361,8 @@ LANGUAGE sql VOLATILE AS $$
 	   AND m.follow AND m.state IN ('running', 'paused') AND i.origin = m.source
 	   AND starts_with(k, m.prefix) AND m.cursor IS NOT NULL
 	   AND (k <= m.cursor OR m.scanned);
-	SELECT imgsync.wake();
+	PERFORM imgsync.wake();
+END
 $$;
 
 -- The admin commands as a NOTIFY payload, for a psql session with no
@@ -1180,7 +1400,7 @@ BEGIN
 		FOR k IN SELECT jsonb_object_keys(j) LOOP
 			IF k NOT IN ('command', 'source', 'target', 'mode', 'options', 'dry_run', 'prefix',
 				     'verify', 'follow') THEN
-				RAISE EXCEPTION 'migrate: unknown field "%"', k
+				RAISE EXCEPTION 'migrate: unknown field %', imgsync.shown(k)
 					USING ERRCODE = 'invalid_parameter_value';
 			END IF;
 		END LOOP;
@@ -1202,6 +1422,12 @@ BEGIN
 		RETURN format('migration %s started: %s from %s to %s', mid,
 			      coalesce(j ->> 'mode', 'move'), j ->> 'source', j ->> 'target');
 	ELSIF cmd IN ('pause', 'resume', 'cancel', 'retry_failed') THEN
+		FOR k IN SELECT jsonb_object_keys(j) LOOP
+			IF k NOT IN ('command', 'id') THEN
+				RAISE EXCEPTION '%: unknown field %', cmd, imgsync.shown(k)
+					USING ERRCODE = 'invalid_parameter_value';
+			END IF;
+		END LOOP;
 		IF jsonb_typeof(j -> 'id') IS DISTINCT FROM 'number' OR (j ->> 'id') !~ '^[0-9]+$' THEN
 			RAISE EXCEPTION '%: "id" is the number of a migration', cmd
 				USING ERRCODE = 'invalid_parameter_value';
@@ -1218,7 +1444,7 @@ BEGIN
 		END IF;
 		RETURN format('migration %s: %s done', mid, cmd);
 	END IF;
-	RAISE EXCEPTION 'unknown command "%"; commands are migrate, pause, resume, cancel, retry_failed',
-		left(cmd, 40) USING ERRCODE = 'invalid_parameter_value';
+	RAISE EXCEPTION 'unknown command %; commands are migrate, pause, resume, cancel, retry_failed',
+		imgsync.shown(left(cmd, 40)) USING ERRCODE = 'invalid_parameter_value';
 END
 $$;

@@ -59,12 +59,13 @@ p = [
     ('{"command": "pause", "id": true}', '"id" is the number of a migration'),
     ('{"command": "pause", "id": 424242}', "no migration 424242"),
     ('{"command": "cancel", "id": 0}', "no migration 0"),
+    ('{"command": "pause", "id": 1, "force": true}', 'pause: unknown field "force"'),
     ('{"command": "resume", "id": 99999999999999999999999999}', "out of range"),
     ('{"command": "pause", "id": 1e400}', "out of range"),
     ('{"command": "retry_failed", "id": 424243}', "no migration 424243"),
     ('{"command": "migrate", "source": "local"}', '"source", "target" (and "mode") are strings'),
     ('{"command": "migrate", "source": 1, "target": 2}', '"source", "target" (and "mode") are strings'),
-    ('{"command": "migrate", "source": "local", "target": "local"}', "source and target are both local"),
+    ('{"command": "migrate", "source": "local", "target": "local"}', "source and target are both \"local\""),
     ('{"command": "migrate", "source": "local", "target": "cloud", "mode": "obliterate"}', "mode must be move or copy"),
     ('{"command": "migrate", "source": "local", "target": "cloud", "mode": 7}', '"source", "target" (and "mode") are strings'),
     ('{"command": "migrate", "source": "local", "target": "cloud", "options": {"rm": true}}', "unknown option rm"),
@@ -76,16 +77,16 @@ p = [
     # stores this daemon does not know: a migration to them cannot run
     ('{"command": "migrate", "source": "local", "target": "nowhere"}', "nowhere"),
     ('{"command": "migrate", "source": "local\'; DROP TABLE imgsync.images; --", "target": "cloud"}', "DROP TABLE"),
-    ('{"command": "migrate", "source": "lo\\"cal", "target": "cl\'oud"}', "cl'oud"),
+    ('{"command": "migrate", "source": "lo\\"cal", "target": "cl\'oud"}', "no imgsyncd has a store named"),
     # control characters and a forged log line
     ('junk\nimgsyncd: notice: command: migration 99 started', "not a JSON command"),
     ('\x1b[2J\x1b[31m{"command": "pause", "id": 1}', "not a JSON command"),
     ('{"command": "pause", "id": 1, "pad": "%s"}' % ("x" * 4070), "oversized"),
     ('x' * 7999, "oversized"),
 ]
-# exactly 4096 bytes is not oversized: SQL reads it
+# exactly 4096 bytes is not oversized: SQL reads it (and finds the unknown field)
 pad = '{"command": "pause", "id": 424244, "pad": "%s"}'
-p[1] = (pad % ("y" * (4096 - len(pad % ""))), "no migration 424244")
+p[1] = (pad % ("y" * (4096 - len(pad % ""))), "pause: unknown field \"pad\"")
 assert len(p[1][0].encode()) == 4096
 for payload, want in p:
     print("%s\t%s" % (payload.encode().hex(), want))

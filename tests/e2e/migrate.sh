@@ -71,7 +71,13 @@ check "a 2,000-image move fs -> S3 completes: imgsyncctl migrate --wait exits $r
 check "... with progress lines on the way" test "$(grep -c "^migration $m " "$D_DIR/move.out")" -ge 1
 check "... counting every image ($(status "$m"))" test "$(status "$m")" = "done 2000/2000 0 0"
 line=$(grep "STATUS=.*migration $m local->cloud [0-9]*/2000" "$D_DIR/notify.log" | tail -1)
-check "the daemon's systemd STATUS line showed its progress: ${line#* STATUS=}" test -n "$line"
+took=$(d_sql "SELECT extract(epoch FROM finished_at - started_at) FROM imgsync.migrations WHERE id = $m")
+# the STATUS line is refreshed every 2 s: a faster move may finish unseen
+if [ -z "$line" ] && awk -v t="$took" 'BEGIN { exit !(t < 2.5) }'; then
+	skip "the daemon's systemd STATUS line showed its progress: the move took only $took s"
+else
+	check "the daemon's systemd STATUS line showed its progress: ${line#* STATUS=}" test -n "$line"
+fi
 check "the source store is empty" test "$(find "$D_ROOT" -type f | wc -l)" = 0
 check "the catalog says every image is on S3, and only there" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE origin = 'cloud' AND stores = '{cloud}'")" = 2000
