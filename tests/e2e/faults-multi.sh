@@ -135,9 +135,9 @@ for k in $KILLS; do
 	# are gone, and only of those
 	sleep 1
 	wrong=$(for p in $(d_sql "SELECT pid FROM imgsync.daemons WHERE stopped_at IS NOT NULL"); do
-		case " $killed " in *" $p "*) ;; *) echo "$p" ;; esac
+		case " $killed " in *" $p "*) ;; *) printf '%s ' "$p" ;; esac
 	done)
-	check "after restart $kills only killed daemons are taken for gone${wrong:+ (live pids taken for gone: $wrong)}" \
+	check "after restart $kills only killed daemons are taken for gone${wrong:+ (live pids taken for gone: ${wrong% })}" \
 		test -z "$wrong"
 done
 wait "$app"
