@@ -14,12 +14,16 @@
  * key.  Keys are validated with key_validate() first, so "..", empty
  * segments and NUL never reach the kernel.
  *
- * Durability: a put writes to ".NAME.imgsync-XXXXXX" in the target
- * directory, fsyncs it, renames it over NAME and fsyncs the directory, so a
- * crash leaves either the old file or the new one, never a torn one, and
- * listings skip leftover temporary files.  A put that fails (a full disk,
- * a read error) unlinks its temporary file: nothing half-written stays
- * behind, under the final name or any other.
+ * Durability: a put writes an unnamed file (O_TMPFILE) in the target
+ * directory, fsyncs it, links it in as NAME when NAME is free (a new image)
+ * or else as ".NAME.imgsync-XXXXXXXX" renamed over NAME, and fsyncs the
+ * directory, so a crash leaves either the old file or the new one, never a
+ * torn one; a put killed midway leaves nothing (an unnamed file goes with
+ * its last descriptor).  Where O_TMPFILE is missing (or /proc, to link it;
+ * IMGSYNC_FS_NO_TMPFILE=1 asks for it), the temporary file has that name
+ * from the start.  Listings skip leftover temporary files.  A put that fails
+ * (a full disk, a read error) unlinks its temporary file: nothing
+ * half-written stays behind, under the final name or any other.
  *
  * Every operation runs on the worker pool (workq.h); the loop only sees
  * completions.  Listing walks directories in the byte order of the keys
@@ -51,6 +55,7 @@ struct fs_store {
 	int rootfd;
 	bool fsync;
 	bool no_openat2; /* decided once at open, read-only afterwards */
+	bool tmpfile;	 /* puts write an O_TMPFILE and link it (/proc/self/fd is there) */
 	/* jobs submitted and not yet through work(): close waits for them */
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
@@ -339,6 +344,33 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 
 /* --- operations (on pool threads) --- */
 
+/* Give a complete O_TMPFILE its name.  A new image is linked in place (it
+ * appears whole); where a file (or anything else) has the name already, the
+ * file is linked to a temporary name in TMP instead, for the caller to
+ * rename over it.  Leaves TMP empty when the image is in place. */
+static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int dirfd,
+			 const char *name, char *tmp, size_t tmpsz, struct err *e)
+{
+	char proc[64];
+
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+		return true;
+	if (errno == EEXIST) {
+		for (int i = 0; i < 100; i++) {
+			snprintf(tmp, tmpsz, ".%s" FS_TMP_TAG "%08x", name,
+				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+			if (linkat(AT_FDCWD, proc, dirfd, tmp, AT_SYMLINK_FOLLOW) == 0)
+				return true;
+			if (errno != EEXIST)
+				break;
+		}
+	}
+	tmp[0] = '\0'; /* nothing of ours has a name */
+	err_sys(e, errno, "cannot link \"%s\" into place under %s", r->key, st->base.cfg->root);
+	return false;
+}
+
 static bool do_put(struct store_req *r)
 {
 	struct fs_store *st = r->st;
@@ -368,6 +400,20 @@ static bool do_put(struct store_req *r)
 			if (e->code == ERR_NOTFOUND)
 				e->code = ERR_TRANSIENT;
 			return false;
+		}
+		/* unnamed until complete: nothing to clean up if we die */
+		if (st->tmpfile) {
+			fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+			if (fd >= 0)
+				break;
+			if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+				if (errno == ENOENT && attempt < 8) {
+					close(dirfd);
+					dirfd = -1;
+					continue;
+				}
+				break;
+			}
 		}
 		for (int i = 0; i < 100 && fd < 0; i++) {
 			snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", name,
@@ -416,6 +462,23 @@ static bool do_put(struct store_req *r)
 		err_sys(e, errno, "fstat");
 		goto out;
 	}
+	if (r->cancelled) {
+		err_set(e, ERR_TRANSIENT, "cancelled");
+		goto out;
+	}
+	if (tmp[0] == '\0' && !link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e))
+		goto out;
+	if (tmp[0] == '\0') {
+		/* a new image: linked in place whole, no rename needed */
+		int rc = close(fd);
+
+		fd = -1;
+		if (rc < 0) {
+			err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
+			goto out;
+		}
+		goto synced;
+	}
 	if (close(fd) < 0) {
 		fd = -1;
 		err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
@@ -439,6 +502,7 @@ static bool do_put(struct store_req *r)
 		goto out;
 	}
 	tmp[0] = '\0';
+synced:
 	if (st->fsync && fsync(dirfd) < 0) {
 		err_sys(e, errno, "fsync of the directory of \"%s\"", r->key);
 		goto out;
@@ -1152,6 +1216,8 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	st->rootfd = fd;
 	st->fsync = cfg->fsync;
 	st->no_openat2 = no && strcmp(no, "1") == 0;
+	no = getenv("IMGSYNC_FS_NO_TMPFILE");
+	st->tmpfile = !(no && strcmp(no, "1") == 0) && access("/proc/self/fd", X_OK) == 0;
 	if (!st->no_openat2) {
 		/* Kernels before 5.6 lack openat2; seccomp filters that predate it
 		 * refuse it with EPERM: walk instead, decided once. */
