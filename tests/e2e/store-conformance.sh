@@ -23,7 +23,7 @@ store "local2" {
 CONF
 mkdir -p "$T/fsroot2"
 run_tap "fs/openat2" "$tool" -c "$T/fs.conf" -s local -p "run1/" -m "$T/fs.manifest" -C local2
-IMGSYNC_FS_NO_OPENAT2=1 run_tap "fs/nofollow-walk" "$tool" -c "$T/fs.conf" -s local -p "run2/"
+IMGSYNC_FS_NO_OPENAT2=1 IMGSYNC_FS_NO_TMPFILE=1 run_tap "fs/nofollow-walk, named temporary files" "$tool" -c "$T/fs.conf" -s local -p "run2/"
 verify_fs() {
 	py - "$T/fsroot" "$T/fs.manifest" <<'PY'
 import hashlib, os, sys
