@@ -181,6 +181,7 @@ struct parse {
 	struct sec_start *starts; /* top-level sections, in file order */
 	size_t nstarts, capstarts;
 	int unterminated_line; /* a string the prescan found unterminated */
+	int ml_start, ml_end;  /* the first string running over more than one line */
 	int mirrors_set[2];    /* lines of the first two "mirrors =" */
 	int list_line;	       /* the first "NAME = {" of an option that is no list */
 	char list_opt[32];
@@ -644,6 +645,13 @@ static int check_str(cfg_t *sec, const char *name, const char *v)
 
 	if (v == NULL)
 		return 0;
+	/* Only a quote missing makes one of these values span lines (a "\n"
+	 * escape is the control character it stands for, refused below). */
+	if (strchr(v, '\n') && strcmp(name, "conninfo") != 0 && P->ml_start && P->ml_start < line)
+		return fail(sec, P->ml_start,
+			    "the value of %s runs on over more than one line; is a closing quote "
+			    "missing?",
+			    name);
 	show(v, b, sizeof(b));
 	if (strcmp(s, "database") == 0) {
 		if (strcmp(name, "conninfo") == 0)
@@ -928,6 +936,15 @@ static void on_cfg_error(cfg_t *cfg, const char *fmt, va_list ap)
 		     "put the value in double quotes");
 		return;
 	}
+	/* An error where a string spanning lines ends: a quote missing or one
+	 * too many, back where the string opened. */
+	if (P->ml_end && line == P->ml_end) {
+		fail(NULL, P->ml_start,
+		     "the string opened on this line runs on to line %d; is a quote missing or "
+		     "one too many?",
+		     P->ml_end);
+		return;
+	}
 	if (cfg == NULL) {
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 		fail(NULL, 0, "%s", msg);
@@ -1116,6 +1133,10 @@ static bool prescan(char *s, size_t n)
 			wordlen = (size_t)(p - word);
 			if (p >= end && !P->unterminated_line)
 				P->unterminated_line = tokline;
+			if (p < end && line > tokline && !P->ml_start) {
+				P->ml_start = tokline;
+				P->ml_end = line;
+			}
 			if (c == '"' && !check_env(word, wordlen, tokline, opt, optlen))
 				return false;
 			p = p < end ? p + 1 : end;
