@@ -184,6 +184,7 @@ struct parse {
 	int ml_start, ml_end;  /* the first string running over more than one line */
 	int mirrors_set[2];    /* lines of the first two "mirrors =" */
 	int list_line;	       /* the first "NAME = {" of an option that is no list */
+	int nobrace_line;      /* the first section keyword with no "{" after it */
 	char list_opt[32];
 	int unclosed_line; /* a top-level section the prescan saw no end of */
 	int closed_database, closed_sync, closed_transfer;
@@ -956,7 +957,13 @@ static void on_cfg_error(cfg_t *cfg, const char *fmt, va_list ap)
 		fail(cfg, line, "a %s needs a name: %s \"NAME\" { ... }", va_arg(ap, const char *),
 		     "store");
 	} else if (is_msg(fmt, "missing opening brace for section '%s'")) {
-		fail(cfg, line, "missing \"{\" to open the %s section", va_arg(ap, const char *));
+		const char *name = va_arg(ap, const char *);
+
+		/* libconfuse notices on the next line; the keyword is where it is missing */
+		if (P->nobrace_line && P->nobrace_line <= line)
+			fail(NULL, P->nobrace_line, "missing \"{\" to open the %s section", name);
+		else
+			fail(cfg, line, "missing \"{\" to open the %s section", name);
 	} else if (is_msg(fmt, "missing equal sign after option '%s'")) {
 		fail(cfg, line, "missing \"=\" after %s", va_arg(ap, const char *));
 	} else if (is_msg(fmt, "attempt to append to non-list option '%s'")) {
@@ -1025,6 +1032,14 @@ static bool add_start(const char *kw, size_t kwlen, int line)
 	P->starts[P->nstarts].line = line;
 	P->nstarts++;
 	return true;
+}
+
+static bool is_section(const char *kw, size_t n)
+{
+	for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+		if (strlen(sections[i].name) == n && memcmp(sections[i].name, kw, n) == 0)
+			return true;
+	return false;
 }
 
 /*
@@ -1185,6 +1200,9 @@ static bool prescan(char *s, size_t n)
 					return false;
 				ntok = 0;
 			} else {
+				/* a section keyword with no "{" after it (and its title) */
+				if (ntok > 0 && !P->nobrace_line && is_section(kw, kwlen))
+					P->nobrace_line = kwline;
 				ntok = 0;
 			}
 		}
