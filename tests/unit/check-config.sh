@@ -116,6 +116,21 @@ done
 out=$("$bin" --check-config -c "$T/does-not-exist.conf" 2>&1)
 rc=$?
 [ $rc = 78 ] && ok "missing config file: exit 78 ($out)" || nok "missing config file: exit $rc"
+head -c 1100000 /dev/zero | tr '\0' '#' >"$T/huge.conf"
+out=$("$bin" --check-config -c "$T/huge.conf" 2>&1)
+rc=$?
+[ $rc = 78 ] && [ "$out" = "$T/huge.conf: larger than 1024 KiB; is this a configuration file?" ] &&
+	ok "a 1 MiB+ config file: exit 78 ($out)" || nok "a 1 MiB+ config file: exit $rc ($out)"
+if [ "$(id -u)" != 0 ]; then
+	cp tests/conf/ok-minimal.conf "$T/unreadable.conf"
+	chmod 000 "$T/unreadable.conf"
+	out=$("$bin" --check-config -c "$T/unreadable.conf" 2>&1)
+	rc=$?
+	[ $rc = 78 ] && [ "$out" = "$T/unreadable.conf: cannot open: Permission denied" ] &&
+		ok "an unreadable config file: exit 78 ($out)" || nok "an unreadable config file: exit $rc ($out)"
+else
+	ok "# SKIP root reads any file: no unreadable config file to test"
+fi
 out=$("$bin" --check-config -c "$T" 2>&1)
 rc=$?
 [ $rc = 78 ] && [ "$out" = "$T: not a regular file" ] && ok "a directory as the config file: exit 78 ($out)" ||
