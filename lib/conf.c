@@ -1063,6 +1063,12 @@ static bool check_env(const char *s, size_t n, int line, const char *opt, size_t
 		len = close ? (size_t)(close - name) : (size_t)(s + n - name);
 		if (memmem(name, len, ":-", 2) != NULL)
 			continue;
+		if (len >= sizeof(var))
+			len = sizeof(var) - 1;
+		memcpy(var, name, len);
+		var[len] = '\0';
+		if (getenv(var) != NULL)
+			continue;
 		if (optlen == strlen("secret_access_key") &&
 		    memcmp(opt, "secret_access_key", optlen) == 0) {
 			fail(
@@ -1072,17 +1078,11 @@ static bool check_env(const char *s, size_t n, int line, const char *opt, size_t
 			    "secret_access_key_file");
 			return false;
 		}
-		if (len >= sizeof(var))
-			len = sizeof(var) - 1;
-		memcpy(var, name, len);
-		var[len] = '\0';
-		if (getenv(var) == NULL) {
-			fail(NULL, line,
-			     "the environment variable %s is not set (${%s}); set it, or write "
-			     "${%s:-DEFAULT}",
-			     show(var, b, sizeof(b)), b, b);
-			return false;
-		}
+		fail(NULL, line,
+		     "the environment variable %s is not set (${%s}); set it, or write "
+		     "${%s:-DEFAULT}",
+		     show(var, b, sizeof(b)), b, b);
+		return false;
 	}
 	return true;
 }

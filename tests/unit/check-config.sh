@@ -39,6 +39,14 @@ out=$("$bin" --check-config -c "$T/full.conf" 2>&1)
 case "$out" in *"readable by others; chmod 600"*) ok "world-readable secret file is warned about" ;;
 *) nok "world-readable secret file is warned about"; echo "# $out" ;; esac
 
+# ${NAME} is the environment variable: set, it is used; ${NAME:-DEFAULT}
+# stands in for an unset one (an unset one alone: bad-env-unset.conf).
+printf 'store "local" {\n\ttype = "fs"\n\troot = "${IMGSYNC_TEST_ROOT}"\n\tlayout = ${IMGSYNC_TEST_UNSET:-imageattach}\n}\n' >"$T/env.conf"
+out=$(env -u IMGSYNC_TEST_UNSET IMGSYNC_TEST_ROOT=/srv/images "$bin" --check-config -c "$T/env.conf" 2>&1)
+rc=$?
+[ $rc = 0 ] && ok "\${NAME} set and \${NAME:-DEFAULT} unset are fine: $out" ||
+	{ nok "\${NAME} set and \${NAME:-DEFAULT} unset are fine (exit $rc)"; echo "# $out"; }
+
 # Secret files for the configs that name @T@/...: what a mistaken file
 # holds (nothing, two lines, too much, a control byte; a key id with a space).
 mkdir -p "$T/fixtures" "$T/conf"
