@@ -20,7 +20,12 @@
  *    MD5 is computed while sending and checked against the part's ETag, a
  *    bad part is sent again, and the object becomes visible only when
  *    CompleteMultipartUpload succeeds.  Any failure aborts the upload.
- * Downloads are hashed while written and checked against a plain-MD5 ETag.
+ *    The ETag of such an object is no checksum of its content, so the MD5
+ *    of the whole (the caller's, or one hashing pass on the worker pool
+ *    first) is stored with it as x-amz-meta-imgsync-md5;
+ * Downloads are hashed while written and checked against a plain-MD5 ETag
+ * or, for objects uploaded in parts, x-amz-meta-imgsync-md5: a byte
+ * changed on the way is caught whatever the object's size.
  * Reading small objects into memory runs on the worker pool; the
  * streaming reads and writes inside curl's callbacks run on the loop (page
  * cache speed on local disks; a slow network file system slows the loop).
@@ -56,6 +61,8 @@
 #define S3_LIST_BODY_MAX  (32u * 1024 * 1024)
 #define S3_ERROR_BODY_MAX (64u * 1024)
 #define S3_MAX_HEADERS	  8
+/* user metadata: the MD5 of an object whose ETag is not one (multipart) */
+#define S3_META_MD5 "x-amz-meta-imgsync-md5"
 
 struct s3_store {
 	struct store base;
@@ -157,6 +164,7 @@ struct s3_call {
 };
 
 static void req_finish(struct store_req *r, const struct err *e);
+static bool mpu_start(struct store_req *r, struct err *e);
 
 /* --- helpers --- */
 
@@ -378,8 +386,14 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 			 : c->status == 400 ? "BadRequest"
 			 : c->status == 301 ? "PermanentRedirect"
 			 : c->status == 412 ? "PreconditionFailed"
+			 : c->status == 500 ? "InternalError"
 			 : c->status == 503 ? "ServiceUnavailable"
 					    : "HTTPError");
+		/* a body that is no error document: say so, it may be a proxy's */
+		if (c->resp.len > 0)
+			snprintf(x.message, sizeof(x.message),
+				 "its body (%zu bytes%s) is not an S3 error document", c->resp.len,
+				 c->resp.len >= S3_ERROR_BODY_MAX ? " or more" : "");
 	}
 	explain_error(r, c, &x, e);
 }
@@ -387,15 +401,42 @@ static void explain(struct store_req *r, struct s3_call *c, struct err *e)
 static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode rc, struct err *e)
 {
 	const char *detail = c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc);
+	const struct store_cfg *cfg = r->st->base.cfg;
 
 	switch (rc) {
 	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_ISSUER_ERROR:
+		if (cfg->ca_file && cfg->ca_file[0])
+			err_set(
+			    e, ERR_DENIED,
+			    "%s \"%s\": TLS certificate verification failed: the TLS certificate "
+			    "of %s is not trusted (%s): it is not signed by a CA in ca_file "
+			    "\"%s\", or does not name the endpoint's host; fix ca_file or "
+			    "endpoint in store \"%s\"",
+			    c->method, what_key(r), r->st->endpoint, detail, cfg->ca_file,
+			    cfg->name);
+		else
+			err_set(
+			    e, ERR_DENIED,
+			    "%s \"%s\": TLS certificate verification failed: the TLS certificate "
+			    "of %s is not trusted (%s): it is not signed by a CA this host "
+			    "trusts, or does not name the endpoint's host; for a private CA set "
+			    "ca_file = \"/path/to/ca.pem\" in store \"%s\" (see imgsyncd.conf(5))",
+			    c->method, what_key(r), r->st->endpoint, detail, cfg->name);
+		break;
 	case CURLE_SSL_CACERT_BADFILE:
 	case CURLE_SSL_CERTPROBLEM:
-		err_set(e, ERR_DENIED,
-			"%s \"%s\": the TLS certificate of %s is not trusted (%s): install the CA "
-			"and set ca_file in store \"%s\"",
-			c->method, what_key(r), r->st->endpoint, detail, r->st->base.cfg->name);
+		err_set(e, ERR_CONFIG,
+			"%s \"%s\": TLS certificate verification cannot start: ca_file \"%s\" of "
+			"store \"%s\" holds no usable CA certificate (%s); it must be PEM",
+			c->method, what_key(r), cfg->ca_file ? cfg->ca_file : "(none)", cfg->name,
+			detail);
+		break;
+	case CURLE_SSL_CONNECT_ERROR:
+		err_set(e, ERR_TRANSIENT,
+			"%s \"%s\": the TLS handshake with %s failed (%s): is the endpoint https "
+			"on that port?",
+			c->method, what_key(r), r->st->endpoint, detail);
 		break;
 	case CURLE_COULDNT_RESOLVE_HOST:
 		err_set(e, ERR_TRANSIENT, "%s \"%s\": cannot resolve the host of %s (%s)",
@@ -453,7 +494,16 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 		if (n == 0)
 			return size * nmemb;
 	}
-	/* Error documents and XML answers: capped, the rest dropped. */
+	/* Error documents and XML answers: capped, the rest dropped.  An
+	 * error document is kept to S3_ERROR_BODY_MAX even where a success
+	 * may be bigger (a listing): a server answering errors of any size
+	 * costs no memory. */
+	if (status >= 300 && c->resp_max > S3_ERROR_BODY_MAX) {
+		size_t room = c->resp.len < S3_ERROR_BODY_MAX ? S3_ERROR_BODY_MAX - c->resp.len : 0;
+
+		buf_append(&c->resp, data, n < room ? n : room);
+		return c->resp.oom ? 0 : size * nmemb;
+	}
 	if (c->resp.len + n > c->resp_max) {
 		if (c->resp_max > S3_ERROR_BODY_MAX) {
 			err_set(&c->local, ERR_INVALID, "S3 answered with more than %zu bytes",
@@ -822,6 +872,16 @@ static void put_done(struct s3_call *c, const struct err *e)
 	md5_final(c->md5, sent);
 	response_etag(c->easy, etag, sizeof(etag));
 	if (!r->have_md5) { /* streamed once: the ETag is the check */
+		if (etag[0] == '\0') {
+			err_set(&ie, ERR_INTEGRITY,
+				"PUT \"%s\": the server's answer has no ETag, so what it stored "
+				"cannot be checked against what was sent; the transfer will be "
+				"retried (is a proxy dropping headers?)",
+				r->key);
+			call_free(c);
+			req_finish(r, &ie);
+			return;
+		}
 		memcpy(r->md5, sent, 16);
 		r->have_md5 = true;
 	} else if (memcmp(sent, r->md5, 16) != 0) {
@@ -958,7 +1018,7 @@ static void read_done(struct workq_job *job)
 		req_finish(r, &e);
 		return;
 	}
-	if (!put_single(r, &e))
+	if (!(r->size > r->st->threshold ? mpu_start(r, &e) : put_single(r, &e)))
 		req_finish(r, &e);
 }
 
@@ -1332,7 +1392,8 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	struct s3_call *c;
 	uint64_t part = r->st->part_size;
 	struct qparam q[1] = {{"uploads", ""}};
-	struct sigv4_pair extra[1];
+	struct sigv4_pair extra[2];
+	char md5hex[33];
 	size_t nx = 0;
 
 	/* at most 10,000 parts: grow this upload's part size in whole MiB */
@@ -1350,6 +1411,14 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	}
 	if (r->content_type[0])
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	/* what a download checks the whole object against */
+	if (r->kind == S3_PUT && r->have_md5) {
+		hex_encode(r->md5, 16, md5hex);
+		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
+	} else if (r->kind == S3_COPY && r->src_etag[0] && r->src_has_md5) {
+		hex_encode(r->src_md5, 16, md5hex);
+		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
+	}
 	if (!call_start(r, c, "POST", q, 1, SIGV4_EMPTY_SHA256, extra, nx, e)) {
 		call_free(c);
 		return false;
@@ -1381,12 +1450,12 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		memcpy(r->md5, known->md5, 16);
 		r->have_md5 = true;
 	}
-	if (size > st->threshold)
+	if (size > st->threshold && r->have_md5)
 		started = mpu_start(r, e);
-	else if (r->have_md5 || size > S3_BUFFER_MAX)
+	else if (size <= st->threshold && (r->have_md5 || size > S3_BUFFER_MAX))
 		started =
 		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
-	else {
+	else { /* small: read and hashed; in parts: hashed first (read_done starts it) */
 		r->job.work = read_work;
 		r->job.done = read_done;
 		r->in_pool = true;
@@ -1765,6 +1834,21 @@ static void get_done(struct s3_call *c, const struct err *e)
 		call_free(c);
 		req_finish(r, &ie);
 		return;
+	}
+	if (!info.has_md5 && etag_comparable(c->easy)) {
+		char meta[72];
+		unsigned char want[16];
+
+		header_value(c->easy, S3_META_MD5, meta, sizeof(meta));
+		if (etag_is_md5(meta) && hex_decode(meta, 32, want) && memcmp(got, want, 16) != 0) {
+			err_set(&ie, ERR_INTEGRITY,
+				"GET \"%s\": the bytes received do not match the MD5 stored with "
+				"the object (%s %s)",
+				r->key, S3_META_MD5, meta);
+			call_free(c);
+			req_finish(r, &ie);
+			return;
+		}
 	}
 	info.has_md5 = true;
 	memcpy(info.md5, got, 16);
