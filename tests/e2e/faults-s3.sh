@@ -14,9 +14,9 @@
 e2e_need_servers
 
 if [ "${IMGSYNC_TORTURE:-0}" = 1 ]; then
-	N_MIRROR=1500 N_MOVE=1500 RATE=0.05 N_BIG=12
+	N_MIRROR=1500 N_MOVE=1500 RATE=0.05 N_BIG=12 WAIT=900
 else
-	N_MIRROR=150 N_MOVE=150 RATE=0.03 N_BIG=4
+	N_MIRROR=150 N_MOVE=150 RATE=0.03 N_BIG=4 WAIT=150
 fi
 SEED=${IMGSYNC_FAULT_SEED:-$RANDOM}
 N=$((N_MIRROR + N_MOVE))
@@ -85,7 +85,7 @@ files_in() { find "$1" -type f | wc -l; }
 d_sql "SELECT count(imgsync.put(k, 'local', 'image/jpeg')) FROM ($(keys_sql 0 $((N_MIRROR - 1)))) s(k)" >/dev/null
 check "imgsyncd starts" d_start
 check "all $N_MIRROR puts are mirrored through the faults" \
-	wait_sql "SELECT count(*) FROM imgsync.images WHERE stores @> '{local,cloud}'" "$N_MIRROR" 120
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE stores @> '{local,cloud}'" "$N_MIRROR" "$WAIT"
 check "... and the queue is empty, nothing dead" wait_sql "SELECT count(*) FROM imgsync.work" 0 30
 diag "mirrored at ${SECONDS}s"
 
@@ -96,7 +96,7 @@ sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
 check "imgsyncd starts without mirrors" d_start
 d_sql "SELECT count(imgsync.put(k, 'local', 'image/jpeg')) FROM ($(keys_sql "$N_MIRROR" $((N - 1)))) s(k)" >/dev/null
 check "the new images are catalogued" wait_sql "SELECT count(*) FROM imgsync.work" 0 30
-timeout 150 "$BUILD/imgsyncctl" -c "$D_CONF" migrate local cloud --wait >"$D_DIR/move1.out" 2>&1
+timeout "$WAIT" "$BUILD/imgsyncctl" -c "$D_CONF" migrate local cloud --wait >"$D_DIR/move1.out" 2>&1
 m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
 check "a move fs -> S3 of $N images completes through the faults ($(status "$m"))" \
 	test "$(status "$m")" = "done $N/$N 0 0"
@@ -109,7 +109,7 @@ check_bucket "every image is byte-exact in the bucket, read straight from radosg
 diag "moved to S3 at ${SECONDS}s"
 
 # 3. a move S3 -> fs: downloads through the faults
-timeout 150 "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --wait >"$D_DIR/move2.out" 2>&1
+timeout "$WAIT" "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --wait >"$D_DIR/move2.out" 2>&1
 m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
 check "a move S3 -> fs of $N images completes through the faults ($(status "$m"))" \
 	test "$(status "$m")" = "done $N/$N 0 0"

@@ -621,6 +621,23 @@ static bool serve_one(struct conn *c)
 	}
 	pthread_mutex_unlock(&g.lock);
 
+	/* Expect: 100-continue is answered here, so the server never sends a
+	 * 100 of its own and the client's body follows at once */
+	char *expect = find_header(c->head, "Expect");
+
+	if (expect) {
+		char *end = strstr(expect, "\r\n") + 2;
+		char v[64];
+
+		snprintf(v, sizeof(v), "%.*s", (int)(end - 2 - expect), expect);
+		if (strcasestr(v, "100-continue")) {
+			memmove(expect, end, strlen(end) + 1);
+			hl -= (int)(end - expect);
+			if (!send_all(cfd, "HTTP/1.1 100 Continue\r\n\r\n", 25))
+				return false;
+		}
+	}
+
 	if (f == F_500 || f == F_503) {
 		/* the body is read (and dropped) so the connection stays usable */
 		if (q.chunked ? !forward_chunked(&c->cin, -1)
@@ -635,23 +652,6 @@ static bool serve_one(struct conn *c)
 		return send_error(cfd, 503, "SlowDown", "Please reduce your request rate.",
 				  strcmp(q.method, "HEAD") == 0) &&
 		       !q.close;
-	}
-
-	/* Expect: 100-continue is answered here, so the server never sends a
-	 * 100 of its own and the client's body follows at once */
-	char *expect = find_header(c->head, "Expect");
-
-	char ev[64] = "";
-
-	if (expect)
-		snprintf(ev, sizeof(ev), "%.*s", (int)(strstr(expect, "\r\n") - expect), expect);
-	if (strcasestr(ev, "100-continue")) {
-		char *end = strstr(expect, "\r\n") + 2;
-
-		memmove(expect, end, strlen(end) + 1);
-		hl -= (int)(end - expect);
-		if (!send_all(cfd, "HTTP/1.1 100 Continue\r\n\r\n", 25))
-			return false;
 	}
 
 	if (!upstream_ready(c) || !send_all(c->ufd, c->head, (size_t)hl)) {

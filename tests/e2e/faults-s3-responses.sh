@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Hostile S3 answers, through faultproxy switched from mode to mode: a wrong
+# ETag on uploads and downloads, no ETag at all, 50 MB error bodies, a
+# ListObjects answer that is not XML, a corrupted download of an object
+# uploaded in parts; and an https endpoint whose certificate is not trusted.
+# imgsync names what was wrong, does not crash, keeps its memory small and
+# records nothing as done that the server did not confirm; once the server
+# behaves, everything lands byte-exact.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+SECONDS=0
+
+D_MAX_ATTEMPTS=100 d_init hostile || { fail "set-up"; done_testing; exit 1; }
+CTL="$D_DIR/proxy.ctl"
+: >"$CTL"
+"$BUILD/tests/faultproxy" --upstream "$IMGSYNC_TEST_RGW_ENDPOINT" --control "$CTL" \
+	--port-file "$D_DIR/proxy.port" --stats "$D_DIR/proxy.stats" \
+	>"$D_DIR/proxy.out" 2>"$D_DIR/proxy.log" &
+PROXY_PID=$!
+trap 'kill $PROXY_PID ${TLS_PID:-} 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
+for _ in $(seq 50); do [ -s "$D_DIR/proxy.port" ] && break; sleep 0.1; done
+PROXY="http://127.0.0.1:$(cat "$D_DIR/proxy.port")"
+sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n  multipart_threshold = 5M\n  part_size = 5M|" "$D_CONF"
+mkdir -p "$D_DIR/back"
+cat >>"$D_CONF" <<CONF
+store "back" {
+  type = "fs"
+  root = "$D_DIR/back"
+}
+CONF
+
+# mode LINES...: what the proxy does from now on (empty: forward faithfully)
+mode() {
+	printf '%s\n' "$@" >"$CTL.tmp"
+	mv "$CTL.tmp" "$CTL"
+	sleep 0.2
+}
+injected() { awk -v k="$1" '$1 == k { print $2 }' "$D_DIR/proxy.stats"; }
+# images BATCH COUNT [SIZE]: files in the fs store and their puts; the
+# manifest ("KEYHEX SIZE SHA256") in $D_DIR/BATCH.manifest
+images() {
+	py - "$D_ROOT" "$1" "$2" "${3:-0}" >"$D_DIR/$1.manifest" <<'PY'
+import hashlib, os, random, sys
+root, batch, n, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+for i in range(n):
+    key = "%s/%03d.png" % (batch, i)
+    data = random.randbytes(size or random.randint(1, 30000))
+    os.makedirs(os.path.join(root, batch), exist_ok=True)
+    open(os.path.join(root, key), "wb").write(data)
+    print(key.encode().hex(), len(data), hashlib.sha256(data).hexdigest())
+PY
+	d_sql "SELECT count(imgsync.put('$1/' || lpad(i::text, 3, '0') || '.png', 'local', 'image/png'))
+	       FROM generate_series(0, $2 - 1) i" >/dev/null
+}
+mirrored() { d_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE '$1/%' AND 'cloud' = ANY (stores)"; }
+failed_with() { # BATCH TEXT: items of the batch whose last error has TEXT
+	d_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE '$1/%' AND last_error LIKE '%$2%'"
+}
+hwm_kb() { awk '/^VmHWM/ { print $2 }' "/proc/$D_PID/status"; }
+
+check "imgsyncd starts" d_start
+images warm 20
+check "a first batch is mirrored with the proxy faithful" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 20 30
+hwm0=$(hwm_kb)
+diag "imgsyncd VmHWM after a first batch: $hwm0 kB"
+
+# 1. a wrong ETag on every PUT answer: the server confirms other bytes than
+# were sent; nothing may be recorded as mirrored
+mode "wrong_etag 1" "only /etag/"
+images etag 10
+check "wrong ETags: every small upload fails, naming the ETag" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'etag/%' AND last_error LIKE '%the server stored different bytes (ETag %'" 10 30
+sleep 1
+check "... and none is recorded as mirrored ($(mirrored etag))" test "$(mirrored etag)" = 0
+mode "wrong_etag 1" "only /etag-big/"
+images etag-big 3 2000000
+check "wrong ETags: every streamed upload fails too" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'etag-big/%' AND last_error LIKE '%stored different bytes%'" 3 30
+check "... and none is recorded as mirrored ($(mirrored etag-big))" test "$(mirrored etag-big)" = 0
+diag "wrong ETags injected: $(injected wrong_etag)"
+mode ""
+
+# 2. no ETag on PUT answers: a small upload was checked by the server itself
+# (Content-MD5, signed payload); a streamed one without a checksum cannot be
+# confirmed and must not count as done
+mode "no_etag 1" "only /noetag"
+images noetag-big 3 1500000
+check "no ETag: a streamed upload fails with a clear message" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'noetag-big/%' AND last_error LIKE '%no ETag%'" 3 30
+check "... and none is recorded as mirrored ($(mirrored noetag-big))" test "$(mirrored noetag-big)" = 0
+images noetag-small 5
+check "no ETag: small uploads, checked by the server's Content-MD5, are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'noetag-small/%' AND 'cloud' = ANY (stores)" 5 30
+diag "ETags dropped: $(injected no_etag)"
+mode ""
+
+# 3. error answers of 50 MB: retried as the server failing, memory small
+mode "huge_error 1" "only /huge/"
+images huge 4
+check "50 MB error answers: the uploads fail as the server failing" \
+	wait_sql "SELECT count(*) >= 4 FROM imgsync.work WHERE key LIKE 'huge/%' AND last_error LIKE '%the server is busy or failing (HTTP 500%'" t 60
+sleep 3
+hwm1=$(hwm_kb)
+check "imgsyncd is alive" kill -0 "$D_PID"
+diag "huge error bodies sent: $(injected huge_error); VmHWM $hwm0 kB -> $hwm1 kB"
+check "its memory stays small (VmHWM grew by $(((hwm1 - hwm0) / 1024)) MB, under 24 MB)" \
+	test $((hwm1 - hwm0)) -lt $((24 * 1024))
+mode ""
+diag "hostile uploads done at ${SECONDS}s"
+
+# every image of the batches above lands once the server behaves
+check "once the answers are honest, every image is mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE NOT 'cloud' = ANY (stores)" 0 60
+cat "$D_DIR"/*.manifest >"$D_DIR/all.manifest"
+check_bucket "... byte-exact" "$D_BUCKET" "$D_DIR/all.manifest" --exact
+
+# 4. listings that are not XML, and a 50 MB error answer to a listing:
+# imgsyncctl verify (which lists the bucket) says so and exits non-zero
+# (after two attempts: a 500 is worth trying again)
+sed 's/^ *max_attempts = .*/  max_attempts = 2/' "$D_CONF" >"$D_DIR/ctl.conf"
+mode "garbage_list 1"
+/usr/bin/time -f '%M' -o "$D_DIR/verify1.rss" "$BUILD/imgsyncctl" -c "$D_DIR/ctl.conf" verify local cloud \
+	>"$D_DIR/verify1.out" 2>&1
+rc=$?
+check "a listing that is not XML: verify fails (exit $rc) without crashing" test "$rc" -ge 1 -a "$rc" -lt 128
+check "... and says the answer was not understood: $(tail -1 "$D_DIR/verify1.out")" \
+	grep -qiE 'xml|malformed|not well-formed|invalid' "$D_DIR/verify1.out"
+mode "huge_error 1" "only list-type="
+/usr/bin/time -f '%M' -o "$D_DIR/verify2.rss" "$BUILD/imgsyncctl" -c "$D_DIR/ctl.conf" verify local cloud \
+	>"$D_DIR/verify2.out" 2>&1
+rc=$?
+check "a 50 MB error answer to a listing: verify fails (exit $rc) without crashing" test "$rc" -ge 1 -a "$rc" -lt 128
+check "... naming the server's failure: $(tail -1 "$D_DIR/verify2.out")" grep -q 'HTTP 500' "$D_DIR/verify2.out"
+rss=$(grep -E '^[0-9]+$' "$D_DIR/verify2.rss" | tail -1)
+check "... with its memory small (max RSS $((${rss:-0} / 1024)) MB, under 32 MB)" test "${rss:-999999}" -lt $((32 * 1024))
+mode ""
+"$BUILD/imgsyncctl" -c "$D_CONF" verify local cloud >"$D_DIR/verify3.out" 2>&1
+check "with honest answers verify finds no difference: $(tail -1 "$D_DIR/verify3.out")" test $? = 0
+diag "listings done at ${SECONDS}s"
+
+# 5. downloads: a wrong ETag, and a flipped byte in an object uploaded in
+# parts (its ETag is no MD5 of the content); the move S3 -> fs must not
+# finish with wrong bytes
+images mp 1 $((11 * 1024 * 1024))
+check "an object of 11 MB is mirrored in parts" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
+d_stop
+sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud' WHERE key LIKE 'mp/%' OR key LIKE 'etag/%'" >/dev/null
+rm -rf "$D_ROOT/mp" "$D_ROOT/etag"
+check "imgsyncd starts again" d_start
+mode "corrupt_response 1" "only /mp/"
+m=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --prefix mp/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a corrupted download of a multipart object fails, naming the checksum" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key = 'mp/000.png' AND last_error LIKE '%do not match%'" 1 30
+check "... and the move has not finished ($(d_sql "SELECT state || ' ' || done FROM imgsync.migration_status WHERE id = $m"))" \
+	test "$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = $m")" = 0
+mode ""
+check "with honest answers the move finishes" \
+	wait_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 1 0" 60
+mode "wrong_etag 1" "only /etag/"
+m2=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --prefix etag/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a wrong ETag on downloads: they fail, naming the ETag" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'etag/%' AND last_error LIKE '%do not match the object''s ETag%'" 10 30
+check "... and none is moved ($(d_sql "SELECT done FROM imgsync.migration_status WHERE id = ${m2:-0}"))" \
+	test "$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = ${m2:-0}")" = 0
+mode ""
+check "with honest answers that move finishes too" \
+	wait_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = ${m2:-0}" "done 10 0" 60
+diag "moves done at ${SECONDS}s"
+bad=$(cd "$D_DIR" && cat mp.manifest etag.manifest | py -c '
+import hashlib, sys
+bad = 0
+for line in sys.stdin:
+    h, size, sha = line.split()
+    try:
+        data = open("back/" + bytes.fromhex(h).decode(), "rb").read()
+    except OSError:
+        data = b""
+    bad += hashlib.sha256(data).hexdigest() != sha
+print(bad)')
+check "... and the moved images are byte-exact ($bad differ)" test "$bad" = 0
+
+d_stop
+check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
+
+# 6. TLS: an https endpoint whose certificate nobody told imgsync to trust
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D_DIR/tls.key" -out "$D_DIR/tls.crt" \
+	-days 1 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
+"${IMGSYNC_TEST_PYTHON:-python3}" - "$D_DIR/tls.crt" "$D_DIR/tls.key" "$D_DIR/tls.port" <<'PY' &
+import socket, ssl, sys, threading
+crt, key, portfile = sys.argv[1:4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(crt, key)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+open(portfile + ".tmp", "w").write(str(s.getsockname()[1]))
+import os
+os.rename(portfile + ".tmp", portfile)
+def serve(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        t.recv(65536)
+        t.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+        t.close()
+    except Exception:
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+TLS_PID=$!
+for _ in $(seq 50); do [ -s "$D_DIR/tls.port" ] && break; sleep 0.1; done
+TLS="https://127.0.0.1:$(cat "$D_DIR/tls.port")"
+sed -i "s|endpoint = \"$PROXY\"|endpoint = \"$TLS\"|" "$D_CONF"
+echo 'sync { mirrors = { "cloud" } }' >>"$D_CONF"
+check "imgsyncd starts with an https endpoint" d_start
+images tls 1
+check "an untrusted certificate fails the upload" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'tls/%' AND last_error IS NOT NULL" 1 30
+err=$(d_sql "SELECT last_error FROM imgsync.work WHERE key LIKE 'tls/%'")
+diag "$err"
+check "the error says plainly that TLS certificate verification failed" \
+	grep -q 'TLS certificate verification failed' <<<"$err"
+check "... and how to fix it (ca_file)" grep -q 'ca_file' <<<"$err"
+d_stop
+# with ca_file naming the certificate the handshake passes (and the stub's
+# 503 is an honest server error, not a TLS one)
+sed -i "s|endpoint = \"$TLS\"|endpoint = \"$TLS\"\n  ca_file = \"$D_DIR/tls.crt\"|" "$D_CONF"
+d_sql "SELECT imgsync.put('tls/000.png', 'local', 'image/png')" >/dev/null
+check "imgsyncd starts with ca_file set" d_start
+check "with ca_file the handshake passes (the stub server answers 503)" \
+	wait_for_log 'put "tls/000.png" failed' 30
+check "... and no TLS error is reported" test -z "$(grep 'tls/000.png' "$D_LOG" | grep 'TLS')"
+d_stop
+diag "done in ${SECONDS}s"
+done_testing
