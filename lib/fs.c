@@ -466,8 +466,17 @@ static bool do_put(struct store_req *r)
 		err_set(e, ERR_TRANSIENT, "cancelled");
 		goto out;
 	}
-	if (tmp[0] == '\0' && !link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e))
-		goto out;
+	if (tmp[0] == '\0') {
+		if (!link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e))
+			goto out;
+		/* The inode's link count changed: a journaling filesystem commits
+		 * it with the directory, one without (ext4 without a journal) only
+		 * when the inode itself is written. */
+		if (st->fsync && fsync(fd) < 0) {
+			err_sys(e, errno, "fsync of \"%s\" under %s", r->key, st->base.cfg->root);
+			goto out;
+		}
+	}
 	if (tmp[0] == '\0') {
 		/* a new image: linked in place whole, no rename needed */
 		int rc = close(fd);
