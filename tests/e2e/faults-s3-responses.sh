@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Hostile S3 answers, through faultproxy switched from mode to mode: a wrong
-# ETag on uploads and downloads, no ETag at all, 50 MB error bodies, a
-# ListObjects answer that is not XML, a corrupted download of an object
-# uploaded in parts; and an https endpoint whose certificate is not trusted.
+# ETag on uploads and downloads, no ETag at all, error bodies that are not
+# XML or are 50 MB long, a ListObjects answer that is not XML, a corrupted
+# download of an object uploaded in parts; and an https endpoint whose
+# certificate is not trusted.
 # imgsync names what was wrong, does not crash, keeps its memory small and
 # records nothing as done that the server did not confirm; once the server
 # behaves, everything lands byte-exact.
@@ -96,7 +97,14 @@ check "no ETag: small uploads, checked by the server's Content-MD5, are mirrored
 diag "ETags dropped: $(injected no_etag)"
 mode ""
 
-# 3. error answers of 50 MB: retried as the server failing, memory small
+# 3. error answers that are not XML: named as such, retried
+mode "garbage_error 1" "only /garbled/"
+images garbled 3
+check "error answers that are not XML: the uploads fail, saying so" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'garbled/%' AND last_error LIKE '%(HTTP 500 InternalError: its body (% bytes) is not an S3 error document)%'" 3 30
+mode ""
+
+# 4. error answers of 50 MB: retried as the server failing, memory small
 mode "huge_error 1" "only /huge/"
 images huge 4
 check "50 MB error answers: the uploads fail as the server failing" \
@@ -116,7 +124,7 @@ check "once the answers are honest, every image is mirrored" \
 cat "$D_DIR"/*.manifest >"$D_DIR/all.manifest"
 check_bucket "... byte-exact" "$D_BUCKET" "$D_DIR/all.manifest" --exact
 
-# 4. listings that are not XML, and a 50 MB error answer to a listing:
+# 5. listings that are not XML, and a 50 MB error answer to a listing:
 # imgsyncctl verify (which lists the bucket) says so and exits non-zero
 # (after two attempts: a 500 is worth trying again)
 sed 's/^ *max_attempts = .*/  max_attempts = 2/' "$D_CONF" >"$D_DIR/ctl.conf"
@@ -140,7 +148,7 @@ mode ""
 check "with honest answers verify finds no difference: $(tail -1 "$D_DIR/verify3.out")" test $? = 0
 diag "listings done at ${SECONDS}s"
 
-# 5. downloads: a wrong ETag, and a flipped byte in an object uploaded in
+# 6. downloads: a wrong ETag, and a flipped byte in an object uploaded in
 # parts (its ETag is no MD5 of the content); the move S3 -> fs must not
 # finish with wrong bytes
 images mp 1 $((11 * 1024 * 1024))
@@ -186,7 +194,7 @@ check "... and the moved images are byte-exact ($bad differ)" test "$bad" = 0
 d_stop
 check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
 
-# 6. TLS: an https endpoint whose certificate nobody told imgsync to trust
+# 7. TLS: an https endpoint whose certificate nobody told imgsync to trust
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$D_DIR/tls.key" -out "$D_DIR/tls.crt" \
 	-days 1 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" >/dev/null 2>&1
 "${IMGSYNC_TEST_PYTHON:-python3}" - "$D_DIR/tls.crt" "$D_DIR/tls.key" "$D_DIR/tls.port" <<'PY' &

@@ -23,6 +23,7 @@
  *   corrupt_response  flip one byte of a successful GET's body
  *   corrupt_request   flip one byte of a PUT's body on its way to the server
  *   garbage_list      answer a ListObjects with a document that is not XML
+ *   garbage_error     answer 500 with a body that is not XML instead of forwarding
  *   huge_error        answer 500 with an error body of huge_bytes (default 50 MB)
  *   no_etag           drop the ETag header of a PUT's answer
  *   wrong_etag        change one digit of the ETag of a PUT's or GET's answer
@@ -75,6 +76,7 @@ enum fault {
 	F_CORRUPT_RESP,
 	F_CORRUPT_REQ,
 	F_GARBAGE_LIST,
+	F_GARBAGE_ERROR,
 	F_HUGE_ERROR,
 	F_NO_ETAG,
 	F_WRONG_ETAG,
@@ -83,9 +85,9 @@ enum fault {
 };
 
 static const char *const fault_names[F_COUNT] = {
-    "error500",	    "error503",	  "reset_request",    "reset_response",
-    "stall",	    "truncate",	  "corrupt_response", "corrupt_request",
-    "garbage_list", "huge_error", "no_etag",	      "wrong_etag",
+    "error500",	  "error503",	      "reset_request",	 "reset_response", "stall",
+    "truncate",	  "corrupt_response", "corrupt_request", "garbage_list",   "garbage_error",
+    "huge_error", "no_etag",	      "wrong_etag",
 };
 
 struct settings {
@@ -555,6 +557,20 @@ static const char garbage[] = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 			      "<ListBucketResult><Name>&undefined;</Name><Contents><Key>a\x01"
 			      "</Contents><<IsTruncated>maybe</IsTruncated>\xff\xfe";
 
+/* An answer whose body is the garbage above. */
+static bool send_garbage(int fd, int status, bool head_only)
+{
+	char out[256];
+	int ol = snprintf(out, sizeof(out),
+			  "HTTP/1.1 %d %s\r\nContent-Type: application/xml\r\n"
+			  "Content-Length: %zu\r\n\r\n",
+			  status, status == 200 ? "OK" : "Internal Server Error",
+			  head_only ? 0 : sizeof(garbage) - 1);
+
+	return send_all(fd, out, (size_t)ol) &&
+	       (head_only || send_all(fd, garbage, sizeof(garbage) - 1));
+}
+
 /* A 500 whose body is `size` bytes: an error document that never ends. */
 static bool send_huge_error(int fd, uint64_t size, bool head_only)
 {
@@ -638,12 +654,14 @@ static bool serve_one(struct conn *c)
 		}
 	}
 
-	if (f == F_500 || f == F_503) {
+	if (f == F_500 || f == F_503 || f == F_GARBAGE_ERROR) {
 		/* the body is read (and dropped) so the connection stays usable */
 		if (q.chunked ? !forward_chunked(&c->cin, -1)
 			      : forward_body(&c->cin, -1, q.clen, NONE, NONE) != 1)
 			return false;
 		count(f, q.reqline);
+		if (f == F_GARBAGE_ERROR)
+			return send_garbage(cfd, 500, strcmp(q.method, "HEAD") == 0) && !q.close;
 		if (f == F_500)
 			return send_error(cfd, 500, "InternalError",
 					  "We encountered an internal error. Please try again.",
@@ -721,13 +739,7 @@ static bool serve_one(struct conn *c)
 		count(f, q.reqline);
 		if (f == F_HUGE_ERROR)
 			return send_huge_error(cfd, s.huge_bytes, head_req) && !q.close;
-		char out[256];
-		int ol = snprintf(out, sizeof(out),
-				  "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n"
-				  "Content-Length: %zu\r\n\r\n",
-				  sizeof(garbage) - 1);
-		return send_all(cfd, out, (size_t)ol) &&
-		       send_all(cfd, garbage, sizeof(garbage) - 1) && !q.close;
+		return send_garbage(cfd, 200, false) && !q.close;
 	}
 	if (f == F_NO_ETAG && is_put) {
 		char *h = find_header(c->rhead, "ETag");
@@ -785,9 +797,8 @@ static bool serve_one(struct conn *c)
 		}
 		if (flip != NONE)
 			count(F_CORRUPT_RESP, q.reqline);
-	} else { /* ends when the server closes */
-		while (forward_body(&c->uin, cfd, 1, NONE, NONE) == 1)
-			;
+	} else {						  /* ends when the server closes */
+		forward_body(&c->uin, cfd, NONE - 1, NONE, NONE); /* -1 at the end */
 		upstream_close(c);
 		return false;
 	}
