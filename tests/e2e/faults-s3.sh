@@ -3,7 +3,8 @@
 # which answers 500 and 503, resets connections in the middle of request
 # and response bodies, stalls answers past the client's timeout, truncates
 # bodies and flips bytes in uploads and downloads.  Through it: images
-# mirrored fs -> S3, a move fs -> S3 and a move S3 -> fs (downloads).  At
+# mirrored fs -> S3, a move fs -> S3, a move between buckets (copies on
+# the server) and a move S3 -> fs (downloads).  At
 # the end every image is byte-exact where it belongs (read by the
 # independent client straight from radosgw, or from the disk), the catalog
 # agrees, every source is empty, and every kind of fault was injected.
@@ -16,7 +17,7 @@ e2e_need_servers
 if [ "${IMGSYNC_TORTURE:-0}" = 1 ]; then
 	N_MIRROR=3000 N_MOVE=3000 RATE=0.06 N_BIG=20 WAIT=1200
 else
-	N_MIRROR=150 N_MOVE=150 RATE=0.03 N_BIG=4 WAIT=150
+	N_MIRROR=120 N_MOVE=130 RATE=0.03 N_BIG=4 WAIT=150
 fi
 SEED=${IMGSYNC_FAULT_SEED:-$RANDOM}
 N=$((N_MIRROR + N_MOVE))
@@ -43,7 +44,20 @@ PROXY="http://127.0.0.1:$(cat "$D_DIR/proxy.port")"
 diag "$(head -1 "$D_DIR/proxy.out")"
 mkdir -p "$D_DIR/back"
 sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n  low_speed_time = 2\n  multipart_threshold = 5M\n  part_size = 5M|" "$D_CONF"
+ARCHIVE="$D_BUCKET-archive"
+oracle_rgw mkbucket "$ARCHIVE" >/dev/null || fail "second bucket"
 cat >>"$D_CONF" <<CONF
+store "archive" {
+  type = "s3"
+  endpoint = "$PROXY"
+  bucket = "$ARCHIVE"
+  path_style = true
+  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
+  secret_access_key_file = "$D_DIR/secret"
+  low_speed_time = 2
+  multipart_threshold = 5M
+  part_size = 5M
+}
 store "back" {
   type = "fs"
   root = "$D_DIR/back"
@@ -60,7 +74,7 @@ random.seed(seed)
 with open(manifest, "w") as m:
     for i in range(n):
         key = "f/%02d/i%05d.jpg" % (i % 20, i)
-        if i == 7:
+        if i % 2000 == 7:
             size = 11 * 2**20 + 123  # multipart: three parts of 5 MiB
         elif i % (n // nbig) == 3:
             size = random.randint(2**20 + 1, 3 * 2**20)
@@ -108,13 +122,26 @@ check_bucket "every image is byte-exact in the bucket, read straight from radosg
 	"$D_BUCKET" "$D_DIR/manifest.s3" --exact
 diag "moved to S3 at ${SECONDS}s"
 
-# 3. a move S3 -> fs: downloads through the faults
-timeout "$WAIT" "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --wait >"$D_DIR/move2.out" 2>&1
+# 3. a move S3 -> S3 on one server: CopyObject and UploadPartCopy through
+# the faults
+timeout "$WAIT" "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud archive --wait >"$D_DIR/move2.out" 2>&1
+m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a move S3 -> S3 of $N images completes through the faults ($(status "$m"))" \
+	test "$(status "$m")" = "done $N/$N 0 0"
+n=$(cat "$D_DIR"/imgsyncd.*.log | grep -c "migration $m: copying .* (server-side)$")
+check "... copied by the server ($n server-side copies started)" test "$n" -ge "$N"
+n=$(oracle_rgw list "$D_BUCKET" | wc -l)
+check "the first bucket is empty ($n objects)" test "$n" = 0
+check_bucket "every image is byte-exact in the second bucket" "$ARCHIVE" "$D_DIR/manifest.s3" --exact
+diag "moved between buckets at ${SECONDS}s"
+
+# 4. a move S3 -> fs: downloads through the faults
+timeout "$WAIT" "$BUILD/imgsyncctl" -c "$D_CONF" migrate archive back --wait >"$D_DIR/move3.out" 2>&1
 m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
 check "a move S3 -> fs of $N images completes through the faults ($(status "$m"))" \
 	test "$(status "$m")" = "done $N/$N 0 0"
-n=$(oracle_rgw list "$D_BUCKET" | wc -l)
-check "the bucket is empty ($n objects)" test "$n" = 0
+n=$(oracle_rgw list "$ARCHIVE" | wc -l)
+check "the second bucket is empty ($n objects)" test "$n" = 0
 bad=$(py - "$D_DIR/back" "$D_DIR/manifest" <<'PY'
 import hashlib, os, sys
 root, manifest = sys.argv[1], sys.argv[2]
