@@ -35,8 +35,8 @@ static long long start_time(pid_t pid)
 	p = strrchr(buf, ')');
 	if (p == NULL)
 		return -1;
-	p++;
-	for (field = 2; field < 22 && p != NULL; field++)
+	p++; /* at the space before field 3 (the state); each step, the next field */
+	for (field = 3; field < 22 && p != NULL; field++)
 		p = strchr(p + 1, ' ');
 	if (p == NULL || sscanf(p, " %lld", &t) != 1)
 		return -1;
