@@ -160,8 +160,9 @@ struct sync {
 	int claim_asked;
 	uint64_t claim_sent_at;
 	bool advancing;
-	bool advance_due; /* a migration may want keys handed out */
-	struct buf batch; /* results not yet sent: "{...},{...}" */
+	bool advance_due;  /* a migration may want keys handed out */
+	bool exchange_adv; /* the exchange in flight advances the migrations */
+	struct buf batch;  /* results not yet sent: "{...},{...}" */
 	int nbatch;
 	uint64_t batch_since; /* when the oldest result of the batch came */
 	struct buf sent;      /* the batch in flight, without its brackets */
@@ -180,6 +181,7 @@ struct sync {
 
 static void claim(struct sync *s);
 static void flush_results(struct sync *s);
+static void send_results(struct sync *s, bool now);
 static void maybe_stopped(struct sync *s);
 
 /* --- small helpers --- */
@@ -1252,10 +1254,11 @@ static char *col(PGresult *r, int row, int c)
 	return PQgetisnull(r, row, c) ? NULL : strdup(PQgetvalue(r, row, c));
 }
 
-static void claimed(void *arg, PGresult *res, const char *error)
+/* The items of a claim's answer (rows without a key are an exchange's
+ * other answers). */
+static void claims_back(struct sync *s, PGresult *res, const char *error)
 {
-	struct sync *s = arg;
-	int n;
+	int n = 0;
 
 	s->claiming = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -1263,7 +1266,8 @@ static void claimed(void *arg, PGresult *res, const char *error)
 			log_error("claiming work failed: %s", error ? error : "unexpected answer");
 		return; /* the connection's return (or the poll) claims again */
 	}
-	n = PQntuples(res);
+	for (int i = 0; i < PQntuples(res); i++)
+		n += !PQgetisnull(res, i, 0);
 	if (s->stopping) {
 		/* stop_daemon releases their leases; nothing has been done yet */
 		s->claim_again = false;
@@ -1271,8 +1275,12 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		return;
 	}
 	s->in_claimed = true; /* items finishing at once must not each claim */
-	for (int i = 0; i < n; i++) {
-		struct item *it = calloc(1, sizeof(*it));
+	for (int i = 0; i < PQntuples(res); i++) {
+		struct item *it;
+
+		if (PQgetisnull(res, i, 0))
+			continue;
+		it = calloc(1, sizeof(*it));
 
 		if (it == NULL ||
 		    (it->ops = calloc(s->g->conf->nstores, sizeof(*it->ops))) == NULL) {
@@ -1347,15 +1355,21 @@ static void claimed(void *arg, PGresult *res, const char *error)
 		claim(s);
 }
 
-static void advanced(void *arg, PGresult *res, const char *error)
+static void claimed(void *arg, PGresult *res, const char *error)
 {
-	struct sync *s = arg;
+	claims_back(arg, res, error);
+}
 
+/* ROW, COL: the answer of advance_migrations() */
+static void advance_back(struct sync *s, PGresult *res, int row, int col, const char *error)
+{
 	s->advancing = false;
-	if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+	if (res && PQresultStatus(res) == PGRES_TUPLES_OK && row >= 0) {
 		/* while migrations run, every claim hands out their next keys */
-		if (atoll(PQgetvalue(res, 0, 0)) > 0)
+		if (atoll(PQgetvalue(res, row, col)) > 0)
 			s->advance_due = true;
+	} else if (res && PQresultStatus(res) == PGRES_TUPLES_OK) {
+		s->advance_due = true;
 	} else if (res) {
 		log_error("advancing migrations failed: %s", error ? error : "unexpected answer");
 		s->advance_due = true;
@@ -1363,21 +1377,42 @@ static void advanced(void *arg, PGresult *res, const char *error)
 		s->advance_due = true; /* the connection's return claims again */
 }
 
+static void advanced(void *arg, PGresult *res, const char *error)
+{
+	advance_back(arg, res, 0, 0, error);
+}
+
+/* How many items a claim would ask for now; 0: none is worth a claim. */
+static int claim_room(const struct sync *s)
+{
+	int free_slots = s->g->conf->concurrency - s->nitems;
+
+	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
+		return 0;
+	if (s->nitems > 0 && free_slots < s->g->conf->concurrency / SYNC_CLAIM_SHARE)
+		return 0; /* the items in flight claim again as they finish */
+	return free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
+}
+
 static void claim(struct sync *s)
 {
 	char n[16];
 	const char *p[3] = {s->daemon_s, n, SYNC_LEASE};
-	int free_slots = s->g->conf->concurrency - s->nitems;
+	int room = claim_room(s);
 
-	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
+	if (room == 0)
 		return;
-	if (s->nitems > 0 && free_slots < s->g->conf->concurrency / SYNC_CLAIM_SHARE)
-		return; /* the items in flight claim again as they finish */
-	if (s->claiming || s->in_claimed) {
+	if (s->claiming || s->in_claimed || s->completing) {
+		/* a completion in flight: its answer claims (with its results) */
 		s->claim_again = true;
 		return;
 	}
-	s->claim_asked = free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
+	if (s->nbatch > 0) {
+		send_results(s, true); /* results waiting: claim with them */
+		if (s->claiming)
+			return;
+	}
+	s->claim_asked = room;
 	snprintf(n, sizeof(n), "%d", s->claim_asked);
 	/* running migrations first hand their next keys to the queue (the
 	 * cursor is their checkpoint); only while some run, or when one may
@@ -1423,9 +1458,10 @@ static void requeue_sent(struct sync *s)
 	s->nsent = 0;
 }
 
-static void completed(void *arg, PGresult *res, const char *error)
+/* The answer to a batch of results; COL holds the results to send again. */
+static void results_back(struct sync *s, PGresult *res, int col, const char *error)
 {
-	struct sync *s = arg;
+	int deferred = 0;
 
 	s->completing = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -1449,21 +1485,57 @@ static void completed(void *arg, PGresult *res, const char *error)
 	s->sent_delay = 0;
 	/* results that met a row the application holds: again, a little later */
 	for (int i = 0; i < PQntuples(res); i++) {
-		if (PQgetisnull(res, i, 0))
+		if (PQgetisnull(res, i, col))
 			continue;
 		if (s->nbatch)
 			buf_putc(&s->batch, ',');
-		buf_puts(&s->batch, PQgetvalue(res, i, 0));
+		buf_puts(&s->batch, PQgetvalue(res, i, col));
 		s->nbatch++;
+		deferred++;
 	}
-	if (PQntuples(res) > 0 && s->nbatch) {
+	if (deferred > 0 && s->nbatch) {
 		log_debug("%d result(s) met rows the application holds; sending them again",
-			  PQntuples(res));
+			  deferred);
 		loop_timer_set(s->loop, &s->flush_retry, 200);
 	} else
 		flush_results(s);
 	claim(s); /* rows released as "written again" are ready now */
 	maybe_stopped(s);
+}
+
+static void completed(void *arg, PGresult *res, const char *error)
+{
+	results_back(arg, res, 0, error);
+}
+
+/* An exchange: the claimed items first (so that the claim the results'
+ * answer may start counts them), then the rest. */
+static void exchanged(void *arg, PGresult *res, const char *error)
+{
+	struct sync *s = arg;
+	bool adv = s->exchange_adv;
+	int running = -1;
+
+	s->exchange_adv = false;
+	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
+		/* one failure, said once: the results' path retries */
+		s->claiming = false;
+		if (adv) {
+			s->advancing = false;
+			s->advance_due = true;
+		}
+		results_back(s, res, 26, error);
+		return;
+	}
+	claims_back(s, res, error);
+	if (adv) {
+		if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
+			for (int i = 0; i < PQntuples(res) && running < 0; i++)
+				if (!PQgetisnull(res, i, 27))
+					running = i;
+		advance_back(s, res, running, 27, error);
+	}
+	results_back(s, res, 26, error);
 }
 
 static void on_flush_retry(void *arg)
@@ -1473,14 +1545,23 @@ static void on_flush_retry(void *arg)
 
 static void flush_results(struct sync *s)
 {
+	send_results(s, false);
+}
+
+/* The batch to imgsync.complete(), or with a claim to imgsync.exchange()
+ * when slots are free; unless NOW, a small batch waits a little for more
+ * while items are in flight. */
+static void send_results(struct sync *s, bool now)
+{
 	struct buf arr = BUF_INIT;
 	struct buf tmp;
-	char max[16];
-	const char *p[3];
+	char max[16], n[16], win[16];
+	const char *p[6];
+	int room;
 
 	if (s->completing || s->nbatch == 0 || !pg_ready(s->pg))
 		return;
-	if (s->nitems > 0 && !s->stopping &&
+	if (!now && s->nitems > 0 && !s->stopping &&
 	    s->nbatch < s->g->conf->concurrency / SYNC_BATCH_SHARE) {
 		uint64_t waited = loop_now(s->loop) - s->batch_since;
 
@@ -1507,7 +1588,29 @@ static void flush_results(struct sync *s)
 	p[0] = s->daemon_s;
 	p[1] = buf_str(&arr);
 	p[2] = max;
-	if (!buf_ok(&arr, NULL) || !pg_query(s->pg, SQL_COMPLETE, 3, p, completed, s)) {
+	room = s->claiming || s->in_claimed ? 0 : claim_room(s);
+	if (room > 0) {
+		/* with a claim (and the migrations' advance) in the same transaction */
+		snprintf(n, sizeof(n), "%d", room);
+		snprintf(win, sizeof(win), "%d",
+			 s->advance_due && !s->advancing ? 2 * s->g->conf->concurrency + 64 : 0);
+		p[3] = n;
+		p[4] = SYNC_LEASE;
+		p[5] = win;
+		if (buf_ok(&arr, NULL) && pg_query(s->pg, SQL_EXCHANGE, 6, p, exchanged, s)) {
+			s->completing = s->claiming = true;
+			s->claim_asked = room;
+			s->claim_sent_at = loop_now(s->loop);
+			s->claim_again = false;
+			if (strcmp(win, "0") != 0) {
+				s->advance_due = false;
+				s->advancing = s->exchange_adv = true;
+			}
+		} else {
+			log_error("out of memory writing results back");
+			requeue_sent(s);
+		}
+	} else if (!buf_ok(&arr, NULL) || !pg_query(s->pg, SQL_COMPLETE, 3, p, completed, s)) {
 		log_error("out of memory writing results back");
 		requeue_sent(s);
 	} else

@@ -1075,6 +1075,43 @@ BEGIN
 END
 $$;
 
+-- A daemon's round trip when it has results to write and room for more
+-- work: the results (complete()), the migrations advanced (when adv_win >
+-- 0: advance_migrations()) and up to n items claimed (claim()), in one
+-- transaction instead of three.  Rows: the claimed items (key set); results
+-- to send again (deferred set, as complete() returns them); one row with
+-- running set, the answer of advance_migrations().
+CREATE FUNCTION imgsync.exchange(daemon bigint, results jsonb, max_attempts int, n int,
+				 lease interval, adv_win int)
+RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin text,
+	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
+	       size bigint, changed_at double precision, claimed_at timestamptz,
+	       migration bigint, step text, m_source text, m_target text, m_mode text,
+	       m_dry_run boolean, m_verify boolean, source_tag text, deferred jsonb, running bigint)
+LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	d jsonb;
+	r bigint;
+BEGIN
+	IF results IS NOT NULL THEN
+		FOR d IN SELECT * FROM imgsync.complete(daemon, results, max_attempts) LOOP
+			deferred := d;
+			RETURN NEXT;
+		END LOOP;
+		deferred := NULL;
+	END IF;
+	IF adv_win > 0 THEN
+		r := imgsync.advance_migrations(adv_win);
+		running := r;
+		RETURN NEXT;
+		running := NULL;
+	END IF;
+	IF n > 0 THEN
+		RETURN QUERY SELECT c.*, NULL::jsonb, NULL::bigint FROM imgsync.claim(daemon, n, lease) c;
+	END IF;
+END
+$$;
+
 -- Migration bookkeeping of a batch's results, one update per migration: a
 -- result's "mig" is "done", "skipped" or absent (no migration step was
 -- carried out); dead results count as failed.
