@@ -4,6 +4,8 @@
 #   make demo            a guided tour: throwaway servers, a migration to S3
 #   make check           install missing packages (Debian), build, run all tests
 #   make check SANITIZE=1  the same with ASan + UBSan (no recovery)
+#   make check VALGRIND=1  the same with imgsyncd and imgsyncctl under valgrind
+#   make check TESTS="migrate faults"  only the tests whose names contain those
 #   make install         PREFIX=/usr/local DESTDIR= (binaries, SQL, man pages,
 #                        systemd units, sysusers/tmpfiles, sample config)
 #   make deb             the Debian package, built in $(BUILD)/deb/
@@ -125,7 +127,7 @@ deps:
 check:
 	@tests/harness/install-deps
 	@$(MAKE) --no-print-directory tests
-	@BUILD=$(BUILD) tests/run
+	@BUILD=$(BUILD) $(if $(filter 1,$(VALGRIND)),IMGSYNC_VALGRIND=1 IMGSYNC_TEST_TIMEOUT=1800) tests/run $(TESTS)
 
 # libFuzzer harnesses (tests/fuzz/), built with clang in $(BUILD)/fuzz.
 FUZZ_SECONDS ?= 60

@@ -27,6 +27,24 @@ e2e_need_servers() {
 
 . tests/harness/tap.sh
 
+# IMGSYNC_VALGRIND=1: every imgsyncd and imgsyncctl the test starts runs
+# under valgrind (tests/harness/valgrind-wrap), through a build directory of
+# links whose two programs are wrappers; tests/run reports the logs.
+if [ "${IMGSYNC_VALGRIND:-0}" = 1 ] && [ -x "$BUILD/imgsyncd" ]; then
+	_vg_real=$(cd "$BUILD" && pwd)
+	mkdir -p "$T/vgbuild"
+	for _f in "$_vg_real"/*; do
+		ln -s "$_f" "$T/vgbuild/"
+	done
+	for _b in imgsyncd imgsyncctl; do
+		rm -f "$T/vgbuild/$_b"
+		printf '#!/bin/sh\nexec "%s/tests/harness/valgrind-wrap" "%s/%s" "$@"\n' \
+			"$PWD" "$_vg_real" "$_b" >"$T/vgbuild/$_b"
+		chmod +x "$T/vgbuild/$_b"
+	done
+	BUILD=$T/vgbuild
+fi
+
 # Run a TAP program; re-number its checks into ours, prefixed by NAME.
 run_tap() { # NAME COMMAND...
 	local name=$1 line rc bad=0 out
