@@ -241,6 +241,13 @@ static void fill_info(struct s3_call *c, struct obj_info *info)
 	response_etag(c->easy, info->etag, sizeof(info->etag));
 	if (etag_is_md5(info->etag) && etag_comparable(c->easy)) {
 		info->has_md5 = hex_decode(info->etag, 32, info->md5);
+	} else {
+		/* uploaded in parts by imgsync: the MD5 it stored with the object */
+		char meta[72];
+
+		header_value(c->easy, S3_META_MD5, meta, sizeof(meta));
+		if (etag_is_md5(meta))
+			info->has_md5 = hex_decode(meta, 32, info->md5);
 	}
 	curl_easy_getinfo(c->easy, CURLINFO_FILETIME, &ft);
 	if (ft > 0)
@@ -1650,8 +1657,8 @@ static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e
 static bool copy_single(struct store_req *r, struct err *e)
 {
 	struct s3_call *c = call_new(r, copy_done, S3_ERROR_BODY_MAX);
-	struct sigv4_pair extra[4];
-	char ifmatch[80];
+	struct sigv4_pair extra[5];
+	char ifmatch[80], md5hex[33];
 	size_t nx = 0;
 
 	if (c == NULL)
@@ -1666,6 +1673,11 @@ static bool copy_single(struct store_req *r, struct err *e)
 	    (struct sigv4_pair){"x-amz-metadata-directive", r->replace_ct ? "REPLACE" : "COPY"};
 	if (r->replace_ct)
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	/* REPLACE drops the source's metadata: its MD5 goes along again */
+	if (r->replace_ct && r->src_etag[0] && r->src_has_md5 && !etag_is_md5(r->src_etag)) {
+		hex_encode(r->src_md5, 16, md5hex);
+		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
+	}
 	if (!call_start(r, c, "PUT", NULL, 0, SIGV4_EMPTY_SHA256, extra, nx, e)) {
 		call_free(c);
 		return false;
@@ -1828,27 +1840,21 @@ static void get_done(struct s3_call *c, const struct err *e)
 		return;
 	}
 	if (info.has_md5 && memcmp(got, info.md5, 16) != 0) {
-		err_set(&ie, ERR_INTEGRITY,
-			"GET \"%s\": the bytes received do not match the object's ETag %s", r->key,
-			info.etag);
-		call_free(c);
-		req_finish(r, &ie);
-		return;
-	}
-	if (!info.has_md5 && etag_comparable(c->easy)) {
-		char meta[72];
-		unsigned char want[16];
+		char want[33];
 
-		header_value(c->easy, S3_META_MD5, meta, sizeof(meta));
-		if (etag_is_md5(meta) && hex_decode(meta, 32, want) && memcmp(got, want, 16) != 0) {
+		hex_encode(info.md5, 16, want);
+		if (etag_is_md5(info.etag))
+			err_set(&ie, ERR_INTEGRITY,
+				"GET \"%s\": the bytes received do not match the object's ETag %s",
+				r->key, info.etag);
+		else
 			err_set(&ie, ERR_INTEGRITY,
 				"GET \"%s\": the bytes received do not match the MD5 stored with "
 				"the object (%s %s)",
-				r->key, S3_META_MD5, meta);
-			call_free(c);
-			req_finish(r, &ie);
-			return;
-		}
+				r->key, S3_META_MD5, want);
+		call_free(c);
+		req_finish(r, &ie);
+		return;
 	}
 	info.has_md5 = true;
 	memcpy(info.md5, got, 16);

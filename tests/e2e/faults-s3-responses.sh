@@ -24,7 +24,18 @@ for _ in $(seq 50); do [ -s "$D_DIR/proxy.port" ] && break; sleep 0.1; done
 PROXY="http://127.0.0.1:$(cat "$D_DIR/proxy.port")"
 sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n  multipart_threshold = 5M\n  part_size = 5M|" "$D_CONF"
 mkdir -p "$D_DIR/back"
+oracle_rgw mkbucket "$D_BUCKET-archive" >/dev/null || fail "second bucket"
 cat >>"$D_CONF" <<CONF
+store "archive" {
+  type = "s3"
+  endpoint = "$PROXY"
+  bucket = "$D_BUCKET-archive"
+  path_style = true
+  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
+  secret_access_key_file = "$D_DIR/secret"
+  multipart_threshold = 5M
+  part_size = 5M
+}
 store "back" {
   type = "fs"
   root = "$D_DIR/back"
@@ -149,8 +160,8 @@ check "with honest answers verify finds no difference: $(tail -1 "$D_DIR/verify3
 diag "listings done at ${SECONDS}s"
 
 # 6. downloads: a wrong ETag, and a flipped byte in an object uploaded in
-# parts (its ETag is no MD5 of the content); the move S3 -> fs must not
-# finish with wrong bytes
+# parts, then copied in parts to another bucket (its ETag is no MD5 of
+# the content); the move S3 -> fs must not finish with wrong bytes
 images mp 1 $((11 * 1024 * 1024))
 check "an object of 11 MB is mirrored in parts" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
@@ -159,8 +170,11 @@ sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
 d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud' WHERE key LIKE 'mp/%' OR key LIKE 'etag/%'" >/dev/null
 rm -rf "$D_ROOT/mp" "$D_ROOT/etag"
 check "imgsyncd starts again" d_start
+"$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud archive --prefix mp/ --wait >/dev/null 2>&1
+check "the object is copied in parts to the second bucket" \
+	test "$(d_sql "SELECT stores FROM imgsync.images WHERE key = 'mp/000.png'")" = "{archive}"
 mode "corrupt_response 1" "only /mp/"
-m=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --prefix mp/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+m=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate archive back --prefix mp/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
 check "a corrupted download of a multipart object fails, naming the checksum" \
 	wait_sql "SELECT count(*) FROM imgsync.work WHERE key = 'mp/000.png' AND last_error LIKE '%do not match%'" 1 30
 check "... and the move has not finished ($(d_sql "SELECT state || ' ' || done FROM imgsync.migration_status WHERE id = $m"))" \
