@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # PostgreSQL misbehaving under a running imgsyncd, first while it mirrors
-# an application's puts, then during a move fs -> S3:
+# an application's puts, then during a move fs -> S3 (follow):
 #   - its sessions terminated (pg_terminate_backend), again and again;
 #   - its role given a 50 ms statement_timeout, a 1 ms lock_timeout and a
 #     1 s idle_session_timeout (an operator's settings it must not trip on);
 #   - LOCK TABLE imgsync.work IN ACCESS EXCLUSIVE MODE held for 4 s;
-#   - an application transaction that put()s rows and stays open 10 s;
+#   - an application that writes images again and put()s them in a
+#     transaction that stays open 10 s (during the move: rows the
+#     migration is about to reach), and, during the move, images written
+#     again just before the migration takes them, put() only once it has
+#     moved them (an application slow to commit);
 #   - the server restarted in the middle of the move.
 # The same daemon process rides it all out: it reconnects, gives way to the
 # application's locks within a moment (never waits out the transaction),
@@ -73,16 +77,42 @@ lock_sampler() { # OUTFILE PID
 	echo "$max" >"$1"
 }
 
-# app_hold SECONDS KEY...: an application transaction put()s the keys
-# again (same content) and stays open; waits until it has committed;
-# the daemon's longest lock wait meanwhile lands in $HOLD_WAIT (ms)
+# app_hold SECONDS KEY...: the application writes the images again (new
+# content, renamed into place), then a transaction of its put()s them and
+# stays open; waits until it has committed.  The daemon's longest lock
+# wait meanwhile lands in $HOLD_WAIT (ms); the new content's manifest
+# lines replace the old ones in $D_DIR/manifest, if there is one.
 app_hold() {
 	local secs=$1 k sql="BEGIN;" p
 	shift
+	printf '%s\n' "$@" >"$D_DIR/rewritten"
+	py - "$D_ROOT" "$D_DIR/rewritten" "$D_DIR/manifest" <<'PY' || fail "the application writes its images"
+import hashlib, os, sys
+root, keys, manifest = sys.argv[1:4]
+new = {}
+for k in open(keys).read().split():
+    data = os.urandom(1000 + len(new) * 37)
+    t = os.path.join(root, os.path.dirname(k), ".app-tmp")
+    with open(t, "wb") as f:
+        f.write(data)
+    os.rename(t, os.path.join(root, k))
+    new[k.encode().hex()] = "%s %d %s" % (k.encode().hex(), len(data), hashlib.sha256(data).hexdigest())
+if os.path.exists(manifest):
+    lines = [new.pop(l.split()[0], l.rstrip("\n")) for l in open(manifest)]
+    with open(manifest, "w") as f:
+        f.write("".join(l + "\n" for l in lines + list(new.values())))
+PY
+	# an application busy a while between writing its files and put():
+	# APP_LATE=1 waits until the migration has moved them (10 s at most)
+	if [ "${APP_LATE:-0}" = 1 ] && [ $# -gt 0 ]; then
+		local list
+		list=$(printf "'%s'," "$@")
+		wait_sql "SELECT count(*) FROM imgsync.images WHERE key IN (${list%,}) AND origin <> 'cloud'" 0 20 >/dev/null
+	fi
 	for k in "$@"; do sql="$sql SELECT imgsync.put('$k', 'local');"; done
 	sql="$sql SELECT pg_sleep($secs); COMMIT;"
 	faults=$((faults + 1))
-	diag "fault $faults at ${SECONDS}s: an application transaction holds $# images rows for $secs s"
+	diag "fault $faults at ${SECONDS}s: an application transaction puts $# images written again and stays open $secs s"
 	psql -qXtA -v ON_ERROR_STOP=1 -d "$D_DB" -c "$sql" >"$D_DIR/app_hold.log" 2>&1 &
 	p=$!
 	lock_sampler "$D_DIR/hold_wait" "$p"
@@ -126,7 +156,7 @@ common_checks() { # WHAT
 	check "$1: no key was worked under two claims at once ($overlap overlaps)" test "$overlap" = 0
 	lost=$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'result for % not recorded%'")
 	check "$1: no result was refused ($lost)" test "$lost" = 0
-	check "$1: the queue is empty, nothing dead" wait_sql "SELECT count(*) FROM imgsync.work" 0 60
+	check "$1: the queue is empty, nothing dead" wait_sql "SELECT count(*) FROM imgsync.work" 0 20
 	d_sql "SELECT key, op, state, attempts, last_error FROM imgsync.work LIMIT 5" | sed 's/^/# /'
 	check "$1: the same daemon process rode it all out" kill -0 "$D_PID"
 	n=$(grep -c 'lost the PostgreSQL connection' "$D_LOG")
@@ -206,8 +236,10 @@ d_sql "SELECT count(imgsync.put('g' || lpad((i % 30)::text, 2, '0') || '/i' || l
        FROM generate_series(0, $MOVE_N - 1) i" >/dev/null
 check "imgsyncd starts (as role $DROLE)" d_start
 check "the catalog settles" wait_sql "SELECT count(*) FROM imgsync.work" 0 60
-m=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate local cloud | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
-check "a move starts (migration $m)" test -n "$m"
+# follow: images the application writes again after the migration passed
+# them move too (the zero-downtime recipe); ended once it has caught up
+m=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate local cloud --follow | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a follow move starts (migration $m)" test -n "$m"
 done_n() { d_sql "SELECT done FROM imgsync.migration_status WHERE id = $m"; }
 at_done() { # N: wait until the migration has done N (or 60 s)
 	local i
@@ -231,14 +263,21 @@ for r in $(seq "$ROUNDS"); do
 	servers_pg_start >/dev/null 2>&1 || fail "PostgreSQL came back"
 	target=$((target + step))
 	at_done $target
-	# rows just ahead of the migration's cursor, written again by a slow
-	# transaction: the migration reaches them while it is open
+	# images ahead of the migration's cursor, written again and put by a
+	# slow transaction: the migration reaches their rows while it is open
 	mapfile -t keys < <(d_sql "SELECT key FROM imgsync.images i, imgsync.migrations m
-	                           WHERE m.id = $m AND i.key > coalesce(m.cursor, '') ORDER BY i.key OFFSET 40 LIMIT 30")
+	                           WHERE m.id = $m AND i.key > coalesce(m.cursor, '') ORDER BY i.key OFFSET 300 LIMIT 30")
 	app_hold 10 "${keys[@]}"
 	check "moving: the application's transaction commits ($HOLD_RC)" test "$HOLD_RC" = 0
 	check "moving: imgsyncd waited at most 2 s for the application's locks (longest wait ${HOLD_WAIT} ms)" \
 		test "$HOLD_WAIT" -le 2000
+	# images the migration is about to take, written again; their put()s
+	# commit once the move has taken the new bytes: the new version is at
+	# the target, and the catalog must say so
+	mapfile -t near < <(d_sql "SELECT key FROM imgsync.images i, imgsync.migrations m
+	                           WHERE m.id = $m AND i.key > coalesce(m.cursor, '') ORDER BY i.key OFFSET 150 LIMIT 20")
+	APP_LATE=1 app_hold 0 "${near[@]}"
+	check "moving: the application's second transaction commits ($HOLD_RC)" test "$HOLD_RC" = 0
 	target=$((target + step))
 	at_done $target
 	lock_work 4
@@ -248,9 +287,14 @@ for r in $(seq "$ROUNDS"); do
 	terminate_round
 	target=$((target + step))
 done
-check "the move finishes" \
-	wait_sql "SELECT state || ' ' || done || '/' || total || ' ' || failed || ' ' || skipped FROM imgsync.migration_status WHERE id = $m" "done $MOVE_N/$MOVE_N 0 0" 180
+check "the move catches up: nothing queued, nothing left in the source" \
+	wait_sql "SELECT (SELECT count(*) FROM imgsync.work) + (SELECT count(*) FROM imgsync.images WHERE origin = 'local')" 0 60
+d_sql "SELECT imgsync.cancel_migration($m)" >/dev/null
+check "the move ends as done, nothing failed" \
+	test "$(d_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m")" = "done 0"
 d_sql "SELECT state, done, total, failed, skipped, last_error FROM imgsync.migration_status WHERE id = $m" | sed 's/^/# /'
+d_sql "SELECT key, last_error FROM imgsync.migration_failures LIMIT 5" | sed 's/^/# /'
+d_sql "SELECT key, origin, stores, version FROM imgsync.images WHERE origin <> 'cloud' OR stores <> '{cloud}' LIMIT 5" | sed 's/^/# /'
 n=$(find "$D_ROOT" -type f | wc -l)
 check "the source store is empty ($n files)" test "$n" = 0
 check "the catalog says every image is on S3, and only there" \
