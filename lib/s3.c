@@ -463,6 +463,16 @@ static void explain_transport(struct store_req *r, struct s3_call *c, CURLcode r
 	}
 }
 
+/* An answer to a write that cannot be read (s3_xml said why): the write
+ * may or may not have happened, and a garbled answer is worth another try,
+ * a counted one (integrity), as for a corrupted transfer. */
+static void unreadable_answer(struct err *e, const char *op, const char *key)
+{
+	if (e->code == ERR_INVALID)
+		e->code = ERR_INTEGRITY;
+	err_prefix(e, "%s \"%s\": ", op, key);
+}
+
 /* --- one HTTP exchange --- */
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
@@ -1104,6 +1114,7 @@ static void complete_done(struct s3_call *c, const struct err *e)
 	}
 	/* A 200 answer may still carry an <Error> in its body. */
 	if (!s3_xml_complete(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &x, &pe)) {
+		unreadable_answer(&pe, "CompleteMultipartUpload", r->key);
 		call_free(c);
 		mpu_fail(r, &pe);
 		return;
@@ -1217,9 +1228,10 @@ static void part_done(struct s3_call *c, const struct err *e)
 		int64_t mtime;
 
 		if (!s3_xml_copy_result(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &mtime,
-					&x, &pe))
+					&x, &pe)) {
+			unreadable_answer(&pe, "UploadPartCopy", r->key);
 			e = &pe;
-		else if (x.present) {
+		} else if (x.present) {
 			explain_error(r, c, &x, &pe);
 			e = &pe;
 		} else {
@@ -1384,6 +1396,7 @@ static void create_done(struct s3_call *c, const struct err *e)
 		return;
 	}
 	if (!s3_xml_upload_id(buf_str(&c->resp), c->resp.len, &r->upload_id, &pe)) {
+		unreadable_answer(&pe, "CreateMultipartUpload", r->key);
 		call_free(c);
 		mpu_fail(r, &pe);
 		return;
@@ -1520,7 +1533,7 @@ static void copy_done(struct s3_call *c, const struct err *e)
 	/* A 200 answer may still carry an <Error> in its body. */
 	if (!s3_xml_copy_result(buf_str(&c->resp), c->resp.len, etag, sizeof(etag), &mtime, &x,
 				&pe)) {
-		err_prefix(&pe, "CopyObject \"%s\": ", r->key);
+		unreadable_answer(&pe, "CopyObject", r->key);
 		call_free(c);
 		req_finish(r, &pe);
 		return;

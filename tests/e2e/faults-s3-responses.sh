@@ -131,6 +131,16 @@ check "error answers that are not XML: the uploads fail, saying so" \
 	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'garbled/%' AND last_error LIKE '%(HTTP 500 InternalError: its body (% bytes) is not an S3 error document)%'" 3 30
 mode ""
 
+# answers to a multipart upload that are not XML (CreateMultipartUpload,
+# CompleteMultipartUpload): the upload fails, saying so
+mode "garbage_xml 1" "only /gx/"
+images gx 1 $((6 * 1024 * 1024))
+check "answers to a multipart upload that are not XML: it fails, saying so" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'gx/%' AND last_error LIKE '%MultipartUpload \"gx/000.png\": S3 answered with malformed XML%'" 1 30
+check "... and it is not recorded as mirrored ($(mirrored gx))" test "$(mirrored gx)" = 0
+d_sql "SELECT last_error FROM imgsync.work WHERE key LIKE 'gx/%'" | sed 's/^/# /'
+mode ""
+
 # 4. error answers of 50 MB: retried as the server failing, memory small
 mode "huge_error 1" "only /huge/"
 images huge 4

@@ -23,6 +23,7 @@
  *   corrupt_response  flip one byte of a successful GET's body
  *   corrupt_request   flip one byte of a PUT's body on its way to the server
  *   garbage_list      answer a ListObjects with a document that is not XML
+ *   garbage_xml       the same for the answers to POSTs (multipart uploads) and copies
  *   garbage_error     answer 500 with a body that is not XML instead of forwarding
  *   huge_error        answer 500 with an error body of huge_bytes (default 50 MB)
  *   no_etag           drop the ETag header of a PUT's answer
@@ -76,6 +77,7 @@ enum fault {
 	F_CORRUPT_RESP,
 	F_CORRUPT_REQ,
 	F_GARBAGE_LIST,
+	F_GARBAGE_XML,
 	F_GARBAGE_ERROR,
 	F_HUGE_ERROR,
 	F_NO_ETAG,
@@ -85,9 +87,9 @@ enum fault {
 };
 
 static const char *const fault_names[F_COUNT] = {
-    "error500",	  "error503",	      "reset_request",	 "reset_response", "stall",
-    "truncate",	  "corrupt_response", "corrupt_request", "garbage_list",   "garbage_error",
-    "huge_error", "no_etag",	      "wrong_etag",
+    "error500",	     "error503",	 "reset_request",   "reset_response", "stall",
+    "truncate",	     "corrupt_response", "corrupt_request", "garbage_list",   "garbage_xml",
+    "garbage_error", "huge_error",	 "no_etag",	    "wrong_etag",
 };
 
 struct settings {
@@ -726,8 +728,11 @@ static bool serve_one(struct conn *c)
 	}
 
 	/* hostile answers in place of the server's */
+	bool is_copy = is_put && find_header(c->head, "x-amz-copy-source") != NULL;
+
 	if (f == F_HUGE_ERROR ||
-	    (f == F_GARBAGE_LIST && is_get && strstr(q.target, "list-type=") && a.status == 200)) {
+	    (f == F_GARBAGE_LIST && is_get && strstr(q.target, "list-type=") && a.status == 200) ||
+	    (f == F_GARBAGE_XML && (strcmp(q.method, "POST") == 0 || is_copy) && a.status == 200)) {
 		if (body && (a.chunked	  ? !forward_chunked(&c->uin, -1)
 			     : a.has_clen ? forward_body(&c->uin, -1, a.clen, NONE, NONE) != 1
 					  : true)) {
