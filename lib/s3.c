@@ -41,6 +41,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +54,13 @@
 #include "s3_xml.h"
 #include "sigv4.h"
 
-#define S3_BUFFER_MAX	  (1024 * 1024)
+#define S3_BUFFER_MAX (1024 * 1024)
+/* A GET asks for the first S3_GET_RANGE bytes; a bigger object comes in
+ * ranges of that size, S3_GET_STREAMS of them in flight at once, each
+ * written at its offset (one connection gives a fraction of what a server
+ * and the loopback can carry). */
+#define S3_GET_RANGE	  (8u * 1024 * 1024)
+#define S3_GET_STREAMS	  4
 #define S3_PART_PARALLEL  4
 #define S3_PART_ATTEMPTS  3
 #define S3_MAX_PARTS	  10000
@@ -130,6 +137,17 @@ struct store_req {
 	unsigned char src_md5[16];
 	bool src_known;	 /* size, etag and content type learnt (src_info or a HEAD) */
 	bool replace_ct; /* content_type was given: metadata directive REPLACE */
+
+	/* get of a big object, in ranges (see S3_GET_RANGE) */
+	int out_fd;	       /* a dup of the caller's: the hashing job reads it back */
+	uint64_t total;	       /* the object's size, from the first answer */
+	uint64_t next_off;     /* the first byte not asked for yet */
+	uint64_t hashed;       /* gmd5 covers [0, hashed) */
+	EVP_MD_CTX *gmd5;      /* MD5 in byte order: the first range as it came */
+	struct obj_info ginfo; /* what the first answer said */
+	char if_match[80];     /* "ETag": every range from the same object */
+	bool gfailed;
+	unsigned char gmd5_out[16];
 };
 
 typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
@@ -157,7 +175,10 @@ struct s3_call {
 	/* the object addressed, when not the operation's (a copy's source) */
 	struct s3_store *at;
 	const char *at_key;
-	bool copy; /* CopyObject or UploadPartCopy: a result document, even in a 200 */
+	bool copy;	   /* CopyObject or UploadPartCopy: a result document, even in a 200 */
+	const char *range; /* CURLOPT_RANGE of a GET, "FIRST-LAST"; NULL for all */
+	char range_buf[48];
+	uint64_t out_off; /* where the response body goes in out_fd */
 	call_done_fn on_done;
 	struct err local; /* a local failure met by a curl callback */
 	char s3code[64];  /* the S3 error code of a failed answer, "" if none */
@@ -228,6 +249,15 @@ static bool etag_comparable(CURL *easy)
 	return v[0] == '\0';
 }
 
+/* a rewrite with the same content keeps the tag: deleting that is harmless */
+static void set_tag(struct obj_info *info)
+{
+	info->tag[0] = '\0';
+	if (info->etag[0])
+		snprintf(info->tag, sizeof(info->tag), "%.58s:%llu", info->etag,
+			 (unsigned long long)info->size);
+}
+
 static void fill_info(struct s3_call *c, struct obj_info *info)
 {
 	curl_off_t len = -1;
@@ -255,10 +285,7 @@ static void fill_info(struct s3_call *c, struct obj_info *info)
 	curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
 	if (ct)
 		snprintf(info->content_type, sizeof(info->content_type), "%s", ct);
-	/* a rewrite with the same content keeps the tag: deleting that is harmless */
-	if (info->etag[0])
-		snprintf(info->tag, sizeof(info->tag), "%.60s:%llu", info->etag,
-			 (unsigned long long)info->size);
+	set_tag(info);
 }
 
 /* --- turning an answer into an error an operator can act on --- */
@@ -484,8 +511,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
 	if (c->out_fd >= 0 && status >= 200 && status < 300) {
 		for (size_t done = 0; done < n;) {
-			ssize_t w =
-			    pwrite(c->out_fd, data + done, n - done, (off_t)(c->received + done));
+			ssize_t w = pwrite(c->out_fd, data + done, n - done,
+					   (off_t)(c->out_off + c->received + done));
 
 			if (w < 0 && errno == EINTR)
 				continue;
@@ -748,6 +775,11 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	if (cfg->ca_file && cfg->ca_file[0])
 		curl_easy_setopt(c->easy, CURLOPT_CAINFO, cfg->ca_file);
 	curl_easy_setopt(c->easy, CURLOPT_FILETIME, 1L);
+	if (c->range)
+		curl_easy_setopt(c->easy, CURLOPT_RANGE, c->range);
+	/* big downloads: fewer, larger writes */
+	if (c->out_fd >= 0)
+		curl_easy_setopt(c->easy, CURLOPT_BUFFERSIZE, 256L * 1024);
 	if (getenv("IMGSYNC_CURL_VERBOSE"))
 		curl_easy_setopt(c->easy, CURLOPT_VERBOSE, 1L);
 	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_write);
@@ -825,6 +857,7 @@ static struct store_req *req_new(struct s3_store *st, enum s3_kind kind, const c
 	r->done = done;
 	r->arg = arg;
 	r->fd = -1;
+	r->out_fd = -1;
 	return r;
 }
 
@@ -842,6 +875,9 @@ static void req_free(struct store_req *r)
 	free(r->mem);
 	free(r->upload_id);
 	free(r->parts);
+	if (r->out_fd >= 0)
+		close(r->out_fd);
+	EVP_MD_CTX_free(r->gmd5);
 	free(r);
 }
 
@@ -886,7 +922,10 @@ static void put_done(struct s3_call *c, const struct err *e)
 		req_finish(r, &copy);
 		return;
 	}
-	md5_final(c->md5, sent);
+	if (c->md5)
+		md5_final(c->md5, sent);
+	else
+		memcpy(sent, r->md5, 16);
 	response_etag(c->easy, etag, sizeof(etag));
 	if (!r->have_md5) { /* streamed once: the ETag is the check */
 		if (etag[0] == '\0') {
@@ -937,11 +976,15 @@ static bool put_single(struct store_req *r, struct err *e)
 	unsigned char b64[32];
 	size_t nx = 0;
 
-	if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
+	/* A body read into memory was hashed as it was read: the bytes sent are
+	 * those.  One streamed from the file is hashed while sent, to catch a
+	 * file that changes meanwhile (or to learn its MD5). */
+	if (c == NULL || (r->mem == NULL && (c->md5 = EVP_MD_CTX_new()) == NULL)) {
 		call_free(c);
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
-	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+	if (c->md5)
+		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
 	if (r->have_md5) {
 		EVP_EncodeBlock(b64, r->md5, 16);
 		extra[nx++] = (struct sigv4_pair){"content-md5", (const char *)b64};
@@ -1822,13 +1865,228 @@ static bool s3_copy(struct store *dst, struct store *src, const char *src_key, c
 
 /* GET, HEAD, DELETE */
 
+/* The MD5 of the bytes received against what the object says it is
+ * (fill_info: its ETag, or the MD5 imgsync stored with a multipart upload). */
+static bool get_check(struct store_req *r, const unsigned char got[16], struct obj_info *info,
+		      struct err *e)
+{
+	if (info->has_md5 && memcmp(got, info->md5, 16) != 0) {
+		char want[33];
+
+		hex_encode(info->md5, 16, want);
+		if (etag_is_md5(info->etag))
+			return err_set(e, ERR_INTEGRITY,
+				       "GET \"%s\": the bytes received do not match the object's "
+				       "ETag %s",
+				       r->key, info->etag);
+		return err_set(e, ERR_INTEGRITY,
+			       "GET \"%s\": the bytes received do not match the MD5 stored with "
+			       "the object (%s %s)",
+			       r->key, S3_META_MD5, want);
+	}
+	info->has_md5 = true;
+	memcpy(info->md5, got, 16);
+	return true;
+}
+
+/* The rest of a ranged download hashed, read back from the file (the page
+ * cache), off the loop; the first range was hashed as it came. */
+static void get_hash_work(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
+	size_t chunk = 1 << 20;
+	unsigned char *buf = malloc(chunk);
+
+	if (buf == NULL) {
+		err_set(&r->err, ERR_NOMEM, "out of memory");
+		r->gfailed = true;
+		return;
+	}
+	while (r->hashed < r->total) {
+		size_t want = r->total - r->hashed < chunk ? (size_t)(r->total - r->hashed) : chunk;
+		ssize_t k = pread(r->out_fd, buf, want, (off_t)r->hashed);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k < 0)
+				err_sys(&r->err, errno, "reading back \"%s\"", r->key);
+			else
+				err_set(&r->err, ERR_IO, "reading back \"%s\": the file is short",
+					r->key);
+			r->gfailed = true;
+			break;
+		}
+		EVP_DigestUpdate(r->gmd5, buf, (size_t)k);
+		r->hashed += (uint64_t)k;
+	}
+	free(buf);
+	if (!r->gfailed)
+		md5_final(r->gmd5, r->gmd5_out);
+}
+
+static void get_hash_done(struct workq_job *job)
+{
+	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
+	struct err e = {0};
+
+	r->in_pool = false;
+	if (r->finished) { /* cancelled meanwhile */
+		req_free(r);
+		return;
+	}
+	if (r->gfailed) {
+		e = r->err;
+		req_finish(r, &e);
+		return;
+	}
+	if (!get_check(r, r->gmd5_out, &r->ginfo, &e)) {
+		req_finish(r, &e);
+		return;
+	}
+	if (r->info)
+		*r->info = r->ginfo;
+	req_finish(r, NULL);
+}
+
+static void range_done(struct s3_call *c, const struct err *e);
+
+/* The next range of a big object, from the same version (If-Match). */
+static bool range_start(struct store_req *r, struct err *e)
+{
+	uint64_t len =
+	    r->total - r->next_off < S3_GET_RANGE ? r->total - r->next_off : S3_GET_RANGE;
+	struct s3_call *c = call_new(r, range_done, S3_ERROR_BODY_MAX);
+	struct sigv4_pair extra[1] = {{"if-match", r->if_match}};
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->out_fd = r->out_fd;
+	c->out_off = r->next_off;
+	c->len = len;
+	snprintf(c->range_buf, sizeof(c->range_buf), "%llu-%llu", (unsigned long long)r->next_off,
+		 (unsigned long long)(r->next_off + len - 1));
+	c->range = c->range_buf;
+	if (!call_start(r, c, "GET", NULL, 0, SIGV4_EMPTY_SHA256, extra, 1, e)) {
+		call_free(c);
+		return false;
+	}
+	r->next_off += len;
+	r->inflight++;
+	return true;
+}
+
+/* Ranges in flight up to S3_GET_STREAMS; once all are in, the hash. */
+static void range_pump(struct store_req *r)
+{
+	struct err e = {0};
+
+	while (!r->gfailed && r->inflight < S3_GET_STREAMS && r->next_off < r->total)
+		if (!range_start(r, &e)) {
+			r->gfailed = true;
+			r->err = e;
+		}
+	if (r->inflight > 0)
+		return;
+	if (r->gfailed) {
+		e = r->err;
+		req_finish(r, &e);
+		return;
+	}
+	r->job.work = get_hash_work;
+	r->job.done = get_hash_done;
+	r->in_pool = true;
+	workq_submit(r->st->base.env.wq, &r->job);
+}
+
+/* "bytes FIRST-LAST/TOTAL" of a 206 answer. */
+static bool content_range(struct s3_call *c, uint64_t *first, uint64_t *last, uint64_t *total)
+{
+	char v[96];
+	unsigned long long a, b, t;
+	int end = 0;
+
+	header_value(c->easy, "Content-Range", v, sizeof(v));
+	if (sscanf(v, "bytes %llu-%llu/%llu%n", &a, &b, &t, &end) != 3 || v[end] != '\0' || a > b ||
+	    b >= t)
+		return false;
+	*first = a;
+	*last = b;
+	*total = t;
+	return true;
+}
+
+static void range_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	uint64_t a, b, t;
+	struct err ie;
+
+	r->inflight--;
+	if (e) {
+		ie = *e;
+		if (c->status == 412)
+			err_set(&ie, ERR_TRANSIENT,
+				"GET \"%s\": the object changed while it was downloaded", r->key);
+	} else if (c->status != 206 || !content_range(c, &a, &b, &t) || a != c->out_off ||
+		   b + 1 != c->out_off + c->len || t != r->total || c->received != c->len) {
+		e = &ie;
+		err_set(&ie, ERR_INTEGRITY,
+			"GET \"%s\": the answer to a range request (bytes %s) is not that range "
+			"(HTTP %ld, %llu bytes)",
+			r->key, c->range_buf, c->status, (unsigned long long)c->received);
+	}
+	if (e && !r->gfailed) {
+		r->gfailed = true;
+		r->err = ie;
+	}
+	call_free(c);
+	range_pump(r);
+}
+
+/* The first answer of a big object: the rest comes in ranges. */
+static bool get_ranged(struct store_req *r, struct s3_call *c, uint64_t total, struct err *e)
+{
+	fill_info(c, &r->ginfo);
+	r->ginfo.size = total;
+	if (r->ginfo.etag[0] == '\0')
+		return err_set(e, ERR_INTEGRITY,
+			       "GET \"%s\": the answer has no ETag, so the rest of the object "
+			       "cannot be asked for from the same version (is a proxy dropping "
+			       "headers?)",
+			       r->key);
+	set_tag(&r->ginfo);
+	snprintf(r->if_match, sizeof(r->if_match), "\"%s\"", r->ginfo.etag);
+	r->out_fd = fcntl(c->out_fd, F_DUPFD_CLOEXEC, 0);
+	if (r->out_fd < 0)
+		return err_sys(e, errno, "GET \"%s\"", r->key);
+	r->gmd5 = c->md5;
+	c->md5 = NULL;
+	r->hashed = c->received;
+	r->next_off = c->received;
+	r->total = total;
+	return true;
+}
+
+static bool get_first(struct store_req *r, int fd, bool ranged, struct err *e);
+
 static void get_done(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
 	struct obj_info info;
 	unsigned char got[16];
+	uint64_t a, b, total;
 	struct err ie;
 
+	if (e && c->status == 416 && c->range) {
+		/* an empty object has no first byte: ask for all of it */
+		int fd = c->out_fd;
+
+		call_free(c);
+		if (!get_first(r, fd, false, &ie))
+			req_finish(r, &ie);
+		return;
+	}
 	if (e) {
 		struct err copy = *e;
 
@@ -1836,8 +2094,31 @@ static void get_done(struct s3_call *c, const struct err *e)
 		req_finish(r, &copy);
 		return;
 	}
+	if (c->status == 206) {
+		if (!content_range(c, &a, &b, &total) || a != 0 || b + 1 != c->received) {
+			err_set(&ie, ERR_INTEGRITY,
+				"GET \"%s\": the answer to the first range request is not that "
+				"range (%llu bytes)",
+				r->key, (unsigned long long)c->received);
+			call_free(c);
+			req_finish(r, &ie);
+			return;
+		}
+		if (total > c->received) {
+			if (!get_ranged(r, c, total, &ie)) {
+				call_free(c);
+				req_finish(r, &ie);
+				return;
+			}
+			call_free(c);
+			range_pump(r);
+			return;
+		}
+	}
 	fill_info(c, &info);
 	md5_final(c->md5, got);
+	if (c->status == 206)
+		info.size = c->received; /* the whole object came as the first range */
 	if (info.size == 0 && c->received > 0) {
 		curl_off_t len = -1;
 
@@ -1852,29 +2133,39 @@ static void get_done(struct s3_call *c, const struct err *e)
 		req_finish(r, &ie);
 		return;
 	}
-	if (info.has_md5 && memcmp(got, info.md5, 16) != 0) {
-		char want[33];
-
-		hex_encode(info.md5, 16, want);
-		if (etag_is_md5(info.etag))
-			err_set(&ie, ERR_INTEGRITY,
-				"GET \"%s\": the bytes received do not match the object's ETag %s",
-				r->key, info.etag);
-		else
-			err_set(&ie, ERR_INTEGRITY,
-				"GET \"%s\": the bytes received do not match the MD5 stored with "
-				"the object (%s %s)",
-				r->key, S3_META_MD5, want);
+	if (!get_check(r, got, &info, &ie)) {
 		call_free(c);
 		req_finish(r, &ie);
 		return;
 	}
-	info.has_md5 = true;
-	memcpy(info.md5, got, 16);
+	set_tag(&info);
 	if (r->info)
 		*r->info = info;
 	call_free(c);
 	req_finish(r, NULL);
+}
+
+/* The first GET of a download: the first S3_GET_RANGE bytes (all of a
+ * small object), or the whole object when RANGED is false. */
+static bool get_first(struct store_req *r, int fd, bool ranged, struct err *e)
+{
+	struct s3_call *c = call_new(r, get_done, S3_ERROR_BODY_MAX);
+
+	if (c == NULL || (c->md5 = EVP_MD_CTX_new()) == NULL) {
+		call_free(c);
+		return err_set(e, ERR_NOMEM, "out of memory");
+	}
+	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
+	c->out_fd = fd;
+	if (ranged) {
+		snprintf(c->range_buf, sizeof(c->range_buf), "0-%u", S3_GET_RANGE - 1);
+		c->range = c->range_buf;
+	}
+	if (!call_start(r, c, "GET", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
 }
 
 /* A diagnostic GET of one byte answered: its error document explains what
@@ -1957,6 +2248,15 @@ static bool s3_simple(struct store *s, enum s3_kind kind, const char *key, int f
 	if (r == NULL)
 		return false;
 	r->info = out;
+	if (kind == S3_GET) {
+		if (!get_first(r, fd, true, e)) {
+			req_free(r);
+			err_prefix(e, "store \"%s\": ", s->cfg->name);
+			return false;
+		}
+		*req = r;
+		return true;
+	}
 	c = call_new(r, fn, S3_ERROR_BODY_MAX);
 	if (c == NULL || (kind == S3_GET && (c->md5 = EVP_MD_CTX_new()) == NULL)) {
 		call_free(c);

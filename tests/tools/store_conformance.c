@@ -165,6 +165,8 @@ static int round_trip(const char *name, const char *key, uint64_t size, unsigned
 	is_str(b, a, "%s: content byte-exact", name);
 	if (pi.has_md5 && si.has_md5)
 		ok(memcmp(pi.md5, si.md5, 16) == 0, "%s: checksum reported by stat matches", name);
+	if (good && si.tag[0])
+		is_str(gi.tag, si.tag, "%s: get and stat give the same tag", name);
 	if (keep)
 		record(key, src);
 	close(src);
@@ -185,6 +187,12 @@ static void test_sizes(void)
 	round_trip("exactly 1 MiB", pkey("sizes/1mib"), mib, 4, 1);
 	round_trip("1 MiB + 1 (streamed)", pkey("sizes/1mib+1"), mib + 1, 5, 1);
 	round_trip("multipart-sized", pkey("sizes/big"), big, 6, 1);
+	if (!fs_backend) {
+		/* downloads come in ranges of 8 MiB, four at a time */
+		round_trip("exactly one download range (8 MiB)", pkey("sizes/8mib"), 8 * mib, 7, 1);
+		round_trip("one download range + 1", pkey("sizes/8mib+1"), 8 * mib + 1, 8, 1);
+		round_trip("six download ranges", pkey("sizes/41mib"), 41 * mib + 7, 9, 1);
+	}
 }
 
 /* Keys every backend must store and return byte-exact. */
