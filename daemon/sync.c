@@ -58,7 +58,7 @@
  * few free slots (concurrency / SYNC_CLAIM_SHARE) and results for a few
  * more of them (concurrency / SYNC_BATCH_SHARE), at most SYNC_BATCH_WAIT_MS;
  * PostgreSQL's cost per call, not per row, is what many small images pay. */
-#define SYNC_CLAIM_SHARE    8
+#define SYNC_CLAIM_SHARE    4
 #define SYNC_BATCH_SHARE    4
 #define SYNC_BATCH_WAIT_MS  5
 #define SYNC_BACKOFF_BASE_S 1.0
