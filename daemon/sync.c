@@ -61,6 +61,7 @@
 #define SYNC_CLAIM_SHARE    4
 #define SYNC_BATCH_SHARE    4
 #define SYNC_BATCH_WAIT_MS  5
+#define SYNC_PUT_GRACE_S    120 /* see written_after_put() */
 #define SYNC_BACKOFF_BASE_S 1.0
 #define SYNC_BACKOFF_CAP_S  300.0
 
@@ -974,6 +975,27 @@ static void mig_put_done(void *arg, const struct err *e)
 		item_finish(it);
 }
 
+/* A source written after the catalog last heard of the image, moments ago:
+ * the application's put() of those bytes has most likely not committed yet.
+ * Moving them now would record them under the old version and delete the
+ * source, and the put() that follows would name a file that is gone.  So
+ * wait for it (not spending attempts) -- for SYNC_PUT_GRACE_S at most: a
+ * file written long after its put() (restored, touched) moves as it is. */
+static bool written_after_put(const struct item *it, const struct obj_info *o, struct err *e)
+{
+	double now = (double)time(NULL);
+
+	if (it->changed_at <= 0 || o->mtime <= 0 || (double)o->mtime <= it->changed_at + 1.0 ||
+	    (double)o->mtime < now - SYNC_PUT_GRACE_S)
+		return false;
+	err_set(e, ERR_TRANSIENT,
+		"the source was written %.0f s after the catalog's last record of \"%s\", %.0f s "
+		"ago: waiting for the application's put() of it (at most %d s)",
+		(double)o->mtime - it->changed_at, it->key, now - (double)o->mtime,
+		SYNC_PUT_GRACE_S);
+	return true;
+}
+
 static void mig_get_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
@@ -992,6 +1014,11 @@ static void mig_get_done(void *arg, const struct err *e)
 		return;
 	}
 	it->got = op->info;
+	if (written_after_put(it, &op->info, &pe)) {
+		mig_fail(it, &pe, "reading the source");
+		item_finish(it);
+		return;
+	}
 	known = op->info;
 	snprintf(known.content_type, sizeof(known.content_type), "%s",
 		 it->attrs.mimetype ? it->attrs.mimetype : "");
