@@ -797,7 +797,7 @@ BEGIN
 	END IF;
 	IF mode IS NULL OR mode NOT IN ('move', 'copy') THEN
 		RAISE EXCEPTION 'imgsync.start_migration: mode must be move or copy, not %',
-			coalesce(mode, 'NULL') USING ERRCODE = 'invalid_parameter_value';
+			imgsync.shown(mode) USING ERRCODE = 'invalid_parameter_value';
 	END IF;
 	IF jsonb_typeof(o) <> 'object' THEN
 		RAISE EXCEPTION 'imgsync.start_migration: options must be a JSON object'
@@ -805,12 +805,13 @@ BEGIN
 	END IF;
 	FOR k IN SELECT jsonb_object_keys(o) LOOP
 		IF k NOT IN ('dry_run', 'prefix', 'verify', 'follow') THEN
-			RAISE EXCEPTION 'imgsync.start_migration: unknown option %', k
+			RAISE EXCEPTION 'imgsync.start_migration: unknown option %', imgsync.shown(k)
 				USING ERRCODE = 'invalid_parameter_value',
 				      HINT = 'options are dry_run, prefix, verify, follow';
 		END IF;
 		IF k <> 'prefix' AND jsonb_typeof(o -> k) <> 'boolean' THEN
-			RAISE EXCEPTION 'imgsync.start_migration: option % must be true or false', k
+			RAISE EXCEPTION 'imgsync.start_migration: option % must be true or false',
+				imgsync.shown(k)
 				USING ERRCODE = 'invalid_parameter_value';
 		END IF;
 	END LOOP;
@@ -823,7 +824,7 @@ BEGIN
 		      AND (m.source IN (start_migration.source, start_migration.target)
 			   OR m.target IN (start_migration.source, start_migration.target))) THEN
 		RAISE EXCEPTION 'imgsync.start_migration: a migration involving % or % is under way',
-			source, target
+			imgsync.shown(source), imgsync.shown(target)
 			USING ERRCODE = 'object_in_use',
 			      HINT = 'see imgsync.migration_status; cancel it or wait for it to end';
 	END IF;
@@ -1425,7 +1426,7 @@ BEGIN
 	BEGIN
 		j := payload::jsonb;
 	EXCEPTION WHEN others THEN
-		RAISE EXCEPTION 'not a JSON command: %', SQLERRM
+		RAISE EXCEPTION 'not a JSON command: %', regexp_replace(SQLERRM, '[\x01-\x1f\x7f-\x9f]', '?', 'g')
 			USING ERRCODE = 'invalid_parameter_value';
 	END;
 	IF jsonb_typeof(j) <> 'object' OR jsonb_typeof(j -> 'command') IS DISTINCT FROM 'string' THEN

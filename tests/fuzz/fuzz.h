@@ -40,6 +40,18 @@ static inline bool fuzz_printable(const char *s)
 }
 
 /* A NUL-terminated copy of the input (the harnesses' strings). */
+/* UTF-8 text without a control character (C0, DEL or C1); other bytes pass. */
+static inline bool fuzz_printable_utf8(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			return false;
+		if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			return false;
+	}
+	return true;
+}
+
 static inline char *fuzz_strndup(const uint8_t *data, size_t size)
 {
 	char *s = malloc(size + 1);
