@@ -83,7 +83,7 @@ lock_sampler() { # OUTFILE PID
 # wait meanwhile lands in $HOLD_WAIT (ms); the new content's manifest
 # lines replace the old ones in $D_DIR/manifest, if there is one.
 app_hold() {
-	local secs=$1 k sql="BEGIN;" p
+	local secs=$1 k sql="BEGIN;" p t0
 	shift
 	printf '%s\n' "$@" >"$D_DIR/rewritten"
 	py - "$D_ROOT" "$D_DIR/rewritten" "$D_DIR/manifest" <<'PY' || fail "the application writes its images"
@@ -102,12 +102,15 @@ if os.path.exists(manifest):
     with open(manifest, "w") as f:
         f.write("".join(l + "\n" for l in lines + list(new.values())))
 PY
+	t0=$(d_sql "SELECT clock_timestamp()")
 	# an application busy a while between writing its files and put():
-	# APP_LATE=1 waits until the migration has moved them (10 s at most)
+	# APP_LATE=1 waits until the migration has been at each of them since
+	# (moved it, or refused to move it; 20 s at most)
 	if [ "${APP_LATE:-0}" = 1 ] && [ $# -gt 0 ]; then
 		local list
 		list=$(printf "'%s'," "$@")
-		wait_sql "SELECT count(*) FROM imgsync.images WHERE key IN (${list%,}) AND origin <> 'cloud'" 0 20 >/dev/null
+		wait_sql "SELECT count(*) FROM imgsync.images i WHERE i.key IN (${list%,}) AND i.origin <> 'cloud'
+		          AND NOT EXISTS (SELECT 1 FROM imgsync.attempts a WHERE a.key = i.key AND a.started_at > '$t0' AND NOT a.ok)" 0 20 >/dev/null
 	fi
 	for k in "$@"; do sql="$sql SELECT imgsync.put('$k', 'local');"; done
 	sql="$sql SELECT pg_sleep($secs); COMMIT;"
