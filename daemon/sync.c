@@ -134,7 +134,7 @@ struct item {
 	int attempts;
 	bool size_known;
 	uint64_t size;	   /* recorded size of the version, if known */
-	double changed_at; /* when the catalog entry last changed (a remove: when) */
+	double changed_at; /* the application's last put() (a remove: when removed) */
 	char *stores;	   /* comma-separated stores holding the current version */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
@@ -975,7 +975,7 @@ static void mig_put_done(void *arg, const struct err *e)
 		item_finish(it);
 }
 
-/* A source written after the catalog last heard of the image, moments ago:
+/* A source written after the application's last put() of it, moments ago:
  * the application's put() of those bytes has most likely not committed yet.
  * Moving them now would record them under the old version and delete the
  * source, and the put() that follows would name a file that is gone.  So
@@ -988,11 +988,11 @@ static bool written_after_put(const struct item *it, const struct obj_info *o, s
 	if (it->changed_at <= 0 || o->mtime <= 0 || (double)o->mtime <= it->changed_at + 1.0 ||
 	    (double)o->mtime < now - SYNC_PUT_GRACE_S)
 		return false;
-	err_set(e, ERR_TRANSIENT,
-		"the source was written %.0f s after the catalog's last record of \"%s\", %.0f s "
-		"ago: waiting for the application's put() of it (at most %d s)",
-		(double)o->mtime - it->changed_at, it->key, now - (double)o->mtime,
-		SYNC_PUT_GRACE_S);
+	err_set(
+	    e, ERR_TRANSIENT,
+	    "the source was written %.0f s after the application's last put() of \"%s\", %.0f s "
+	    "ago: waiting for the application's put() of it (at most %d s)",
+	    (double)o->mtime - it->changed_at, it->key, now - (double)o->mtime, SYNC_PUT_GRACE_S);
 	return true;
 }
 

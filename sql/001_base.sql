@@ -90,6 +90,9 @@ CREATE TABLE imgsync.images (
 	deleted boolean NOT NULL DEFAULT false, -- remove() called; the daemon deletes it
 	url text,                           -- where it can be fetched now (imgsync.url())
 	url_pending boolean NOT NULL DEFAULT false, -- a watched URL column still to update
+	-- the application's last put() (updated_at also moves with imgsync's
+	-- own bookkeeping): a source written after it has a put() to come
+	put_at timestamptz NOT NULL DEFAULT now(),
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 85); -- room on the page: a result's update stays HOT
@@ -227,7 +230,7 @@ BEGIN
 	ON CONFLICT ON CONSTRAINT images_pkey DO UPDATE
 	   SET origin = EXCLUDED.origin, mimetype = EXCLUDED.mimetype, attrs = EXCLUDED.attrs,
 	       stores = EXCLUDED.stores, size = NULL, checksum = NULL, deleted = false,
-	       version = i.version + 1, updated_at = now();
+	       version = i.version + 1, updated_at = now(), put_at = now();
 	PERFORM imgsync.enqueue(put.key, 'put');
 END
 $$;
@@ -1069,7 +1072,9 @@ BEGIN
 			  w.source_tag)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
-	       extract(epoch FROM i.updated_at)::double precision, now(),
+	       -- a remove: when it was removed; otherwise when it was put
+	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.put_at END)
+		   ::double precision, now(),
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending');
