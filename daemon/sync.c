@@ -1289,9 +1289,15 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 
 	s->claiming = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
-		if (res)
+		if (res) {
 			log_error("claiming work failed: %s", error ? error : "unexpected answer");
-		return; /* the connection's return (or the poll) claims again */
+			/* a lock or statement timeout: again in a second, not at the
+			 * next poll (the connection's return claims after a loss) */
+			if (!s->stopping && (!loop_timer_armed(&s->poll) ||
+					     s->poll.due_ms > loop_clock_ms() + 1000))
+				loop_timer_set(s->loop, &s->poll, 1000);
+		}
+		return;
 	}
 	for (int i = 0; i < PQntuples(res); i++)
 		n += !PQgetisnull(res, i, 0);
@@ -1675,11 +1681,18 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 		next = it->next;
 		if (it->t0 > s->hb_sent_at)
 			continue; /* claimed after the heartbeat left */
-		for (int i = 0; i < n && !renewed; i++)
-			renewed = strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token;
+		bool held = false;
+
+		for (int i = 0; i < n && !held; i++)
+			if (strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token) {
+				held = true;
+				renewed = PQgetvalue(res, i, 1)[0] == 't';
+			}
+		/* held but not renewed: the application holds its row; the lease
+		 * runs on, and the deadline with it */
 		if (renewed)
 			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
-		else
+		else if (!held)
 			abandon(it, "its lease was lost (expired and taken, or released)");
 	}
 }

@@ -413,11 +413,13 @@ END
 $$;
 
 -- Liveness and counters; renews the leases of the claims named by tokens
--- and returns those it renewed: a claim missing from the answer has lost
--- its lease and must be dropped at once.
+-- and returns those it still holds, renewed or not: a claim missing from
+-- the answer has lost its lease and must be dropped at once.  A row the
+-- application holds locked (a put() of the key in its open transaction) is
+-- not waited for: it is returned unrenewed, its lease running on.
 CREATE FUNCTION imgsync.heartbeat(daemon bigint, tokens bigint[], state text, in_flight int,
 				  objects_done bigint, bytes_done bigint, lease interval)
-RETURNS SETOF bigint LANGUAGE plpgsql VOLATILE AS $$
+RETURNS TABLE (token bigint, renewed boolean) LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
 	UPDATE imgsync.daemons d
 	   SET heartbeat_at = now(), state = heartbeat.state, in_flight = heartbeat.in_flight,
@@ -427,9 +429,19 @@ BEGIN
 	PERFORM imgsync.apply_url(p.key)
 	   FROM (SELECT i.key FROM imgsync.images i WHERE i.url_pending LIMIT 100) p;
 	RETURN QUERY
-	UPDATE imgsync.work w SET lease_until = now() + lease
+	WITH mine AS (
+		SELECT w.key FROM imgsync.work w
+		 WHERE w.lease_owner = daemon AND w.lease_token = ANY (tokens)
+		   FOR UPDATE SKIP LOCKED),
+	r AS (
+		UPDATE imgsync.work w SET lease_until = now() + lease
+		  FROM mine WHERE w.key = mine.key
+		RETURNING w.lease_token)
+	SELECT r.lease_token, true FROM r
+	UNION ALL
+	SELECT w.lease_token, false FROM imgsync.work w
 	 WHERE w.lease_owner = daemon AND w.lease_token = ANY (tokens)
-	RETURNING w.lease_token;
+	   AND w.key NOT IN (SELECT mine.key FROM mine);
 END
 $$;
 
