@@ -421,8 +421,11 @@ CREATE FUNCTION imgsync.heartbeat(daemon bigint, tokens bigint[], state text, in
 				  objects_done bigint, bytes_done bigint, lease interval)
 RETURNS TABLE (token bigint, renewed boolean) LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
+	-- alive: a daemon a successor took for gone (and whose leases it
+	-- released: they come back missing below) is running after all
 	UPDATE imgsync.daemons d
 	   SET heartbeat_at = now(), state = heartbeat.state, in_flight = heartbeat.in_flight,
+	       stopped_at = CASE WHEN heartbeat.state = 'stopping' THEN d.stopped_at END,
 	       objects_done = heartbeat.objects_done, bytes_done = heartbeat.bytes_done
 	 WHERE d.id = daemon;
 	DELETE FROM imgsync.attempts WHERE finished_at < now() - interval '7 days';
