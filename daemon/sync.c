@@ -61,7 +61,7 @@
 #define SYNC_CLAIM_SHARE    4
 #define SYNC_BATCH_SHARE    4
 #define SYNC_BATCH_WAIT_MS  5
-#define SYNC_PUT_GRACE_S    120 /* see written_after_put() */
+#define SYNC_PUT_GRACE_S    30 /* see written_after_put() */
 #define SYNC_BACKOFF_BASE_S 1.0
 #define SYNC_BACKOFF_CAP_S  300.0
 
@@ -134,7 +134,7 @@ struct item {
 	int attempts;
 	bool size_known;
 	uint64_t size;	   /* recorded size of the version, if known */
-	double changed_at; /* the application's last put() (a remove: when removed) */
+	double changed_at; /* when the home copy was written (a remove: when removed) */
 	char *stores;	   /* comma-separated stores holding the current version */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
@@ -975,8 +975,10 @@ static void mig_put_done(void *arg, const struct err *e)
 		item_finish(it);
 }
 
-/* A source written after the application's last put() of it, moments ago:
- * the application's put() of those bytes has most likely not committed yet.
+/* A home copy (the store the application writes to) written after the
+ * catalog's record of it (the last put(), or the move that made it the
+ * home), moments ago: the application's put() of those bytes has most
+ * likely not committed yet.
  * Moving them now would record them under the old version and delete the
  * source, and the put() that follows would name a file that is gone.  So
  * wait for it (not spending attempts) -- for SYNC_PUT_GRACE_S at most: a
@@ -985,14 +987,19 @@ static bool written_after_put(const struct item *it, const struct obj_info *o, s
 {
 	double now = (double)time(NULL);
 
+	/* only the home store holds what the application writes; copies
+	 * elsewhere are imgsync's own, written after the put() */
+	if (it->origin == NULL || strcmp(it->mig.source, it->origin) != 0)
+		return false;
 	if (it->changed_at <= 0 || o->mtime <= 0 || (double)o->mtime <= it->changed_at + 1.0 ||
 	    (double)o->mtime < now - SYNC_PUT_GRACE_S)
 		return false;
-	err_set(
-	    e, ERR_TRANSIENT,
-	    "the source was written %.0f s after the application's last put() of \"%s\", %.0f s "
-	    "ago: waiting for the application's put() of it (at most %d s)",
-	    (double)o->mtime - it->changed_at, it->key, now - (double)o->mtime, SYNC_PUT_GRACE_S);
+	err_set(e, ERR_TRANSIENT,
+		"the source was written %.0f s after the catalog's record of \"%s\" (its put()), "
+		"%.0f s "
+		"ago: waiting for the application's put() of it (at most %d s)",
+		(double)o->mtime - it->changed_at, it->key, now - (double)o->mtime,
+		SYNC_PUT_GRACE_S);
 	return true;
 }
 

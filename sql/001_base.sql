@@ -90,9 +90,11 @@ CREATE TABLE imgsync.images (
 	deleted boolean NOT NULL DEFAULT false, -- remove() called; the daemon deletes it
 	url text,                           -- where it can be fetched now (imgsync.url())
 	url_pending boolean NOT NULL DEFAULT false, -- a watched URL column still to update
-	-- the application's last put() (updated_at also moves with imgsync's
-	-- own bookkeeping): a source written after it has a put() to come
-	put_at timestamptz NOT NULL DEFAULT now(),
+	-- when the copy in the home store (origin) was written: the
+	-- application's last put(), or the move that gave the image its home
+	-- (updated_at also moves with imgsync's bookkeeping).  A home copy
+	-- written after it has a put() still to come.
+	home_at timestamptz NOT NULL DEFAULT now(),
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 ) WITH (fillfactor = 85); -- room on the page: a result's update stays HOT
@@ -230,7 +232,7 @@ BEGIN
 	ON CONFLICT ON CONSTRAINT images_pkey DO UPDATE
 	   SET origin = EXCLUDED.origin, mimetype = EXCLUDED.mimetype, attrs = EXCLUDED.attrs,
 	       stores = EXCLUDED.stores, size = NULL, checksum = NULL, deleted = false,
-	       version = i.version + 1, updated_at = now(), put_at = now();
+	       version = i.version + 1, updated_at = now(), home_at = now();
 	PERFORM imgsync.enqueue(put.key, 'put');
 END
 $$;
@@ -1087,8 +1089,8 @@ BEGIN
 			  w.source_tag)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
-	       -- a remove: when it was removed; otherwise when it was put
-	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.put_at END)
+	       -- a remove: when it was removed; otherwise when its home copy was written
+	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.home_at END)
 		   ::double precision, now(),
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
@@ -1204,6 +1206,7 @@ BEGIN
 				SELECT jsonb_array_elements_text(r -> 'stores'))) s
 			      WHERE s IS DISTINCT FROM r ->> 'unstore' ORDER BY s),
 		       origin = coalesce(r ->> 'home', i.origin),
+		       home_at = CASE WHEN r ? 'home' THEN now() ELSE i.home_at END,
 		       size = coalesce((r ->> 'size')::bigint, i.size),
 		       checksum = coalesce(r ->> 'checksum', i.checksum),
 		       url = coalesce(r ->> 'url', i.url),
@@ -1332,6 +1335,7 @@ BEGIN
 				SELECT jsonb_array_elements_text(j.stores))) s
 			      WHERE s IS DISTINCT FROM j.unstore ORDER BY s),
 		       origin = coalesce(j.home, i.origin),
+		       home_at = CASE WHEN j.home IS NOT NULL THEN now() ELSE i.home_at END,
 		       size = coalesce(j.size, i.size),
 		       checksum = coalesce(j.checksum, i.checksum),
 		       url = coalesce(j.url, i.url),

@@ -190,7 +190,7 @@ check "an object of 11 MB is mirrored in parts" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
 d_stop
 sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
-d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud' WHERE key LIKE 'mp/%' OR key LIKE 'etag/%'" >/dev/null
+d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%'" >/dev/null
 rm -rf "$D_ROOT/mp" "$D_ROOT/etag"
 check "imgsyncd starts again" d_start
 "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud archive --prefix mp/ --wait >/dev/null 2>&1
