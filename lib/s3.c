@@ -23,7 +23,8 @@
  *    The ETag of such an object is no checksum of its content, so the MD5
  *    of the whole (the caller's, or one hashing pass on the worker pool
  *    first) is stored with it as x-amz-meta-imgsync-md5;
- * Downloads are hashed while written and checked against a plain-MD5 ETag
+ * Downloads (above S3_GET_RANGE: in ranges, hashed once all are in, on the
+ * worker pool; below: hashed while written) are checked against a plain-MD5 ETag
  * or, for objects uploaded in parts, x-amz-meta-imgsync-md5: a byte
  * changed on the way is caught whatever the object's size.
  * Reading small objects into memory runs on the worker pool; the
@@ -50,6 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "digest.h"
 #include "log.h"
 #include "s3_xml.h"
 #include "sigv4.h"
@@ -142,8 +144,6 @@ struct store_req {
 	int out_fd;	       /* a dup of the caller's: the hashing job reads it back */
 	uint64_t total;	       /* the object's size, from the first answer */
 	uint64_t next_off;     /* the first byte not asked for yet */
-	uint64_t hashed;       /* gmd5 covers [0, hashed) */
-	EVP_MD_CTX *gmd5;      /* MD5 in byte order: the first range as it came */
 	struct obj_info ginfo; /* what the first answer said */
 	char if_match[80];     /* "ETag": every range from the same object */
 	bool gfailed;
@@ -877,7 +877,6 @@ static void req_free(struct store_req *r)
 	free(r->parts);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
-	EVP_MD_CTX_free(r->gmd5);
 	free(r);
 }
 
@@ -1889,40 +1888,14 @@ static bool get_check(struct store_req *r, const unsigned char got[16], struct o
 	return true;
 }
 
-/* The rest of a ranged download hashed, read back from the file (the page
- * cache), off the loop; the first range was hashed as it came. */
+/* A ranged download hashed whole once every range is in, read back from
+ * the file (the page cache), off the loop. */
 static void get_hash_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
-	size_t chunk = 1 << 20;
-	unsigned char *buf = malloc(chunk);
 
-	if (buf == NULL) {
-		err_set(&r->err, ERR_NOMEM, "out of memory");
+	if (!digest_md5_fd(r->out_fd, r->gmd5_out, &r->err))
 		r->gfailed = true;
-		return;
-	}
-	while (r->hashed < r->total) {
-		size_t want = r->total - r->hashed < chunk ? (size_t)(r->total - r->hashed) : chunk;
-		ssize_t k = pread(r->out_fd, buf, want, (off_t)r->hashed);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			if (k < 0)
-				err_sys(&r->err, errno, "reading back \"%s\"", r->key);
-			else
-				err_set(&r->err, ERR_IO, "reading back \"%s\": the file is short",
-					r->key);
-			r->gfailed = true;
-			break;
-		}
-		EVP_DigestUpdate(r->gmd5, buf, (size_t)k);
-		r->hashed += (uint64_t)k;
-	}
-	free(buf);
-	if (!r->gfailed)
-		md5_final(r->gmd5, r->gmd5_out);
 }
 
 static void get_hash_done(struct workq_job *job)
@@ -2060,9 +2033,6 @@ static bool get_ranged(struct store_req *r, struct s3_call *c, uint64_t total, s
 	r->out_fd = fcntl(c->out_fd, F_DUPFD_CLOEXEC, 0);
 	if (r->out_fd < 0)
 		return err_sys(e, errno, "GET \"%s\"", r->key);
-	r->gmd5 = c->md5;
-	c->md5 = NULL;
-	r->hashed = c->received;
 	r->next_off = c->received;
 	r->total = total;
 	return true;

@@ -42,30 +42,24 @@
 	"ELSE '' END), '; ' ORDER BY id) "                                                         \
 	"FROM imgsync.migration_status WHERE state = 'running')"
 /* layout attributes come as columns: no JSON parsing in C */
-#define SQL_CLAIM                                                                                  \
-	"SELECT key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "          \
+#define SQL_CLAIM_COLS                                                                             \
+	"key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "                 \
 	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
 	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
 	"size, changed_at, "                                                                       \
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
-	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "            \
-	"FROM imgsync.claim($1, $2, $3::interval)"
-/* hand running migrations' next keys to the queue (at most $1 queued each);
- * answers with the number of migrations still running */
+	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "
+#define SQL_CLAIM "SELECT " SQL_CLAIM_COLS "FROM imgsync.claim($1, $2, $3::interval)"
 /* results, advance and claim at once: the claim's columns, then
  * "deferred" (26) and "running" (27) */
 #define SQL_EXCHANGE                                                                               \
-	"SELECT key, op, gen, attempts, token, origin, mimetype, attrs->>'object_type', "          \
-	"attrs->>'object_id', attrs->>'width', attrs->>'height', "                                 \
-	"coalesce(attrs->>'mimetype', mimetype), version, array_to_string(stores, ','), deleted, " \
-	"size, changed_at, "                                                                       \
-	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
-	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag, "           \
-	"deferred, running "                                                                       \
+	"SELECT " SQL_CLAIM_COLS ", deferred, running "                                            \
 	"FROM imgsync.exchange($1, $2::jsonb, $3, $4, $5::interval, $6)"
+/* hand running migrations' next keys to the queue (at most $1 queued each);
+ * answers with the number of migrations still running */
 #define SQL_ADVANCE  "SELECT imgsync.advance_migrations($1)"
 #define SQL_COMPLETE "SELECT * FROM imgsync.complete($1, $2::jsonb, $3)"
-/* answers with the tokens whose leases it renewed */
+/* answers with the tokens still held, each renewed or not (application-locked) */
 #define SQL_HEARTBEAT                                                                              \
 	"SELECT * FROM imgsync.heartbeat($1, $2::bigint[], $3, $4, $5, $6, $7::interval)"
 #define SQL_STOP  "SELECT imgsync.stop_daemon($1)"

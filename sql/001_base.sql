@@ -356,7 +356,7 @@ $$;
 -- recorded as an event and skipped; it does not sink the others.
 --
 -- A row the application holds (a put in its open transaction) is never
--- waited for: complete_one() locks with NOWAIT, so this transaction stays
+-- waited for: complete_all() locks with NOWAIT, so this transaction stays
 -- short and no deadlock with an application's transaction can arise (and
 -- PostgreSQL never aborts the application's side).  A result that met such
 -- a lock comes back (the rows returned) for the daemon to send again.
@@ -365,14 +365,10 @@ CREATE FUNCTION imgsync.complete(daemon bigint, results jsonb, max_attempts int)
 RETURNS SETOF jsonb LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	r jsonb;
-	i bigint;
-	code int;
 	ready boolean := false;
-	counted jsonb[] := '{}';
-	deads boolean[] := '{}';
-	deferred bigint[] := '{}';
 BEGIN
-	-- the whole batch at once, as a rule; result by result when it cannot
+	-- the whole batch at once, as a rule; result by result (each a batch of
+	-- one) when it cannot be taken whole
 	BEGIN
 		IF imgsync.complete_all(daemon, results, max_attempts) THEN
 			PERFORM imgsync.wake();
@@ -381,33 +377,17 @@ BEGIN
 	EXCEPTION WHEN OTHERS THEN
 		NULL;
 	END;
-	FOR r, i IN SELECT e.value, e.ordinality
-		      FROM jsonb_array_elements(results) WITH ORDINALITY AS e LOOP
+	FOR r IN SELECT e.value FROM jsonb_array_elements(results) AS e LOOP
 		BEGIN
-			code := imgsync.complete_one(daemon, r, max_attempts);
-			ready := ready OR code & 1 = 1;
-			IF code & 6 <> 0 THEN
-				counted := counted || r;
-				deads := deads || (code & 4 = 4);
-			END IF;
+			ready := imgsync.complete_all(daemon, jsonb_build_array(r), max_attempts) OR ready;
 		EXCEPTION WHEN lock_not_available THEN
-			deferred := deferred || i;
 			RETURN NEXT r;
 		WHEN OTHERS THEN
 			INSERT INTO imgsync.events (daemon, level, message)
 			VALUES (daemon, 'error', left(format('result for %s not recorded: %s',
-						   r ->> 'key', SQLERRM), 2000));
+						   imgsync.shown(r ->> 'key'), SQLERRM), 2000));
 		END;
 	END LOOP;
-	-- the attempt log and the migrations' counters, once per batch
-	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
-	SELECT e.x ->> 'key', (e.x ->> 'gen')::bigint, daemon, (e.x ->> 'started_at')::timestamptz,
-	       (e.x ->> 'ok')::boolean, e.x ->> 'error'
-	  FROM jsonb_array_elements(results) WITH ORDINALITY AS e(x, n)
-	 WHERE e.n <> ALL (deferred);
-	IF cardinality(counted) > 0 THEN
-		PERFORM imgsync.migration_results(counted, deads);
-	END IF;
 	IF ready THEN
 		PERFORM imgsync.wake();
 	END IF;
@@ -1176,107 +1156,10 @@ BEGIN
 END
 $$;
 
--- One result (see complete()).  Returns bits: 1 the key is ready again,
--- 2 the result counts for its migration, 4 it died (counts as failed).
--- A move's copy step, once committed, becomes its delete-source step (the source copy goes only after the target's is
--- verified and recorded); the catalog's home of a moved image becomes the
--- target; the migration's counters move.
-CREATE FUNCTION imgsync.complete_one(daemon bigint, r jsonb, max_attempts int)
-RETURNS int LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-	w imgsync.work;
-	k text := r ->> 'key';
-	g bigint := (r ->> 'gen')::bigint;
-	ok boolean := (r ->> 'ok')::boolean;
-	dead boolean;
-	next_step text := r ->> 'next_step';
-	cur bigint;
-BEGIN
-	-- NOWAIT: a row the application holds is not waited for (see complete())
-	SELECT i.version INTO cur FROM imgsync.images i WHERE i.key = k FOR UPDATE NOWAIT;
-	SELECT * INTO w FROM imgsync.work WHERE work.key = k FOR UPDATE NOWAIT;
-	IF NOT FOUND OR w.lease_token IS DISTINCT FROM (r ->> 'token')::bigint THEN
-		RETURN 0; -- this claim's lease was lost; its result changes nothing
-	END IF;
-	-- the stores that got a copy, even when others failed; a moved image's
-	-- home becomes the target; a deleted source copy leaves the list
-	IF r ->> 'op' IN ('put', 'migrate') THEN
-		UPDATE imgsync.images i
-		   SET stores = ARRAY(SELECT DISTINCT s FROM unnest(i.stores || ARRAY(
-				SELECT jsonb_array_elements_text(r -> 'stores'))) s
-			      WHERE s IS DISTINCT FROM r ->> 'unstore' ORDER BY s),
-		       origin = coalesce(r ->> 'home', i.origin),
-		       home_at = CASE WHEN r ? 'home' THEN now() ELSE i.home_at END,
-		       size = coalesce((r ->> 'size')::bigint, i.size),
-		       checksum = coalesce(r ->> 'checksum', i.checksum),
-		       url = coalesce(r ->> 'url', i.url),
-		       updated_at = now()
-		 WHERE i.key = k AND i.version = (r ->> 'version')::bigint AND NOT i.deleted;
-		-- a move gave the image a new home: the application's links follow
-		IF FOUND AND r ? 'home' AND r ? 'url' THEN
-			PERFORM imgsync.apply_url(k);
-		END IF;
-	ELSIF ok THEN
-		DELETE FROM imgsync.images i
-		 WHERE i.key = k AND i.version = (r ->> 'version')::bigint AND i.deleted;
-	END IF;
-	-- Written again meanwhile: the new generation starts afresh (and keeps
-	-- its migration duty, from the copy step).  The image's version tells
-	-- too: a claim racing a put's commit can pair the work row's new
-	-- generation with the image's previous version (claim() locks the work
-	-- row, which re-reads it, and reads the image as of its snapshot).
-	IF w.gen <> g OR cur <> (r ->> 'version')::bigint THEN
-		UPDATE imgsync.work SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-		       step = CASE WHEN migration IS NOT NULL THEN 'copy' END, source_tag = NULL
-		 WHERE work.key = k;
-		RETURN 1;
-	END IF;
-	IF ok THEN
-		IF w.migration IS NOT NULL AND (r ->> 'migration') IS DISTINCT FROM w.migration::text
-		   AND EXISTS (SELECT 1 FROM imgsync.migrations m WHERE m.id = w.migration
-				 AND m.state IN ('pending', 'running', 'paused')) THEN
-			-- a migration took the key over while this claim was in flight
-			-- (queue_migration on a leased row): its duty is still to do
-			UPDATE imgsync.work
-			   SET op = 'migrate', step = 'copy', source_tag = NULL, lease_owner = NULL,
-			       lease_until = NULL, lease_token = NULL, attempts = 0, not_before = now(),
-			       last_error = NULL, updated_at = now()
-			 WHERE work.key = k;
-			RETURN 3;
-		END IF;
-		IF next_step IS NOT NULL AND w.migration IS NOT NULL THEN
-			UPDATE imgsync.work
-			   SET op = 'migrate', step = next_step, source_tag = r ->> 'src_tag',
-			       lease_owner = NULL, lease_until = NULL,
-			       lease_token = NULL, attempts = 0, not_before = now(), last_error = NULL,
-			       updated_at = now()
-			 WHERE work.key = k;
-			RETURN 3;
-		END IF;
-		DELETE FROM imgsync.work WHERE work.key = k;
-		RETURN 2;
-	END IF;
-	dead := coalesce((r ->> 'permanent')::boolean, false)
-		OR (coalesce((r ->> 'counted')::boolean, true) AND w.attempts >= max_attempts);
-	UPDATE imgsync.work
-	   SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-	       last_error = r ->> 'error', updated_at = now(),
-	       -- a store-wide trouble (unreachable, 5xx) does not spend attempts
-	       attempts = CASE WHEN coalesce((r ->> 'counted')::boolean, true)
-			       THEN w.attempts ELSE greatest(w.attempts - 1, 0) END,
-	       state = CASE WHEN dead THEN 'dead' ELSE 'pending' END,
-	       not_before = now() + make_interval(secs => coalesce((r ->> 'delay')::float8, 1))
-	 WHERE work.key = k;
-	IF dead THEN
-		RETURN 4; -- dead: counted as failed
-	END IF;
-	RETURN 0;
-END
-$$;
-
--- complete()'s fast path: the whole batch in a few set-based statements.
+-- Results applied as a set: the whole batch in a few statements (complete()
+-- hands them here, or one at a time when the batch cannot go whole).
 -- Raises lock_not_available when the application holds one of its rows
--- (NOWAIT, as complete_one()), and an error on a batch it cannot take as a
+-- (NOWAIT: see complete()), and an error on a batch it cannot take as a
 -- set (a key twice, a malformed result): complete() then goes result by
 -- result.  Returns true when a key became ready again.
 CREATE FUNCTION imgsync.complete_all(daemon bigint, results jsonb, max_attempts int)
@@ -1299,8 +1182,14 @@ BEGIN
 	PERFORM 1 FROM imgsync.images i WHERE i.key = ANY (keys) FOR UPDATE NOWAIT;
 	PERFORM 1 FROM imgsync.work w WHERE w.key = ANY (keys) FOR UPDATE NOWAIT;
 
-	-- what each result does, decided on the rows as locked (complete_one()
-	-- spells the same rules out one result at a time)
+	-- what each result does, decided on the rows as locked: a lost lease
+	-- changes nothing but the attempt log; an image written again meanwhile
+	-- (generation or version moved on) starts afresh, keeping its
+	-- migration duty from the copy step; a migration that took the key over
+	-- while the claim was in flight gets its duty done next; a move's copy
+	-- becomes its delete-source step (the source copy goes only once the
+	-- target's is recorded); a failure is retried, or dead at max_attempts
+	-- (store-wide trouble does not count)
 	SELECT array_agg(CASE
 		WHEN w.key IS NULL OR w.lease_token IS DISTINCT FROM j.token THEN 'lost'
 		WHEN w.gen <> j.gen OR coalesce(i.version <> j.version, false) THEN 'restart'

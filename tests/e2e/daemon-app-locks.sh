@@ -46,4 +46,40 @@ check "no result was lost on the way" \
 n=$(grep -c "met rows the application holds" "$D_LOG")
 diag "the daemon gave way $n time(s)"
 d_stop
+
+# imgsync.complete() itself, with no daemon about: a batch it cannot take
+# whole goes result by result; a malformed result is an event and sinks no
+# other; a result whose row the application holds comes back to be sent again
+lease() { # KEY TOKEN: queue KEY again and lease it to a pretend daemon
+	d_sql "SELECT imgsync.put('$1', 'local')" >/dev/null
+	d_sql "UPDATE imgsync.work SET lease_owner = 999999, lease_token = $2,
+	       lease_until = now() + interval '1 minute' WHERE key = '$1'" >/dev/null
+}
+result() { # KEY TOKEN [GEN]: a successful result for the lease, as JSON
+	d_sql "SELECT json_build_object('key', w.key, 'gen', ${3:-w.gen}, 'token', $2, 'op', 'put',
+	       'ok', true, 'version', i.version, 'started_at', now()::text,
+	       'stores', json_build_array('cloud'))
+	       FROM imgsync.work w JOIN imgsync.images i USING (key) WHERE w.key = '$1'"
+}
+d_sql "INSERT INTO imgsync.daemons (id, host, pid, version) VALUES (999999, 'test', 1, 'test')" >/dev/null
+lease k1.jpg 4242
+lease k2.jpg 4343
+batch="[$(result k1.jpg 4242),$(result k2.jpg 4343 "'not a number'")]"
+back=$(d_sql "SELECT count(*) FROM imgsync.complete(999999, '$batch'::jsonb, 8)")
+check "complete(): a malformed result goes back nowhere ($back returned)" test "$back" = 0
+check "... it is recorded as an event naming the key" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.events WHERE message LIKE 'result for \"k2.jpg\" not recorded%'")" = 1
+check "... and the other result of the batch is applied (k1.jpg: cloud recorded, work done)" \
+	test "$(d_sql "SELECT ('cloud' = ANY (stores))::text || ' ' || (SELECT count(*) FROM imgsync.work WHERE key = 'k1.jpg') FROM imgsync.images WHERE key = 'k1.jpg'")" = "true 0"
+lease k3.jpg 4444
+batch="[$(result k3.jpg 4444)]"
+psql -qXtA -d "$D_DB" -c "BEGIN; SELECT imgsync.put('k3.jpg', 'local'); SELECT pg_sleep(3); ROLLBACK" >/dev/null 2>&1 &
+holder=$!
+sleep 1
+back=$(d_sql "SELECT r ->> 'key' FROM imgsync.complete(999999, '$batch'::jsonb, 8) r")
+check "complete(): a result whose row the application holds comes back at once ($back)" test "$back" = k3.jpg
+wait "$holder"
+back=$(d_sql "SELECT count(*) FROM imgsync.complete(999999, '$batch'::jsonb, 8)")
+check "... and is applied once the application is done ($back returned)" \
+	test "$back" = 0 -a "$(d_sql "SELECT count(*) FROM imgsync.work WHERE key = 'k3.jpg'")" = 0
 done_testing
