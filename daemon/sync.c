@@ -109,6 +109,7 @@ struct mig {
 	bool started;
 	bool server_copy;  /* the target copies from the source itself (same S3 server) */
 	bool direct;	   /* spool is the source's own file (open_fd) */
+	bool adopt;	   /* spool is the target's (spool()): adopt() it */
 	struct vjob *vjob; /* verify: the hashing on the pool, if under way */
 	char *src_tag;	   /* delete-source: the source's tag when it was copied */
 	char copied_tag[sizeof(((struct obj_info *)0)->tag)]; /* copy: the tag read */
@@ -138,6 +139,7 @@ struct item {
 	char *stores;	   /* comma-separated stores holding the current version */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
+	int adopt;	/* or the spool() of this store, the one mirror to copy to; -1 */
 	int src;	/* index of the source store, put only */
 	int busy;	/* operations in flight */
 	struct op *ops; /* one per configured store */
@@ -616,9 +618,9 @@ static void get_done(void *arg, const struct err *e)
 		op = &it->ops[t];
 		buf_reset(&key);
 		if (!store_key(it->g->stores[t], it->key, &it->attrs, &key, &pe) ||
-		    !it->g->stores[t]->ops->put(it->g->stores[t], buf_str(&key), it->spool,
-						it->got.size, &known, &op->info, put_done, op,
-						&op->req, &pe)) {
+		    !(t == it->adopt ? it->g->stores[t]->ops->adopt : it->g->stores[t]->ops->put)(
+			it->g->stores[t], buf_str(&key), it->spool, it->got.size, &known, &op->info,
+			put_done, op, &op->req, &pe)) {
 			err_prefix(&pe, "copying to store \"%s\": ", it->g->conf->stores[t].name);
 			item_fail(it, &pe, is_permanent(pe.code));
 			continue;
@@ -637,7 +639,8 @@ static void start_put(struct item *it)
 	struct store *src;
 	struct buf key = BUF_INIT;
 	struct err e = {0};
-	bool need = false, ok;
+	int need = 0, last = -1;
+	bool ok;
 
 	if (it->missing || it->deleted) {
 		item_done(it); /* removed meanwhile: nothing to copy */
@@ -646,9 +649,11 @@ static void start_put(struct item *it)
 	/* mirrors that lack the current version */
 	for (size_t i = 0; i < it->g->conf->nmirrors; i++)
 		if (strcmp(it->g->conf->mirrors[i], it->origin) != 0 &&
-		    !holds(it, it->g->conf->mirrors[i]))
-			need = true;
-	if (!need) {
+		    !holds(it, it->g->conf->mirrors[i])) {
+			need++;
+			last = store_index(it->g, it->g->conf->mirrors[i]);
+		}
+	if (need == 0) {
 		item_done(it);
 		return;
 	}
@@ -672,6 +677,13 @@ static void start_put(struct item *it)
 		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
 		     src->ops->open_fd(src, buf_str(&key), &it->spool, &it->ops[it->src].info,
 				       get_done, &it->ops[it->src], &it->ops[it->src].req, &e);
+	} else if (need == 1 && last >= 0 && last != it->src && it->g->stores[last]->ops->spool &&
+		   (it->spool = it->g->stores[last]->ops->spool(it->g->stores[last])) >= 0) {
+		/* the one mirror lends a file on its own disk: written once */
+		it->adopt = last;
+		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+		     src->ops->get(src, buf_str(&key), it->spool, &it->ops[it->src].info, get_done,
+				   &it->ops[it->src], &it->ops[it->src].req, &e);
 	} else if ((it->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
 		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
 		item_fail(it, &e, false);
@@ -1040,11 +1052,14 @@ static void mig_get_done(void *arg, const struct err *e)
 		     tgt->ops->copy(tgt, it->g->stores[m->src], buf_str(&skey), buf_str(&key),
 				    &known, &m->put.info, mig_put_done, &m->put, &m->put.req, &pe);
 		buf_free(&skey);
-	} else
-		ok = store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
-		     it->g->stores[m->tgt]->ops->put(it->g->stores[m->tgt], buf_str(&key), m->spool,
-						     it->got.size, &known, &m->put.info,
-						     mig_put_done, &m->put, &m->put.req, &pe);
+	} else {
+		struct store *tgt = it->g->stores[m->tgt];
+
+		ok = store_key(tgt, it->key, &it->attrs, &key, &pe) &&
+		     (m->adopt ? tgt->ops->adopt : tgt->ops->put)(
+			 tgt, buf_str(&key), m->spool, it->got.size, &known, &m->put.info,
+			 mig_put_done, &m->put, &m->put.req, &pe);
+	}
 	if (!ok) {
 		mig_fail(it, &pe, "copying to the target");
 		buf_free(&key);
@@ -1263,7 +1278,14 @@ static void start_migrate(struct item *it)
 			m->get.busy = true;
 		return;
 	}
-	m->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	/* a target of local files lends one on its own disk: the download
+	 * lands where the image will live, written once */
+	m->adopt = false;
+	if (it->g->stores[m->tgt]->ops->spool && !m->server_copy &&
+	    (m->spool = it->g->stores[m->tgt]->ops->spool(it->g->stores[m->tgt])) >= 0)
+		m->adopt = true;
+	else
+		m->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
 	if (m->spool < 0) {
 		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
 		mig_fail(it, &e, "copying");
@@ -1332,6 +1354,7 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 		it->g = s->g;
 		s->g->refs++;
 		it->spool = -1;
+		it->adopt = -1;
 		it->src = -1;
 		it->t0 = loop_now(s->loop);
 		/* the server's lease started no later than our sending the claim */

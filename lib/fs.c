@@ -25,6 +25,11 @@
  * (a full disk, a read error) unlinks its temporary file: nothing
  * half-written stays behind, under the final name or any other.
  *
+ * spool() hands out such an unnamed file on the root's filesystem for a
+ * download to land in; adopt() then links that very file into place, the
+ * same way, instead of copying it: a large object coming from another store
+ * is written once.
+ *
  * Every operation runs on the worker pool (workq.h); the loop only sees
  * completions.  Listing walks directories in the byte order of the keys
  * they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
@@ -56,6 +61,9 @@ struct fs_store {
 	bool fsync;
 	bool no_openat2; /* decided once at open, read-only afterwards */
 	bool tmpfile;	 /* puts write an O_TMPFILE and link it (/proc/self/fd is there) */
+	/* set once a spool file could not be linked (EXDEV: a mount inside
+	 * the root): spool() hands out no more */
+	_Atomic bool no_spool;
 	/* jobs submitted and not yet through work(): close waits for them */
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
@@ -79,6 +87,7 @@ struct store_req {
 	int fd;		     /* our dup of the caller's descriptor, or -1 */
 	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
+	bool adopt; /* put: fd is a spool() file to link, not to copy */
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
 	store_done_fn done;
@@ -366,9 +375,23 @@ static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int d
 				break;
 		}
 	}
+	int saved = errno;
+
 	tmp[0] = '\0'; /* nothing of ours has a name */
-	err_sys(e, errno, "cannot link \"%s\" into place under %s", r->key, st->base.cfg->root);
+	err_sys(e, saved, "cannot link \"%s\" into place under %s", r->key, st->base.cfg->root);
+	errno = saved; /* for the caller */
 	return false;
+}
+
+/* Whether a put may link the caller's file itself: an unnamed regular file
+ * (spool() made it) of the right size, on the directory's filesystem. */
+static bool adoptable(struct store_req *r, int dirfd)
+{
+	struct stat f, d;
+
+	return r->st->tmpfile && fstat(r->fd, &f) == 0 && fstat(dirfd, &d) == 0 &&
+	       S_ISREG(f.st_mode) && f.st_nlink == 0 && (uint64_t)f.st_size == r->size &&
+	       f.st_dev == d.st_dev;
 }
 
 static bool do_put(struct store_req *r)
@@ -380,7 +403,7 @@ static bool do_put(struct store_req *r)
 	int dirfd = -1, fd = -1;
 	uint64_t copied;
 	struct stat sb;
-	bool ok = false;
+	bool ok = false, adopted = false;
 
 	name = name ? name + 1 : r->key;
 	tmp[0] = '\0'; /* the name of a temporary file we created, once we have */
@@ -392,6 +415,7 @@ static bool do_put(struct store_req *r)
 	/* A concurrent delete prunes directories it emptied; one we just made
 	 * (or found) may vanish before the temporary file is in it: start the
 	 * resolution again, a few times. */
+again:
 	for (int attempt = 0; fd < 0; attempt++) {
 		dirfd = fs_open_parent(st, r->key, true, e);
 		if (dirfd < 0 && e->code == ERR_NOTFOUND && attempt < 8)
@@ -400,6 +424,14 @@ static bool do_put(struct store_req *r)
 			if (e->code == ERR_NOTFOUND)
 				e->code = ERR_TRANSIENT;
 			return false;
+		}
+		/* a spool() file on this directory's filesystem: it is the copy */
+		if (r->adopt && adoptable(r, dirfd)) {
+			fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
+			if (fd >= 0) {
+				adopted = true;
+				break;
+			}
 		}
 		/* unnamed until complete: nothing to clean up if we die */
 		if (st->tmpfile) {
@@ -443,7 +475,9 @@ static bool do_put(struct store_req *r)
 			e->code = ERR_TRANSIENT;
 		goto out;
 	}
-	if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
+	if (adopted)
+		copied = r->size; /* adoptable() checked its size */
+	else if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
 		err_prefix(e, "writing \"%s\" under %s: ", r->key, st->base.cfg->root);
 		goto out;
 	}
@@ -467,8 +501,23 @@ static bool do_put(struct store_req *r)
 		goto out;
 	}
 	if (tmp[0] == '\0') {
-		if (!link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e))
+		if (!link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e)) {
+			if (adopted && errno != ENOSPC && errno != EDQUOT && errno != EROFS) {
+				/* not linkable here after all (EXDEV: a mount under
+				 * the root, ENOENT: a file that had a name): copy
+				 * it, and, where the mount is the reason, every
+				 * later one */
+				if (errno == EXDEV)
+					st->no_spool = true;
+				close(fd);
+				close(dirfd);
+				fd = dirfd = -1;
+				adopted = r->adopt = false;
+				err_clear(e);
+				goto again;
+			}
 			goto out;
+		}
 		/* The inode's link count changed: a journaling filesystem commits
 		 * it with the directory, one without (ext4 without a journal) only
 		 * when the inode itself is written. */
@@ -1073,20 +1122,47 @@ static void req_submit(struct fs_store *st, struct store_req *r)
 	workq_submit(st->base.env.wq, &r->job);
 }
 
-static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
-		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
-		   void *arg, struct store_req **req, struct err *e)
+static bool put_start(struct store *s, const char *key, int fd, uint64_t size, bool adopt,
+		      struct obj_info *out, store_done_fn done, void *arg, struct store_req **req,
+		      struct err *e)
 {
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
-	(void)known;
 	if (!req_start(st, FS_PUT, key, fd, done, arg, req, e, &r))
 		return false;
 	r->size = size;
+	r->adopt = adopt;
 	r->info_out = out;
 	req_submit(st, r);
 	return true;
+}
+
+static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
+		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		   void *arg, struct store_req **req, struct err *e)
+{
+	(void)known;
+	return put_start(s, key, fd, size, false, out, done, arg, req, e);
+}
+
+/* An unnamed file in the root, 0644 like a put's own (the umask applies):
+ * unreachable by any name until adopt() links it. */
+static int fs_spool(struct store *s)
+{
+	struct fs_store *st = (struct fs_store *)s;
+
+	if (!st->tmpfile || st->no_spool)
+		return -1;
+	return openat(st->rootfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
+}
+
+static bool fs_adopt(struct store *s, const char *key, int fd, uint64_t size,
+		     const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		     void *arg, struct store_req **req, struct err *e)
+{
+	(void)known;
+	return put_start(s, key, fd, size, true, out, done, arg, req, e);
 }
 
 static bool fs_get(struct store *s, const char *key, int fd, struct obj_info *out,
@@ -1265,6 +1341,8 @@ const struct store_ops fs_store_ops = {
     .open = fs_open_store,
     .close = fs_close,
     .put = fs_put,
+    .spool = fs_spool,
+    .adopt = fs_adopt,
     .get = fs_get,
     .open_fd = fs_open_fd,
     .stat = fs_stat,

@@ -115,6 +115,19 @@ bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, str
 	return wait_for(s, r, &w, e);
 }
 
+bool store_adopt_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
+		      struct err *e)
+{
+	struct waiter w = {0};
+	struct store_req *r;
+
+	if (s->ops->adopt == NULL)
+		return err_set(e, ERR_INVALID, "store \"%s\" adopts no files", s->cfg->name);
+	if (!s->ops->adopt(s, key, fd, size, NULL, out, wait_done, &w, &r, e))
+		return false;
+	return wait_for(s, r, &w, e);
+}
+
 bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out, struct err *e)
 {
 	struct waiter w = {0};

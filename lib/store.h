@@ -14,7 +14,9 @@
  *
  * Data never passes through memory whole: put reads the source with pread
  * from a file descriptor (a local file, or a spool file another store's
- * get filled); get writes the object with pwrite into a file descriptor.
+ * get filled; where the target offers spool(), a file on its own disk that
+ * adopt() links into place); get writes the object with pwrite into a file
+ * descriptor.
  *
  * Every backend passes the conformance suite in tests/tools/store_conformance.c.
  */
@@ -83,6 +85,17 @@ struct store_ops {
 	bool (*put)(struct store *s, const char *key, int fd, uint64_t size,
 		    const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		    void *arg, struct store_req **req, struct err *e);
+	/* Optional: a new unnamed file (O_RDWR) on this store's own disk, or
+	 * -1 (use another).  A caller that fills it from another store's get
+	 * and passes it to adopt() has the object written once: no copy. */
+	int (*spool)(struct store *s);
+	/* Optional, with spool(): put() of a file spool() made, which the
+	 * caller will not write again; the store may take the file itself
+	 * (it then becomes the object) instead of copying it.  The caller
+	 * still closes fd. */
+	bool (*adopt)(struct store *s, const char *key, int fd, uint64_t size,
+		      const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		      void *arg, struct store_req **req, struct err *e);
 	/* Write the object into fd from offset 0 (fd is a regular file). */
 	bool (*get)(struct store *s, const char *key, int fd, struct obj_info *out,
 		    store_done_fn done, void *arg, struct store_req **req, struct err *e);
@@ -171,6 +184,9 @@ bool store_can_copy(struct store *dst, struct store *src);
  * for use from inside a loop callback. */
 bool store_put_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
 		    struct err *e) WUR;
+/* s->ops->adopt, blocking; ERR_INVALID where the store has none. */
+bool store_adopt_sync(struct store *s, const char *key, int fd, uint64_t size, struct obj_info *out,
+		      struct err *e) WUR;
 bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *out,
 		    struct err *e) WUR;
 bool store_stat_sync(struct store *s, const char *key, struct obj_info *out, struct err *e) WUR;

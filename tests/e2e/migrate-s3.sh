@@ -70,7 +70,10 @@ d_sql "UPDATE imgsync.images SET stores = array_remove(stores, 'cloud') WHERE ke
 oracle_rgw rmbucket "$D_BUCKET" >/dev/null 2>&1 || true
 oracle_rgw mkbucket "$D_BUCKET" >/dev/null
 
-# S3 -> fs
+# S3 -> fs, with no spool directory: downloads land in unnamed files on the
+# filesystem store's own disk, linked into place (written once)
+d_stop
+TMPDIR=$D_DIR/no-such-spool-dir d_start
 ctl migrate archive local --wait >"$D_DIR/s3fs.out" 2>&1
 rc=$?
 m=$(d_sql "SELECT max(id) FROM imgsync.migrations")

@@ -60,10 +60,9 @@ static int tmpfile_fd(void)
 	return fd;
 }
 
-/* Deterministic content: a simple PRNG keyed by seed. */
-static int make_content(uint64_t size, unsigned seed)
+/* Deterministic content: a simple PRNG keyed by seed, written into fd. */
+static int fill_content(int fd, uint64_t size, unsigned seed)
 {
-	int fd = tmpfile_fd();
 	unsigned char buf[65536];
 	uint64_t x = seed * 2654435761u + 1, done = 0;
 
@@ -83,6 +82,11 @@ static int make_content(uint64_t size, unsigned seed)
 		done += n;
 	}
 	return fd;
+}
+
+static int make_content(uint64_t size, unsigned seed)
+{
+	return fill_content(tmpfile_fd(), size, seed);
 }
 
 static void sha256_fd(int fd, char out[65])
@@ -905,6 +909,101 @@ static void test_copy(void)
 }
 
 /* fs: puts into fresh directories while deletes prune emptied siblings. */
+/* spool() and adopt(): a download written once, straight where it lands. */
+static void adopt_check(const char *name, const char *key, uint64_t size, uint64_t fill,
+			unsigned seed)
+{
+	int sp = S->ops->spool(S), want, dst = tmpfile_fd();
+	struct obj_info pi, gi;
+	struct err e = {0};
+	struct stat sb;
+	char a[65], b[65];
+
+	if (!ok(sp >= 0, "%s: spool() gives a file", name)) {
+		close(dst);
+		return;
+	}
+	ok(fstat(sp, &sb) == 0 && sb.st_nlink == 0 && S_ISREG(sb.st_mode),
+	   "%s: the spool file has no name", name);
+	fill_content(sp, fill, seed);
+	want = make_content(size, seed); /* the first size bytes of the same content */
+	if (!ok(store_adopt_sync(S, key, sp, size, &pi, &e), "%s: adopt", name))
+		tap_diag("%s", e.msg);
+	is_int(pi.size, size, "%s: adopt reports %llu bytes", name, (unsigned long long)size);
+	if (!ok(store_get_sync(S, key, dst, &gi, &e), "%s: get", name))
+		tap_diag("%s", e.msg);
+	sha256_fd(want, a);
+	sha256_fd(dst, b);
+	is_str(b, a, "%s: content byte-exact", name);
+	close(sp);
+	close(want);
+	close(dst);
+}
+
+static void test_spool(void)
+{
+	struct obj_info info;
+	struct err e = {0};
+	struct stat sb;
+	char path[4096];
+	mode_t um = umask(022);
+	int fd, dst;
+
+	umask(um);
+	if (S->ops->spool == NULL || S->ops->adopt == NULL) {
+		tap_skip("this store type lends no spool files");
+		return;
+	}
+	if (getenv("IMGSYNC_FS_NO_TMPFILE") && strcmp(getenv("IMGSYNC_FS_NO_TMPFILE"), "1") == 0) {
+		fd = S->ops->spool(S);
+		ok(fd < 0, "without O_TMPFILE spool() lends nothing (callers use their own)");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	adopt_check("adopted image in new directories", pkey("spool/a/b/new.jpg"), 1024 * 1024 + 3,
+		    1024 * 1024 + 3, 901);
+	snprintf(path, sizeof(path), "%s/%s", S->cfg->root, pkey("spool/a/b/new.jpg"));
+	if (stat(path, &sb) < 0)
+		memset(&sb, 0, sizeof(sb));
+	ok(sb.st_nlink == 1 && (sb.st_mode & 0777) == (0644 & ~um),
+	   "adopted file: one link, mode %o like a put's (%o)", (unsigned)(sb.st_mode & 0777),
+	   (unsigned)(0644 & ~um));
+	round_trip("to be replaced", pkey("spool/over.jpg"), 5000, 902, 0);
+	adopt_check("adopted over an existing image", pkey("spool/over.jpg"), 7000, 7000, 903);
+	adopt_check("adopted empty image", pkey("spool/empty.jpg"), 0, 0, 904);
+	/* a spool file longer than the size given is not the object: copied */
+	adopt_check("spool file longer than stated: its first bytes copied",
+		    pkey("spool/longer.jpg"), 3000, 9000, 905);
+	/* files spool() did not make are copied: the object stays apart */
+	for (int named = 1; named >= 0; named--) {
+		char tmpl[] = "/tmp/imgsync-conf-XXXXXX", a[65], b[65];
+		const char *what = named ? "a file with a name" : "a file whose name was removed";
+		int want = make_content(4000, 906);
+
+		fd = mkstemp(tmpl);
+		if (fd < 0)
+			continue;
+		if (!named)
+			unlink(tmpl);
+		fill_content(fd, 4000, 906);
+		if (!ok(store_adopt_sync(S, pkey("spool/named.jpg"), fd, 4000, &info, &e),
+			"adopt of %s: copied", what))
+			tap_diag("%s", e.msg);
+		fill_content(fd, 4000, 907);
+		dst = tmpfile_fd();
+		ok(store_get_sync(S, pkey("spool/named.jpg"), dst, &info, &e), "%s: get", what);
+		sha256_fd(want, a);
+		sha256_fd(dst, b);
+		is_str(b, a, "%s: the object is not that file (writing it changed nothing)", what);
+		if (named)
+			unlink(tmpl);
+		close(want);
+		close(dst);
+		close(fd);
+	}
+}
+
 static void test_put_delete_race(void)
 {
 	struct batch b = {0};
@@ -1141,6 +1240,7 @@ int main(int argc, char **argv)
 		test_copy();
 		if (fs_backend) {
 			test_fs_containment();
+			test_spool();
 			test_put_delete_race();
 		}
 		if (seeded)
