@@ -5,6 +5,7 @@
  */
 #include <getopt.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -274,10 +275,47 @@ static bool ended(const char *state)
 	       strcmp(state, "cancelled") == 0;
 }
 
+/* LISTEN for the end of migrations (the schema notifies "<channel>_migrations"
+ * when one ends), so that --wait returns at once rather than at its next
+ * look; without it (an older schema) --wait just looks every half second. */
+static bool listen_ends(void)
+{
+	PGresult *r = PQexec(conn, "SELECT imgsync.migrations_channel()");
+	char *ident = NULL, *sql = NULL;
+	bool ok = false;
+
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+	    (ident = PQescapeIdentifier(conn, PQgetvalue(r, 0, 0), strlen(PQgetvalue(r, 0, 0)))) &&
+	    (sql = malloc(strlen(ident) + 8))) {
+		PGresult *l;
+
+		sprintf(sql, "LISTEN %s", ident);
+		l = PQexec(conn, sql);
+		ok = PQresultStatus(l) == PGRES_COMMAND_OK;
+		PQclear(l);
+	}
+	PQclear(r);
+	PQfreemem(ident);
+	free(sql);
+	return ok;
+}
+
+/* Up to ms milliseconds, or until a notification arrives. */
+static void wait_notify(int ms)
+{
+	struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+	PGnotify *n;
+
+	if (pfd.fd >= 0 && poll(&pfd, 1, ms) > 0)
+		(void)PQconsumeInput(conn);
+	while ((n = PQnotifies(conn)) != NULL)
+		PQfreemem(n);
+}
+
 /* Follow a migration to its end: 0 when done, 1 when it failed or was cancelled. */
 static int wait_migration(const char *id)
 {
-	bool tty = isatty(STDOUT_FILENO);
+	bool tty = isatty(STDOUT_FILENO), listening = listen_ends();
 	struct mstat m;
 	time_t last = 0;
 
@@ -292,7 +330,10 @@ static int wait_migration(const char *id)
 			mstat_print(&m, false, false);
 			last = time(NULL);
 		}
-		usleep(500000);
+		if (listening)
+			wait_notify(500);
+		else
+			usleep(500000);
 	}
 	if (tty)
 		printf("\r\033[K");

@@ -35,9 +35,20 @@ check "the catalog's puts settle (no mirrors: nothing to copy)" \
 
 # a dry run: counts and bytes, nothing written
 ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
+# (a session LISTENing for migrations' ends meanwhile, until one ended)
+psql -qXtA -d "$D_DB" -c 'LISTEN imgsync_migrations' -c "DO \$\$ BEGIN
+	FOR i IN 1..1200 LOOP
+		EXIT WHEN EXISTS (SELECT 1 FROM imgsync.migrations WHERE state = 'done');
+		PERFORM pg_sleep(0.1);
+	END LOOP; END \$\$" >"$D_DIR/ends.out" 2>&1 &
+lpid=$!
+sleep 0.5 # its LISTEN first
 ctl migrate local cloud --dry-run --wait >"$D_DIR/dry.out" 2>&1
 rc=$?
 m=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+wait $lpid
+check "its end is announced on imgsync_migrations, payload $m (what --wait listens for)" \
+	grep -q "notification \"imgsync_migrations\" with payload \"$m\"" "$D_DIR/ends.out"
 check "imgsyncctl migrate --dry-run --wait follows a dry run to its end (exit $rc)" test "$rc" = 0
 check "... in plain lines when not on a terminal" grep -q "^migration $m move local -> cloud: done, 2000/2000" "$D_DIR/dry.out"
 check "a dry run completes" wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 60
