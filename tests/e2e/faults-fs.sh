@@ -60,8 +60,9 @@ start_daemon() {
 	"${as[@]}" "$BUILD/imgsyncd" -v -c "$D_CONF" >"$D_LOG" 2>&1 &
 	D_PID=$!
 	D_PIDS="${D_PIDS:-} $D_PID"
-	local i
-	for i in $(seq 100); do
+	local i tries=100
+	[ "${IMGSYNC_VALGRIND:-0}" = 1 ] && tries=600 # valgrind starts slowly
+	for i in $(seq $tries); do
 		grep -q 'running as daemon' "$D_LOG" && return 0
 		kill -0 "$D_PID" 2>/dev/null || break
 		sleep 0.1
