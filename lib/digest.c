@@ -8,6 +8,29 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err *e)
+{
+	unsigned char buf[65536];
+
+	while (len > 0) {
+		ssize_t k =
+		    pread(fd, buf, len < sizeof(buf) ? (size_t)len : sizeof(buf), (off_t)off);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0)
+			return err_sys(e, errno, "cannot read a file to hash it");
+		if (k == 0)
+			return err_set(e, ERR_IO, "a file to hash ended %llu bytes early",
+				       (unsigned long long)len);
+		if (EVP_DigestUpdate(ctx, buf, (size_t)k) != 1)
+			return err_set(e, ERR_NOMEM, "OpenSSL could not compute a hash");
+		off += (uint64_t)k;
+		len -= (uint64_t)k;
+	}
+	return true;
+}
+
 bool digest_md5_fd(int fd, unsigned char out[DIGEST_MD5_LEN], struct err *e)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();

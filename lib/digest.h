@@ -9,6 +9,7 @@
 #define IMGSYNC_DIGEST_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "err.h"
 
@@ -16,5 +17,11 @@
 
 /* MD5 of the whole content of fd.  Errors: ERR_IO (read), ERR_NOMEM. */
 bool digest_md5_fd(int fd, unsigned char out[DIGEST_MD5_LEN], struct err *e) WUR;
+
+/* Add [off, off + len) of fd to a hash in progress: ctx is an OpenSSL
+ * EVP_MD_CTX * (void * here, so that this header needs no OpenSSL), for a
+ * file filled in order over time.  Errors: ERR_IO (read, or the file ends
+ * early), ERR_NOMEM. */
+bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err *e) WUR;
 
 #endif

@@ -23,8 +23,9 @@
  *    The ETag of such an object is no checksum of its content, so the MD5
  *    of the whole (the caller's, or one hashing pass on the worker pool
  *    first) is stored with it as x-amz-meta-imgsync-md5;
- * Downloads (above S3_GET_RANGE: in ranges, hashed once all are in, on the
- * worker pool; below: hashed while written) are checked against a plain-MD5 ETag
+ * Downloads (above S3_GET_RANGE: in ranges, the MD5 following the ranges
+ * in order as they complete, read back on the worker pool while later ranges
+ * come in; below: hashed while written) are checked against a plain-MD5 ETag
  * or, for objects uploaded in parts, x-amz-meta-imgsync-md5: a byte
  * changed on the way is caught whatever the object's size.
  * Reading small objects into memory runs on the worker pool; the
@@ -147,7 +148,13 @@ struct store_req {
 	struct obj_info ginfo; /* what the first answer said */
 	char if_match[80];     /* "ETag": every range from the same object */
 	bool gfailed;
-	unsigned char gmd5_out[16];
+	/* the MD5 of [0, hashed_to), the first range's hashed as it came; a job
+	 * on the pool adds [hashed_to, hash_to), the ranges in before any
+	 * still in flight (it alone writes hash_failed and hash_err) */
+	EVP_MD_CTX *gmd5;
+	uint64_t hashed_to, hash_to;
+	bool hash_failed;
+	struct err hash_err;
 };
 
 typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
@@ -179,6 +186,7 @@ struct s3_call {
 	const char *range; /* CURLOPT_RANGE of a GET, "FIRST-LAST"; NULL for all */
 	char range_buf[48];
 	uint64_t out_off; /* where the response body goes in out_fd */
+	unsigned attempt; /* a range of a download: its attempt, from 1 */
 	call_done_fn on_done;
 	struct err local; /* a local failure met by a curl callback */
 	char s3code[64];  /* the S3 error code of a failed answer, "" if none */
@@ -877,6 +885,7 @@ static void req_free(struct store_req *r)
 	free(r->parts);
 	if (r->out_fd >= 0)
 		close(r->out_fd);
+	EVP_MD_CTX_free(r->gmd5);
 	free(r);
 }
 
@@ -1888,32 +1897,44 @@ static bool get_check(struct store_req *r, const unsigned char got[16], struct o
 	return true;
 }
 
-/* A ranged download hashed whole once every range is in, read back from
- * the file (the page cache), off the loop. */
+/* A ranged download's MD5 goes on with the ranges that are in, read back
+ * from the file (the page cache), off the loop. */
 static void get_hash_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
 
-	if (!digest_md5_fd(r->out_fd, r->gmd5_out, &r->err))
-		r->gfailed = true;
+	if (!digest_update_fd(r->gmd5, r->out_fd, r->hashed_to, r->hash_to - r->hashed_to,
+			      &r->hash_err))
+		r->hash_failed = true;
 }
+
+static void range_pump(struct store_req *r);
 
 static void get_hash_done(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
-	struct err e = {0};
 
 	r->in_pool = false;
 	if (r->finished) { /* cancelled meanwhile */
 		req_free(r);
 		return;
 	}
-	if (r->gfailed) {
-		e = r->err;
-		req_finish(r, &e);
-		return;
+	if (r->hash_failed && !r->gfailed) {
+		r->gfailed = true;
+		r->err = r->hash_err;
 	}
-	if (!get_check(r, r->gmd5_out, &r->ginfo, &e)) {
+	r->hashed_to = r->hash_to;
+	range_pump(r);
+}
+
+/* Every range in and hashed: the check, and the end. */
+static void get_ranged_end(struct store_req *r)
+{
+	unsigned char got[16];
+	struct err e = {0};
+
+	md5_final(r->gmd5, got);
+	if (!get_check(r, got, &r->ginfo, &e)) {
 		req_finish(r, &e);
 		return;
 	}
@@ -1924,52 +1945,79 @@ static void get_hash_done(struct workq_job *job)
 
 static void range_done(struct s3_call *c, const struct err *e);
 
-/* The next range of a big object, from the same version (If-Match). */
-static bool range_start(struct store_req *r, struct err *e)
+/* A range of a big object, from the same version (If-Match); attempt
+ * counts from 1. */
+static bool range_get(struct store_req *r, uint64_t off, uint64_t len, unsigned attempt,
+		      struct err *e)
 {
-	uint64_t len =
-	    r->total - r->next_off < S3_GET_RANGE ? r->total - r->next_off : S3_GET_RANGE;
 	struct s3_call *c = call_new(r, range_done, S3_ERROR_BODY_MAX);
 	struct sigv4_pair extra[1] = {{"if-match", r->if_match}};
 
 	if (c == NULL)
 		return err_set(e, ERR_NOMEM, "out of memory");
 	c->out_fd = r->out_fd;
-	c->out_off = r->next_off;
+	c->out_off = off;
 	c->len = len;
-	snprintf(c->range_buf, sizeof(c->range_buf), "%llu-%llu", (unsigned long long)r->next_off,
-		 (unsigned long long)(r->next_off + len - 1));
+	c->attempt = attempt;
+	snprintf(c->range_buf, sizeof(c->range_buf), "%llu-%llu", (unsigned long long)off,
+		 (unsigned long long)(off + len - 1));
 	c->range = c->range_buf;
 	if (!call_start(r, c, "GET", NULL, 0, SIGV4_EMPTY_SHA256, extra, 1, e)) {
 		call_free(c);
 		return false;
 	}
-	r->next_off += len;
 	r->inflight++;
 	return true;
 }
 
-/* Ranges in flight up to S3_GET_STREAMS; once all are in, the hash. */
+/* The next range not asked for yet. */
+static bool range_start(struct store_req *r, struct err *e)
+{
+	uint64_t len =
+	    r->total - r->next_off < S3_GET_RANGE ? r->total - r->next_off : S3_GET_RANGE;
+
+	if (!range_get(r, r->next_off, len, 1, e))
+		return false;
+	r->next_off += len;
+	return true;
+}
+
+/* Ranges in flight up to S3_GET_STREAMS; the hash over those in before the
+ * first still in flight, one job at a time; the end once all are in and
+ * hashed (or, after a failure, once none is in flight or in the pool). */
 static void range_pump(struct store_req *r)
 {
 	struct err e = {0};
+	uint64_t frontier = r->next_off;
 
 	while (!r->gfailed && r->inflight < S3_GET_STREAMS && r->next_off < r->total)
 		if (!range_start(r, &e)) {
 			r->gfailed = true;
 			r->err = e;
 		}
-	if (r->inflight > 0)
-		return;
+	if (r->in_pool)
+		return; /* get_hash_done comes back here */
 	if (r->gfailed) {
-		e = r->err;
-		req_finish(r, &e);
+		if (r->inflight == 0) {
+			e = r->err;
+			req_finish(r, &e);
+		}
 		return;
 	}
-	r->job.work = get_hash_work;
-	r->job.done = get_hash_done;
-	r->in_pool = true;
-	workq_submit(r->st->base.env.wq, &r->job);
+	frontier = r->next_off;
+	for (struct s3_call *c = r->calls; c; c = c->next)
+		if (c->out_off < frontier)
+			frontier = c->out_off;
+	if (frontier > r->hashed_to) {
+		r->hash_to = frontier;
+		r->job.work = get_hash_work;
+		r->job.done = get_hash_done;
+		r->in_pool = true;
+		workq_submit(r->st->base.env.wq, &r->job);
+		return;
+	}
+	if (r->inflight == 0 && r->hashed_to == r->total)
+		get_ranged_end(r);
 }
 
 /* "bytes FIRST-LAST/TOTAL" of a 206 answer. */
@@ -2009,11 +2057,30 @@ static void range_done(struct s3_call *c, const struct err *e)
 			"(HTTP %ld, %llu bytes)",
 			r->key, c->range_buf, c->status, (unsigned long long)c->received);
 	}
+	/* A range that failed on the way (a reset, a 5xx, a cut or garbled
+	 * answer) is asked for again, like a part of an upload, rather than
+	 * the whole object; an object that changed (412) is not. */
+	if (e && !r->gfailed && c->status != 412 && err_retryable(ie.code) &&
+	    c->attempt < S3_PART_ATTEMPTS) {
+		struct err re;
+		uint64_t off = c->out_off, len = c->len;
+		unsigned attempt = c->attempt + 1;
+
+		log_msg(LOG_DEBUG, &(struct log_fields){.key = r->key},
+			"store \"%s\": %s; asking for that range again (attempt %u of %d)",
+			r->st->base.cfg->name, ie.msg, attempt, S3_PART_ATTEMPTS);
+		call_free(c);
+		if (range_get(r, off, len, attempt, &re)) {
+			range_pump(r);
+			return;
+		}
+		ie = re;
+	} else
+		call_free(c);
 	if (e && !r->gfailed) {
 		r->gfailed = true;
 		r->err = ie;
 	}
-	call_free(c);
 	range_pump(r);
 }
 
@@ -2035,6 +2102,10 @@ static bool get_ranged(struct store_req *r, struct s3_call *c, uint64_t total, s
 		return err_sys(e, errno, "GET \"%s\"", r->key);
 	r->next_off = c->received;
 	r->total = total;
+	/* the first range was hashed as it came: the MD5 goes on from there */
+	r->gmd5 = c->md5;
+	c->md5 = NULL;
+	r->hashed_to = c->received;
 	return true;
 }
 

@@ -186,12 +186,14 @@ diag "listings done at ${SECONDS}s"
 # parts, then copied in parts to another bucket (its ETag is no MD5 of
 # the content); the move S3 -> fs must not finish with wrong bytes
 images mp 1 $((11 * 1024 * 1024))
+images rr 3 $((33 * 1024 * 1024 + 5))
 check "an object of 11 MB is mirrored in parts" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
+check "... and three of 33 MB" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'rr/%' AND 'cloud' = ANY (stores)" 3 60
 d_stop
 sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
-d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%'" >/dev/null
-rm -rf "$D_ROOT/mp" "$D_ROOT/etag"
+d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%' OR key LIKE 'rr/%'" >/dev/null
+rm -rf "$D_ROOT/mp" "$D_ROOT/etag" "$D_ROOT/rr"
 check "imgsyncd starts again" d_start
 "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud archive --prefix mp/ --wait >/dev/null 2>&1
 check "the object is copied in parts to the second bucket" \
@@ -214,8 +216,22 @@ check "... and none is moved ($(d_sql "SELECT done FROM imgsync.migration_status
 mode ""
 check "with honest answers that move finishes too" \
 	wait_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = ${m2:-0}" "done 10 0" 60
+# a download in ranges (8 MB each) whose ranges after the first fail now
+# and then: a failed range is asked for again, not the whole object
+mode "error503 0.5" "only /rr/" "except =0-"
+"$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --prefix rr/ --wait >/dev/null 2>&1
+m3=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+check "a move of objects in ranges through 503s finishes ($(d_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = $m3"))" \
+	test "$(d_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = $m3")" = "done 3 0"
+n503=$(injected error503)
+again=$(grep -c 'asking for that range again' "$D_LOG")
+whole=$(d_sql "SELECT count(*) FROM imgsync.attempts WHERE key LIKE 'rr/%' AND NOT ok")
+check "failed ranges were asked for again ($again times, ${n503:-0} 503s)" test "$again" -gt 0
+check "... so fewer downloads failed whole ($whole) than 503s were answered" \
+	test "$whole" -lt "${n503:-0}"
+mode ""
 diag "moves done at ${SECONDS}s"
-bad=$(cd "$D_DIR" && cat mp.manifest etag.manifest | py -c '
+bad=$(cd "$D_DIR" && cat mp.manifest etag.manifest rr.manifest | py -c '
 import hashlib, sys
 bad = 0
 for line in sys.stdin:

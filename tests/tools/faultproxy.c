@@ -6,6 +6,7 @@
  *   faultproxy --upstream http://127.0.0.1:PORT [--port N] [--port-file F]
  *              [--stats F] [--seed N] [--control F] [--FAULT P ...]
  *              [--stall-seconds S] [--huge-bytes N] [--only TEXT]
+ *              [--except TEXT]
  *
  * It listens on 127.0.0.1 (a port the kernel chooses unless --port says
  * otherwise; written to --port-file, and printed with the seed) and sends
@@ -31,7 +32,8 @@
  *
  * A fault that does not apply to a request (a body fault on a request with
  * no body, say) is not injected and not counted.  --only TEXT limits faults
- * to requests whose target contains TEXT.  The same settings, one
+ * to requests whose target contains TEXT, --except TEXT to those whose head
+ * (request line and headers) does not contain TEXT.  The same settings, one
  * "name value" per line, may be given in the --control file, read again
  * whenever it changes: tests switch modes on a running proxy that way.
  *
@@ -97,6 +99,7 @@ struct settings {
 	double stall_s;
 	uint64_t huge_bytes;
 	char only[256];
+	char except[256];
 };
 
 /* Everything shared between threads, under one lock. */
@@ -131,6 +134,10 @@ static bool set_option(struct settings *s, const char *name, const char *val)
 	n[i] = '\0';
 	if (strcmp(n, "only") == 0) {
 		snprintf(s->only, sizeof(s->only), "%s", val);
+		return true;
+	}
+	if (strcmp(n, "except") == 0) {
+		snprintf(s->except, sizeof(s->except), "%s", val);
 		return true;
 	}
 	if (strcmp(n, "stall_seconds") == 0) {
@@ -628,7 +635,8 @@ static bool serve_one(struct conn *c)
 	g.version++;
 	control_reload();
 	s = g.cur;
-	if (s.only[0] == '\0' || strstr(q.target, s.only)) {
+	if ((s.only[0] == '\0' || strstr(q.target, s.only)) &&
+	    (s.except[0] == '\0' || strstr(c->head, s.except) == NULL)) {
 		double x = (double)(rng_next_locked() >> 11) * 0x1.0p-53;
 
 		for (int i = 0; i < F_COUNT && f == F_NONE; i++) {
@@ -839,7 +847,7 @@ static void usage(void)
 {
 	fprintf(stderr, "usage: faultproxy --upstream http://HOST:PORT [--port N] [--port-file F] "
 			"[--stats F] [--seed N] [--control F] [--FAULT P ...]\n"
-			"  [--stall-seconds S] [--huge-bytes N] [--only TEXT]\nfaults:");
+			"  [--stall-seconds S] [--huge-bytes N] [--only TEXT] [--except TEXT]\nfaults:");
 	for (int f = 0; f < F_COUNT; f++)
 		fprintf(stderr, " %s", fault_names[f]);
 	fputc('\n', stderr);
