@@ -176,7 +176,11 @@ peak "$D_DIR/verify2.out" "$BUILD/imgsyncctl" -c "$D_DIR/ctl.conf" verify local 
 rc=$?
 check "a 50 MB error answer to a listing: verify fails (exit $rc) without crashing" test "$rc" -ge 1 -a "$rc" -lt 128
 check "... naming the server's failure: $(tail -1 "$D_DIR/verify2.out")" grep -q 'HTTP 500' "$D_DIR/verify2.out"
-check "... with its memory small (VmHWM $((PEAK / 1024)) MB, under 32 MB)" test "$PEAK" -lt $((32 * 1024))
+if [ "${IMGSYNC_VALGRIND:-0}" = 1 ]; then
+	skip "memory bound under valgrind (its own memory counts in VmHWM: $((PEAK / 1024)) MB)"
+else
+	check "... with its memory small (VmHWM $((PEAK / 1024)) MB, under 32 MB)" test "$PEAK" -lt $((32 * 1024))
+fi
 mode ""
 "$BUILD/imgsyncctl" -c "$D_CONF" verify local cloud >"$D_DIR/verify3.out" 2>&1
 check "with honest answers verify finds no difference: $(tail -1 "$D_DIR/verify3.out")" test $? = 0
