@@ -633,6 +633,25 @@ static void get_done(void *arg, const struct err *e)
 		item_done(it);
 }
 
+/* A file for a download from another store to land in: one LENDER lends
+ * on its own disk (spool(); *adopted, and adopt() then takes the file
+ * itself: written once), else an unnamed file in the spool directory. */
+static int spool_open(struct sync *s, struct store *lender, bool *adopted, struct err *e)
+{
+	int fd;
+
+	if (adopted)
+		*adopted = false;
+	if (lender && adopted && lender->ops->spool && (fd = lender->ops->spool(lender)) >= 0) {
+		*adopted = true;
+		return fd;
+	}
+	fd = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0)
+		err_sys(e, errno, "cannot create a spool file in %s", s->spool_dir);
+	return fd;
+}
+
 static void start_put(struct item *it)
 {
 	struct sync *s = it->sy;
@@ -677,22 +696,22 @@ static void start_put(struct item *it)
 		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
 		     src->ops->open_fd(src, buf_str(&key), &it->spool, &it->ops[it->src].info,
 				       get_done, &it->ops[it->src], &it->ops[it->src].req, &e);
-	} else if (need == 1 && last >= 0 && last != it->src && it->g->stores[last]->ops->spool &&
-		   (it->spool = it->g->stores[last]->ops->spool(it->g->stores[last])) >= 0) {
-		/* the one mirror lends a file on its own disk: written once */
-		it->adopt = last;
+	} else {
+		/* the one mirror to copy to may lend its own file */
+		bool adopted;
+
+		if ((it->spool = spool_open(s, need == 1 && last >= 0 ? it->g->stores[last] : NULL,
+					    &adopted, &e)) < 0) {
+			item_fail(it, &e, false);
+			item_done(it);
+			return;
+		}
+		if (adopted)
+			it->adopt = last;
 		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
 		     src->ops->get(src, buf_str(&key), it->spool, &it->ops[it->src].info, get_done,
 				   &it->ops[it->src], &it->ops[it->src].req, &e);
-	} else if ((it->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0) {
-		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
-		item_fail(it, &e, false);
-		item_done(it);
-		return;
-	} else
-		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
-		     src->ops->get(src, buf_str(&key), it->spool, &it->ops[it->src].info, get_done,
-				   &it->ops[it->src], &it->ops[it->src].req, &e);
+	}
 	if (!ok) {
 		err_prefix(&e, "reading from store \"%s\": ", it->g->conf->stores[it->src].name);
 		item_fail(it, &e, is_permanent(e.code));
@@ -970,10 +989,9 @@ static void mig_put_done(void *arg, const struct err *e)
 		return;
 	}
 	/* verify: read the target's copy back and compare the content */
-	m->check = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	m->check = spool_open(s, NULL, NULL, &ve);
 	m->back = (struct op){.it = it, .store = m->tgt};
 	if (m->check < 0) {
-		err_sys(&ve, errno, "cannot create a spool file in %s", s->spool_dir);
 		mig_fail(it, &ve, "verifying");
 	} else if (!store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
 		   !it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
@@ -1278,16 +1296,10 @@ static void start_migrate(struct item *it)
 			m->get.busy = true;
 		return;
 	}
-	/* a target of local files lends one on its own disk: the download
-	 * lands where the image will live, written once */
-	m->adopt = false;
-	if (it->g->stores[m->tgt]->ops->spool && !m->server_copy &&
-	    (m->spool = it->g->stores[m->tgt]->ops->spool(it->g->stores[m->tgt])) >= 0)
-		m->adopt = true;
-	else
-		m->spool = open(s->spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	/* the target may lend its own file (not for a server-side copy, which
+	 * reads the source only to verify) */
+	m->spool = spool_open(s, m->server_copy ? NULL : it->g->stores[m->tgt], &m->adopt, &e);
 	if (m->spool < 0) {
-		err_sys(&e, errno, "cannot create a spool file in %s", s->spool_dir);
 		mig_fail(it, &e, "copying");
 		item_finish(it);
 		return;
@@ -1587,18 +1599,17 @@ static void exchanged(void *arg, PGresult *res, const char *error)
 			s->advancing = false;
 			s->advance_due = true;
 		}
-		results_back(s, res, 26, error);
+		results_back(s, res, SQL_EXCHANGE_DEFERRED, error);
 		return;
 	}
 	claims_back(s, res, error);
 	if (adv) {
-		if (res && PQresultStatus(res) == PGRES_TUPLES_OK)
-			for (int i = 0; i < PQntuples(res) && running < 0; i++)
-				if (!PQgetisnull(res, i, 27))
-					running = i;
-		advance_back(s, res, running, 27, error);
+		for (int i = 0; i < PQntuples(res) && running < 0; i++)
+			if (!PQgetisnull(res, i, SQL_EXCHANGE_RUNNING))
+				running = i;
+		advance_back(s, res, running, SQL_EXCHANGE_RUNNING, error);
 	}
-	results_back(s, res, 26, error);
+	results_back(s, res, SQL_EXCHANGE_DEFERRED, error);
 }
 
 static void on_flush_retry(void *arg)
@@ -1706,24 +1717,20 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 	 * their lease: another daemon may hold the key now. */
 	n = PQntuples(res);
 	for (struct item *it = s->items, *next; it; it = next) {
-		bool renewed = false;
+		int row = -1;
 
 		next = it->next;
 		if (it->t0 > s->hb_sent_at)
 			continue; /* claimed after the heartbeat left */
-		bool held = false;
-
-		for (int i = 0; i < n && !held; i++)
-			if (strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token) {
-				held = true;
-				renewed = PQgetvalue(res, i, 1)[0] == 't';
-			}
+		for (int i = 0; i < n && row < 0; i++)
+			if (strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token)
+				row = i;
 		/* held but not renewed: the application holds its row; the lease
 		 * runs on, and the deadline with it */
-		if (renewed)
-			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
-		else if (!held)
+		if (row < 0)
 			abandon(it, "its lease was lost (expired and taken, or released)");
+		else if (PQgetvalue(res, row, 1)[0] == 't')
+			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
 	}
 }
 

@@ -8,7 +8,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err *e)
+/* Add [off, off + len) of fd to ctx; with to_end, the file may end sooner. */
+static bool update(EVP_MD_CTX *ctx, int fd, uint64_t off, uint64_t len, bool to_end, struct err *e)
 {
 	unsigned char buf[65536];
 
@@ -20,6 +21,8 @@ bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err 
 			continue;
 		if (k < 0)
 			return err_sys(e, errno, "cannot read a file to hash it");
+		if (k == 0 && to_end)
+			return true;
 		if (k == 0)
 			return err_set(e, ERR_IO, "a file to hash ended %llu bytes early",
 				       (unsigned long long)len);
@@ -31,32 +34,28 @@ bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err 
 	return true;
 }
 
+bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err *e)
+{
+	return update(ctx, fd, off, len, false, e);
+}
+
 bool digest_md5_fd(int fd, unsigned char out[DIGEST_MD5_LEN], struct err *e)
 {
 	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	unsigned char buf[65536];
 	unsigned int n = DIGEST_MD5_LEN;
-	off_t off = 0;
-	ssize_t k;
 	bool ok;
 
 	if (ctx == NULL)
 		return err_set(e, ERR_NOMEM, "out of memory");
-	ok = EVP_DigestInit_ex(ctx, EVP_md5(), NULL) == 1;
-	while (ok && (k = pread(fd, buf, sizeof(buf), off)) != 0) {
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			err_sys(e, errno, "cannot read a file to hash it");
-			EVP_MD_CTX_free(ctx);
-			return false;
-		}
-		ok = EVP_DigestUpdate(ctx, buf, (size_t)k) == 1;
-		off += k;
-	}
-	ok = ok && EVP_DigestFinal_ex(ctx, out, &n) == 1;
-	EVP_MD_CTX_free(ctx);
-	if (!ok)
+	if (EVP_DigestInit_ex(ctx, EVP_md5(), NULL) != 1) {
+		EVP_MD_CTX_free(ctx);
 		return err_set(e, ERR_NOMEM, "OpenSSL could not compute an MD5");
-	return true;
+	}
+	if (!update(ctx, fd, 0, UINT64_MAX, true, e)) {
+		EVP_MD_CTX_free(ctx);
+		return false;
+	}
+	ok = EVP_DigestFinal_ex(ctx, out, &n) == 1;
+	EVP_MD_CTX_free(ctx);
+	return ok ? true : err_set(e, ERR_NOMEM, "OpenSSL could not compute an MD5");
 }

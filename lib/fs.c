@@ -526,23 +526,14 @@ again:
 			goto out;
 		}
 	}
-	if (tmp[0] == '\0') {
-		/* a new image: linked in place whole, no rename needed */
-		int rc = close(fd);
-
-		fd = -1;
-		if (rc < 0) {
-			err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
-			goto out;
-		}
-		goto synced;
-	}
 	if (close(fd) < 0) {
 		fd = -1;
 		err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
 		goto out;
 	}
 	fd = -1;
+	if (tmp[0] == '\0')
+		goto synced; /* a new image: linked in place whole, no rename needed */
 	if (r->cancelled) {
 		err_set(e, ERR_TRANSIENT, "cancelled");
 		goto out;

@@ -130,6 +130,9 @@ struct store_req {
 	int inflight;
 	bool failing;
 	struct err err; /* the first failure of a multipart upload */
+	/* AbortMultipartUpload: its attempts, and the wait before the next */
+	unsigned abort_attempts;
+	struct loop_timer abort_timer;
 
 	/* copy: the object is made from src_key of src, on the server */
 	struct s3_store *src; /* borrowed; outlives the request */
@@ -886,6 +889,7 @@ static void req_free(struct store_req *r)
 	if (r->out_fd >= 0)
 		close(r->out_fd);
 	EVP_MD_CTX_free(r->gmd5);
+	loop_timer_cancel(r->st->base.env.loop, &r->abort_timer);
 	free(r);
 }
 
@@ -1097,21 +1101,46 @@ static void copy_verify_done(struct s3_call *c, const struct err *e);
 static void copy_head_done(struct s3_call *c, const struct err *e);
 static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e);
 
-static void abort_done(struct s3_call *c, const struct err *e)
+static bool abort_start(struct store_req *r, struct err *e);
+
+/* The abort is over, done or given up; the request with it. */
+static void abort_end(struct store_req *r, const struct err *e)
 {
-	struct store_req *r = c->r;
 	struct err saved = r->err;
 
 	if (e)
 		log_warn("store \"%s\": could not abort the multipart upload of \"%s\" (%s); "
 			 "a bucket lifecycle rule for incomplete uploads cleans it up",
 			 r->st->base.cfg->name, r->key, e->msg);
-	call_free(c);
 	if (r->kind == S3_ABORT) { /* detached, after a cancel: nobody waits */
 		req_free(r);
 		return;
 	}
 	req_finish(r, &saved);
+}
+
+static void abort_again(void *arg)
+{
+	struct store_req *r = arg;
+	struct err e = {0};
+
+	if (!abort_start(r, &e))
+		abort_end(r, &e);
+}
+
+static void abort_done(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+
+	call_free(c);
+	/* A server failing for a moment, or (as S3 warns) parts of the upload
+	 * still arriving: the abort is worth asking again, after a pause. */
+	if (e && err_retryable(e->code) && r->abort_attempts < S3_PART_ATTEMPTS) {
+		loop_timer_init(&r->abort_timer, abort_again, r);
+		loop_timer_set(r->st->base.env.loop, &r->abort_timer, 1000u * r->abort_attempts);
+		return;
+	}
+	abort_end(r, e);
 }
 
 static bool abort_start(struct store_req *r, struct err *e)
@@ -1125,6 +1154,7 @@ static bool abort_start(struct store_req *r, struct err *e)
 		call_free(c);
 		return false;
 	}
+	r->abort_attempts++;
 	return true;
 }
 
@@ -1988,7 +2018,7 @@ static bool range_start(struct store_req *r, struct err *e)
 static void range_pump(struct store_req *r)
 {
 	struct err e = {0};
-	uint64_t frontier = r->next_off;
+	uint64_t frontier;
 
 	while (!r->gfailed && r->inflight < S3_GET_STREAMS && r->next_off < r->total)
 		if (!range_start(r, &e)) {
@@ -2279,8 +2309,6 @@ static bool s3_simple(struct store *s, enum s3_kind kind, const char *key, int f
 	struct s3_store *st = (struct s3_store *)s;
 	struct store_req *r;
 	struct s3_call *c;
-	call_done_fn fn = kind == S3_GET ? get_done : kind == S3_STAT ? stat_done : del_done;
-	const char *method = kind == S3_GET ? "GET" : kind == S3_STAT ? "HEAD" : "DELETE";
 
 	if (key == NULL || key[0] == '\0' || strlen(key) > 1024)
 		return err_set(e, ERR_INVALID, "store \"%s\": an S3 key is 1 to 1024 bytes",
@@ -2298,16 +2326,14 @@ static bool s3_simple(struct store *s, enum s3_kind kind, const char *key, int f
 		*req = r;
 		return true;
 	}
-	c = call_new(r, fn, S3_ERROR_BODY_MAX);
-	if (c == NULL || (kind == S3_GET && (c->md5 = EVP_MD_CTX_new()) == NULL)) {
-		call_free(c);
+	/* HEAD or DELETE */
+	c = call_new(r, kind == S3_STAT ? stat_done : del_done, S3_ERROR_BODY_MAX);
+	if (c == NULL) {
 		req_free(r);
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
-	if (c->md5)
-		EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
-	c->out_fd = fd;
-	if (!call_start(r, c, method, NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+	if (!call_start(r, c, kind == S3_STAT ? "HEAD" : "DELETE", NULL, 0, SIGV4_EMPTY_SHA256,
+			NULL, 0, e)) {
 		call_free(c);
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", s->cfg->name);

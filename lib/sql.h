@@ -51,10 +51,13 @@
 	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag "
 #define SQL_CLAIM "SELECT " SQL_CLAIM_COLS "FROM imgsync.claim($1, $2, $3::interval)"
 /* results, advance and claim at once: the claim's columns, then
- * "deferred" (26) and "running" (27) */
+ * "deferred" and "running" */
 #define SQL_EXCHANGE                                                                               \
 	"SELECT " SQL_CLAIM_COLS ", deferred, running "                                            \
 	"FROM imgsync.exchange($1, $2::jsonb, $3, $4, $5::interval, $6)"
+#define SQL_CLAIM_NCOLS	      26
+#define SQL_EXCHANGE_DEFERRED SQL_CLAIM_NCOLS
+#define SQL_EXCHANGE_RUNNING  (SQL_CLAIM_NCOLS + 1)
 /* hand running migrations' next keys to the queue (at most $1 queued each);
  * answers with the number of migrations still running */
 #define SQL_ADVANCE  "SELECT imgsync.advance_migrations($1)"

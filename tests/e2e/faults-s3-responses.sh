@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Hostile S3 answers, through faultproxy switched from mode to mode: a wrong
 # ETag on uploads and downloads, no ETag at all, error bodies that are not
-# XML or are 50 MB long, a ListObjects answer that is not XML, a corrupted
-# download of an object uploaded in parts; and an https endpoint whose
+# XML or are 50 MB long, a ListObjects answer that is not XML, an abort of a
+# failed upload that fails too, a corrupted download of an object uploaded
+# in parts, ranges of a download answered 503; and an https endpoint whose
 # certificate is not trusted.
 # imgsync names what was wrong, does not crash, keeps its memory small and
 # records nothing as done that the server did not confirm; once the server
@@ -15,32 +16,10 @@ SECONDS=0
 D_MAX_ATTEMPTS=100 d_init hostile || { fail "set-up"; done_testing; exit 1; }
 CTL="$D_DIR/proxy.ctl"
 : >"$CTL"
-"$BUILD/tests/faultproxy" --upstream "$IMGSYNC_TEST_RGW_ENDPOINT" --control "$CTL" \
-	--port-file "$D_DIR/proxy.port" --stats "$D_DIR/proxy.stats" \
-	>"$D_DIR/proxy.out" 2>"$D_DIR/proxy.log" &
-PROXY_PID=$!
+. tests/harness/faultproxy.sh
+fp_start --control "$CTL"
 trap 'kill $PROXY_PID ${TLS_PID:-} 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
-for _ in $(seq 50); do [ -s "$D_DIR/proxy.port" ] && break; sleep 0.1; done
-PROXY="http://127.0.0.1:$(cat "$D_DIR/proxy.port")"
-sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n  multipart_threshold = 5M\n  part_size = 5M|" "$D_CONF"
-mkdir -p "$D_DIR/back"
-oracle_rgw mkbucket "$D_BUCKET-archive" >/dev/null || fail "second bucket"
-cat >>"$D_CONF" <<CONF
-store "archive" {
-  type = "s3"
-  endpoint = "$PROXY"
-  bucket = "$D_BUCKET-archive"
-  path_style = true
-  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
-  secret_access_key_file = "$D_DIR/secret"
-  multipart_threshold = 5M
-  part_size = 5M
-}
-store "back" {
-  type = "fs"
-  root = "$D_DIR/back"
-}
-CONF
+fp_stores '  multipart_threshold = 5M\n  part_size = 5M'
 
 # mode LINES...: what the proxy does from now on (empty: forward faithfully)
 mode() {
@@ -48,7 +27,7 @@ mode() {
 	mv "$CTL.tmp" "$CTL"
 	sleep 0.2
 }
-injected() { awk -v k="$1" '$1 == k { print $2 }' "$D_DIR/proxy.stats"; }
+injected() { awk -v k="$1" '$1 == k { print $2 }' "$PROXY_STATS"; }
 # images BATCH COUNT [SIZE]: files in the fs store and their puts; the
 # manifest ("KEYHEX SIZE SHA256") in $D_DIR/BATCH.manifest
 images() {
@@ -140,6 +119,25 @@ check "answers to a multipart upload that are not XML: it fails, saying so" \
 check "... and it is not recorded as mirrored ($(mirrored gx))" test "$(mirrored gx)" = 0
 d_sql "SELECT last_error FROM imgsync.work WHERE key LIKE 'gx/%'" | sed 's/^/# /'
 mode ""
+
+# an upload in parts whose parts fail, and the abort of it too: the abort is
+# asked for again after a pause (three times in all), then given up, saying so
+mode "error500 1" "only /ab/" "except POST "
+images ab 1 $((11 * 1024 * 1024))
+# most DELETEs (aborts) of one upload the proxy failed so far
+aborts() {
+	grep -o 'error500: DELETE [^ ]*ab/000.png?uploadId=[^ ]*' "$PROXY_LOG" | sort | uniq -c |
+		sort -rn | awk 'NR == 1 { print $1 }'
+}
+for _ in $(seq 150); do [ "$(aborts)" = 3 ] && break; sleep 0.2; done
+check "a failed abort is asked for again: three times for one upload ($(aborts))" test "$(aborts)" = 3
+check "... then given up with a warning" \
+	wait_for_log 'could not abort the multipart upload of "ab/000.png"'
+sleep 2.5
+check "... and not asked a fourth time ($(aborts))" test "$(aborts)" = 3
+mode ""
+check "with honest answers it is mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'ab/000.png' AND 'cloud' = ANY (stores)" 1 60
 
 # 4. error answers of 50 MB: retried as the server failing, memory small
 mode "huge_error 1" "only /huge/"

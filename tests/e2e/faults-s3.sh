@@ -31,38 +31,12 @@ KINDS="error500 error503 reset_request reset_response stall truncate corrupt_res
 
 # the set-up: stores local (fs), cloud (S3 through the proxy), back (fs)
 D_MAX_ATTEMPTS=100 d_init faults || { fail "set-up"; done_testing; exit 1; }
-PROXY_LOG="$D_DIR/proxy.log"
-PROXY_STATS="$D_DIR/proxy.stats"
+. tests/harness/faultproxy.sh
 # shellcheck disable=SC2086
-"$BUILD/tests/faultproxy" --upstream "$IMGSYNC_TEST_RGW_ENDPOINT" --seed "$SEED" \
-	--port-file "$D_DIR/proxy.port" --stats "$PROXY_STATS" $FAULTS \
-	>"$D_DIR/proxy.out" 2>"$PROXY_LOG" &
-PROXY_PID=$!
+fp_start --seed "$SEED" $FAULTS
 trap 'kill $PROXY_PID 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
-for _ in $(seq 50); do [ -s "$D_DIR/proxy.port" ] && break; sleep 0.1; done
-PROXY="http://127.0.0.1:$(cat "$D_DIR/proxy.port")"
 diag "$(head -1 "$D_DIR/proxy.out")"
-mkdir -p "$D_DIR/back"
-sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n  low_speed_time = 2\n  multipart_threshold = 5M\n  part_size = 5M|" "$D_CONF"
-ARCHIVE="$D_BUCKET-archive"
-oracle_rgw mkbucket "$ARCHIVE" >/dev/null || fail "second bucket"
-cat >>"$D_CONF" <<CONF
-store "archive" {
-  type = "s3"
-  endpoint = "$PROXY"
-  bucket = "$ARCHIVE"
-  path_style = true
-  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
-  secret_access_key_file = "$D_DIR/secret"
-  low_speed_time = 2
-  multipart_threshold = 5M
-  part_size = 5M
-}
-store "back" {
-  type = "fs"
-  root = "$D_DIR/back"
-}
-CONF
+fp_stores '  low_speed_time = 2\n  multipart_threshold = 5M\n  part_size = 5M'
 check "the store cloud goes through the proxy" grep -q "endpoint = \"$PROXY\"" "$D_CONF"
 
 # images: mostly small (one PUT with Content-MD5 and a signed payload),

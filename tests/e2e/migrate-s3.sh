@@ -99,5 +99,17 @@ check "the catalog says every image is in the filesystem, and only there" \
 ctl verify local archive >"$D_DIR/verify2.out" 2>&1
 rc=$?
 check "imgsyncctl verify local archive finds no difference (exit $rc): $(tail -1 "$D_DIR/verify2.out")" test "$rc" = 0
+
+# a mirror from S3 into the filesystem, still with no spool directory: the
+# one mirror to copy to lends its own file (12 MB: downloaded in ranges)
+head -c 12000000 /dev/urandom >"$D_DIR/m.bin"
+oracle_rgw put "$ARCHIVE" "$(printf '%s' m/one.jpg | od -An -tx1 | tr -d ' \n')" "$D_DIR/m.bin" >/dev/null
+echo 'sync { mirrors = { "local" } }' >>"$D_CONF"
+kill -HUP "$D_PID"
+check "a reload makes the filesystem a mirror" wait_for_log "mirrors now: local"
+d_sql "SELECT imgsync.put('m/one.jpg', 'archive', 'image/jpeg')" >/dev/null
+check "an image put into S3 is mirrored to the filesystem" \
+	wait_sql "SELECT 'local' = ANY (stores) FROM imgsync.images WHERE key = 'm/one.jpg'" t 30
+check "... byte-exact" cmp -s "$D_DIR/m.bin" "$D_ROOT/m/one.jpg"
 d_stop
 done_testing
