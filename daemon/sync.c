@@ -137,6 +137,9 @@ struct item {
 	uint64_t size;	   /* recorded size of the version, if known */
 	double changed_at; /* when the home copy was written (a remove: when removed) */
 	char *stores;	   /* comma-separated stores holding the current version */
+	char *stale;	   /* comma-separated stores holding a superseded version */
+	bool unstaled;	   /* their copies were looked at */
+	struct op *sops;   /* one per configured store: deleting those copies */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
 	int adopt;	/* or the spool() of this store, the one mirror to copy to; -1 */
@@ -299,8 +302,11 @@ static void op_cancel(struct op *op)
 
 static void item_cancel_ops(struct item *it)
 {
-	for (size_t i = 0; i < it->g->conf->nstores; i++)
+	for (size_t i = 0; i < it->g->conf->nstores; i++) {
 		op_cancel(&it->ops[i]);
+		if (it->sops)
+			op_cancel(&it->sops[i]);
+	}
 	op_cancel(&it->mig.get);
 	op_cancel(&it->mig.put);
 	op_cancel(&it->mig.back);
@@ -339,6 +345,8 @@ static void item_free(struct item *it)
 	free(it->mimetype);
 	free(it->claimed_at);
 	free(it->stores);
+	free(it->stale);
+	free(it->sops);
 	for (int i = 0; i < 5; i++)
 		free(it->attr[i]);
 	free(it->ops);
@@ -531,9 +539,16 @@ static void item_finish(struct item *it)
 	maybe_stopped(s);
 }
 
-/* A stage of the item is over: its migration duty next, if it has one. */
+static void start_unstale(struct item *it);
+
+/* A stage of the item is over: the copies its put superseded next, then
+ * its migration duty, if it has them. */
 static void item_done(struct item *it)
 {
+	if (it->stale && !it->unstaled && !it->failed && !it->remove && !it->deleted) {
+		start_unstale(it);
+		return;
+	}
 	if (it->mig.id && !it->mig.started && !it->failed && !it->remove) {
 		start_migrate(it);
 		return;
@@ -724,7 +739,7 @@ static void start_put(struct item *it)
 	it->busy++;
 }
 
-/* --- removes --- */
+/* --- removes, and copies a put superseded --- */
 
 static void del_done(void *arg, const struct err *e);
 
@@ -738,6 +753,17 @@ static bool still_removed_one(const struct item *it, const struct obj_info *o)
 	if (o->mtime > 0 && (double)o->mtime > it->changed_at + 1.0)
 		return false;
 	return true;
+}
+
+/* Whether a copy in a store that a put to another store left is older than
+ * that put (else the application wrote the key there again since, and it
+ * stays).  A whole-second time (S3's Last-Modified) counts as the end of
+ * its second: a copy written in the put's own second stays too. */
+static bool superseded(const struct item *it, const struct obj_info *o)
+{
+	if (o->mtime <= 0)
+		return true;
+	return (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0) <= it->changed_at;
 }
 
 static void remove_looked(void *arg, const struct err *e)
@@ -759,11 +785,18 @@ static void remove_looked(void *arg, const struct err *e)
 
 		err_prefix(&m, "deleting from store \"%s\": ", c->name);
 		item_fail(it, &m, is_permanent(e->code));
-	} else if (!still_removed_one(it, &op->info)) {
+	} else if (it->remove && !still_removed_one(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting \"%s\" from store \"%s\": it was written after the removal "
 			"(%llu bytes); the application wrote the key again",
 			it->key, c->name, (unsigned long long)op->info.size);
+		op->ok = true;
+	} else if (!it->remove && !superseded(it, &op->info)) {
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
+			"not deleting the copy of \"%s\" in store \"%s\" that its put to store "
+			"\"%s\" superseded: it was written after that put (%llu bytes); the "
+			"application wrote the key there again",
+			it->key, c->name, it->origin, (unsigned long long)op->info.size);
 		op->ok = true;
 	} else if (!store_key(it->g->stores[op->store], it->key, &it->attrs, &key, &de) ||
 		   !it->g->stores[op->store]->ops->del(it->g->stores[op->store], buf_str(&key),
@@ -792,8 +825,83 @@ static void del_done(void *arg, const struct err *e)
 
 		err_prefix(&m, "deleting from store \"%s\": ", it->g->conf->stores[op->store].name);
 		item_fail(it, &m, is_permanent(e->code));
-	} else
+	} else {
 		op->ok = true;
+		if (!it->remove)
+			log_msg(LOG_DEBUG,
+				&(struct log_fields){.key = it->key,
+						     .store = it->g->conf->stores[op->store].name},
+				"deleted the copy of \"%s\" in store \"%s\" that its put to store "
+				"\"%s\" superseded",
+				it->key, it->g->conf->stores[op->store].name, it->origin);
+	}
+	if (it->busy == 0)
+		item_done(it);
+}
+
+static bool is_mirror(const struct sync_gen *g, const char *name)
+{
+	for (size_t i = 0; i < g->conf->nmirrors; i++)
+		if (strcmp(g->conf->mirrors[i], name) == 0)
+			return true;
+	return false;
+}
+
+/* The application put the image to another store than the one(s) holding
+ * it: the copies there are an earlier version.  Each is looked at and
+ * deleted if it predates the put, except where the put wrote the new
+ * version (its store, the mirrors).  A store this daemon does not know is
+ * left alone. */
+static void start_unstale(struct item *it)
+{
+	struct buf key = BUF_INIT;
+	int origin = store_index(it->g, it->origin);
+
+	it->unstaled = true;
+	if ((it->sops = calloc(it->g->conf->nstores, sizeof(*it->sops))) == NULL) {
+		struct err e;
+
+		err_set(&e, ERR_TRANSIENT, "out of memory");
+		item_fail(it, &e, false);
+		item_done(it);
+		return;
+	}
+	for (const char *p = it->stale; *p;) {
+		const char *c = strchr(p, ',');
+		size_t len = c ? (size_t)(c - p) : strlen(p);
+		char name[256];
+		int i;
+		struct op *op;
+		struct err e = {0};
+
+		snprintf(name, sizeof(name), "%.*s", (int)len, p);
+		p = c ? c + 1 : p + len;
+		if ((i = store_index(it->g, name)) < 0) {
+			log_msg(
+			    LOG_DEBUG, &(struct log_fields){.key = it->key, .store = name},
+			    "\"%s\": store \"%s\" may hold an earlier version, but it is not in "
+			    "this daemon's configuration",
+			    it->key, name);
+			continue;
+		}
+		if (i == origin || is_mirror(it->g, name) || holds(it, name))
+			continue;
+		op = &it->sops[i];
+		*op = (struct op){.it = it, .store = i};
+		buf_reset(&key);
+		if (!store_key(it->g->stores[i], it->key, &it->attrs, &key, &e))
+			continue; /* a layout that cannot map it cannot have stored it */
+		if (!it->g->stores[i]->ops->stat(it->g->stores[i], buf_str(&key), &op->info,
+						 remove_looked, op, &op->req, &e)) {
+			err_prefix(&e, "deleting from store \"%s\": ", name);
+			item_fail(it, &e, is_permanent(e.code));
+			continue;
+		}
+		op->stat_phase = true;
+		op->busy = true;
+		it->busy++;
+	}
+	buf_free(&key);
 	if (it->busy == 0)
 		item_done(it);
 }
@@ -1385,6 +1493,11 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 						 it->attr[4]};
 		it->version = strtoll(PQgetvalue(res, i, 12), NULL, 10);
 		it->stores = col(res, i, 13);
+		it->stale = col(res, i, 26);
+		if (it->stale && !it->stale[0]) {
+			free(it->stale);
+			it->stale = NULL;
+		}
 		it->deleted = PQgetvalue(res, i, 14)[0] == 't';
 		it->size_known = !PQgetisnull(res, i, 15);
 		it->size = it->size_known ? strtoull(PQgetvalue(res, i, 15), NULL, 10) : 0;
@@ -1417,10 +1530,8 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 		s->nitems++;
 		if (it->remove)
 			start_remove(it);
-		else if (strcmp(PQgetvalue(res, i, 1), "migrate") == 0 && it->mig.id)
-			start_migrate(it);
 		else if (strcmp(PQgetvalue(res, i, 1), "migrate") == 0)
-			item_finish(it); /* its migration ended meanwhile */
+			item_done(it); /* its migration duty (none if it ended meanwhile) */
 		else
 			start_put(it);
 	}

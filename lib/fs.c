@@ -348,6 +348,8 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 	memset(info, 0, sizeof(*info));
 	info->size = (uint64_t)sb->st_size;
 	info->mtime = sb->st_mtim.tv_sec;
+	info->mtime_ns = (uint32_t)sb->st_mtim.tv_nsec;
+	info->mtime_fine = true;
 	store_file_tag(sb, info->tag, sizeof(info->tag));
 }
 

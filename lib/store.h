@@ -48,6 +48,8 @@ struct obj_info {
 	unsigned char md5[16];
 	char etag[72];		/* as the store reports it, without quotes; "" if none */
 	int64_t mtime;		/* seconds since the epoch, 0 if unknown */
+	uint32_t mtime_ns;	/* and nanoseconds, if mtime_fine */
+	bool mtime_fine;	/* else mtime is a whole second (S3's Last-Modified) */
 	char content_type[128]; /* "" if unknown; put sends it as Content-Type */
 	/* Changes whenever the object is written again (fs: inode, modification
 	 * time, size; S3: the ETag and size); "" if the store cannot say.

@@ -148,6 +148,10 @@ CREATE TABLE imgsync.work (
 	-- delete-source: the source copy's tag when it was copied (struct
 	-- obj_info.tag); a source with another tag was written again: not deleted
 	source_tag text,
+	-- stores holding a copy of an earlier version that a put to another
+	-- store superseded: deleted by the put's item unless the put writes
+	-- the new version there (a mirror) or they were written after the put
+	stale text[],
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -207,9 +211,14 @@ END
 $$;
 
 -- The image `key` has been written (or rewritten) to `store`.
+-- A put to another store than the one holding the image supersedes the
+-- copies elsewhere: they are the earlier version, and the put's item
+-- deletes them (work.stale) unless the new version is written there.
 CREATE FUNCTION imgsync.put(key text, store text, mimetype text DEFAULT NULL,
 			    attrs jsonb DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+	old text[]; -- where the image was before: its stores and origin
 BEGIN
 	IF key IS NULL OR NOT imgsync.valid_key(key) THEN
 		RAISE EXCEPTION 'imgsync.put: invalid image key %', imgsync.shown(key)
@@ -226,14 +235,32 @@ BEGIN
 		RAISE EXCEPTION 'imgsync.put: attrs must be a JSON object, not %', jsonb_typeof(attrs)
 			USING ERRCODE = 'invalid_parameter_value';
 	END IF;
-	INSERT INTO imgsync.images AS i (key, origin, mimetype, attrs, stores)
-	VALUES (put.key, put.store, coalesce(put.mimetype, put.attrs ->> 'mimetype'), put.attrs,
-		ARRAY[put.store])
-	ON CONFLICT ON CONSTRAINT images_pkey DO UPDATE
-	   SET origin = EXCLUDED.origin, mimetype = EXCLUDED.mimetype, attrs = EXCLUDED.attrs,
-	       stores = EXCLUDED.stores, size = NULL, checksum = NULL, deleted = false,
-	       version = i.version + 1, updated_at = now(), home_at = now();
+	-- a new key is one INSERT; a rewrite locks the row first, to know
+	-- where the version it replaces is (a concurrent first put of the
+	-- same key makes the INSERT wait, then find the row)
+	LOOP
+		INSERT INTO imgsync.images (key, origin, mimetype, attrs, stores)
+		VALUES (put.key, put.store, coalesce(put.mimetype, put.attrs ->> 'mimetype'),
+			put.attrs, ARRAY[put.store])
+		ON CONFLICT ON CONSTRAINT images_pkey DO NOTHING;
+		EXIT WHEN FOUND;
+		SELECT i.stores || i.origin INTO old
+		  FROM imgsync.images i WHERE i.key = put.key FOR UPDATE;
+		CONTINUE WHEN NOT FOUND; -- gone meanwhile (a removal carried out)
+		UPDATE imgsync.images i
+		   SET origin = put.store, mimetype = coalesce(put.mimetype, put.attrs ->> 'mimetype'),
+		       attrs = put.attrs, stores = ARRAY[put.store], size = NULL, checksum = NULL,
+		       deleted = false, version = i.version + 1, updated_at = now(), home_at = now()
+		 WHERE i.key = put.key;
+		EXIT;
+	END LOOP;
 	PERFORM imgsync.enqueue(put.key, 'put');
+	IF old IS NOT NULL AND NOT old <@ ARRAY[put.store] THEN
+		UPDATE imgsync.work w
+		   SET stale = ARRAY(SELECT DISTINCT s FROM unnest(w.stale || old) s
+				      WHERE s <> put.store ORDER BY s)
+		 WHERE w.key = put.key;
+	END IF;
 END
 $$;
 
@@ -1064,7 +1091,7 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
-	       m_dry_run boolean, m_verify boolean, source_tag text)
+	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[])
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
@@ -1085,13 +1112,14 @@ BEGIN
 		       attempts = w.attempts + 1, updated_at = now()
 		  FROM c WHERE w.key = c.key
 		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step,
-			  w.source_tag)
+			  w.source_tag, w.stale)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
 	       -- a remove: when it was removed; otherwise when its home copy was written
 	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.home_at END)
 		   ::double precision, now(),
-	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag
+	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag,
+	       u.stale
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending');
 END
@@ -1109,7 +1137,8 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
-	       m_dry_run boolean, m_verify boolean, source_tag text, deferred jsonb, running bigint)
+	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[], deferred jsonb,
+	       running bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	d jsonb;
@@ -1274,6 +1303,8 @@ BEGIN
 	       source_tag = CASE a.act WHEN 'next' THEN r.src_tag
 				       WHEN 'restart' THEN NULL WHEN 'takeover' THEN NULL
 				       ELSE w.source_tag END,
+	       -- the superseded copies are gone once the put's stage succeeded
+	       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
 	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
 	       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
 			       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)

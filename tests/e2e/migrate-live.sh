@@ -143,4 +143,36 @@ check "once the application's put commits, the new version moves" \
 check "... the target holds the new bytes" test "$(s3_cat late.png)" = "version two, not committed yet"
 check "... and the source copy is gone" test ! -e "$D_ROOT/late.png"
 d_stop
+
+# The application switches stores before imgsync moved an image: it wrote
+# the image to the source, then writes it again to the target.  The source
+# copy is the earlier version and goes, whether or not a migration is
+# running; one written there again after that put stays.
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+for k in switched.png rewritten.png; do
+	printf 'on disk first' >"$D_ROOT/$k"
+	d_sql "SELECT imgsync.put('$k', 'local', 'image/png')" >/dev/null
+	printf 'then on S3' | oracle_rgw put "$D_BUCKET" "$(hex "$k")" - >/dev/null
+	d_sql "SELECT imgsync.put('$k', 'cloud', 'image/png')" >/dev/null
+done
+d_sql "SELECT imgsync.remove('removed.png')" >/dev/null # not in the catalog: a no-op
+printf 'on disk, removed, then put to S3' >"$D_ROOT/removed.png"
+d_sql "SELECT imgsync.put('removed.png', 'local'); SELECT imgsync.remove('removed.png')" >/dev/null
+printf 'then on S3' | oracle_rgw put "$D_BUCKET" "$(hex removed.png)" - >/dev/null
+d_sql "SELECT imgsync.put('removed.png', 'cloud')" >/dev/null
+sleep 0.05
+printf 'on disk again, not put yet' >"$D_ROOT/rewritten.png"
+check "the superseded copies are recorded" \
+	test "$(d_sql "SELECT string_agg(key || ':' || array_to_string(stale, ','), ' ' ORDER BY key) FROM imgsync.work")" = "removed.png:local rewritten.png:local switched.png:local"
+check "imgsyncd starts again" d_start
+check "the puts are carried out" wait_sql "SELECT count(*) FROM imgsync.work" 0
+check "the earlier version on disk is deleted" test ! -e "$D_ROOT/switched.png"
+check "... also when a removal came between" test ! -e "$D_ROOT/removed.png"
+check "... the catalog has each on S3 only" \
+	test "$(d_sql "SELECT string_agg(key || ':' || array_to_string(stores, ','), ' ' ORDER BY key) FROM imgsync.images WHERE key IN ('switched.png', 'removed.png', 'rewritten.png')")" = "removed.png:cloud rewritten.png:cloud switched.png:cloud"
+check "... S3 holds the later version" test "$(s3_cat switched.png)" = "then on S3"
+check "a copy written after the put stays" \
+	test "$(cat "$D_ROOT/rewritten.png")" = "on disk again, not put yet"
+check "... saying so" grep -q 'not deleting the copy of "rewritten.png" in store "local" that its put to store "cloud" superseded: it was written after that put' "$D_LOG"
+d_stop
 done_testing
