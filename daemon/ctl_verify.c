@@ -646,7 +646,7 @@ static void slot_start(struct vslot *sl)
 			checksum_abort(sl->v, sl->si, &e);
 			return;
 		}
-		ok = st->ops->get(st, pkey, sl->fd, &sl->info, slot_done, sl, &sl->req, &e);
+		ok = st->ops->get(st, pkey, sl->fd, 0, &sl->info, slot_done, sl, &sl->req, &e);
 	} else
 		ok = st->ops->stat(st, pkey, &sl->info, slot_done, sl, &sl->req, &e);
 	if (!ok) {

@@ -648,6 +648,13 @@ static void get_done(void *arg, const struct err *e)
 		item_done(it);
 }
 
+/* get() flags for a download into a file that store ADOPT (an index; -1
+ * for none) will take: it fsyncs the file, writeback may start early. */
+static unsigned get_flags(const struct sync_gen *g, int adopt)
+{
+	return adopt >= 0 && g->conf->stores[adopt].fsync ? STORE_GET_DURABLE : 0;
+}
+
 /* A file for a download from another store to land in: one LENDER lends
  * on its own disk (spool(); *adopted, and adopt() then takes the file
  * itself: written once), else an unnamed file in the spool directory. */
@@ -724,8 +731,9 @@ static void start_put(struct item *it)
 		if (adopted)
 			it->adopt = last;
 		ok = store_key(src, it->key, &it->attrs, &key, &e) &&
-		     src->ops->get(src, buf_str(&key), it->spool, &it->ops[it->src].info, get_done,
-				   &it->ops[it->src], &it->ops[it->src].req, &e);
+		     src->ops->get(src, buf_str(&key), it->spool, get_flags(it->g, it->adopt),
+				   &it->ops[it->src].info, get_done, &it->ops[it->src],
+				   &it->ops[it->src].req, &e);
 	}
 	if (!ok) {
 		err_prefix(&e, "reading from store \"%s\": ", it->g->conf->stores[it->src].name);
@@ -1103,7 +1111,7 @@ static void mig_put_done(void *arg, const struct err *e)
 		mig_fail(it, &ve, "verifying");
 	} else if (!store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
 		   !it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
-						    &m->back.info, mig_back_done, &m->back,
+						    0, &m->back.info, mig_back_done, &m->back,
 						    &m->back.req, &ve)) {
 		mig_fail(it, &ve, "reading the target copy back");
 	} else
@@ -1414,7 +1422,8 @@ static void start_migrate(struct item *it)
 	}
 	ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
 	     it->g->stores[m->src]->ops->get(it->g->stores[m->src], buf_str(&key), m->spool,
-					     &m->get.info, mig_get_done, &m->get, &m->get.req, &e);
+					     get_flags(it->g, m->adopt ? m->tgt : -1), &m->get.info,
+					     mig_get_done, &m->get, &m->get.req, &e);
 	buf_free(&key);
 	if (!ok) {
 		mig_fail(it, &e, "reading the source");

@@ -56,7 +56,8 @@
 #define S3_PART_MIN	(5 * MIB)
 #define S3_PART_MAX	(5 * GIB)
 #define S3_PUT_MAX	(5 * GIB)
-#define SCRUB_MIN	4 /* shorter "secrets" would mangle every message */
+#define RANGE_MIN	(1 * MIB) /* smaller ranges cost the server more than they gain */
+#define SCRUB_MIN	4	  /* shorter "secrets" would mangle every message */
 
 /* ---- the grammar ---- */
 
@@ -92,6 +93,7 @@ static cfg_opt_t store_opts[] = {
     CFG_STR("ca_file", 0, CFGF_NODEFAULT),
     CFG_STR("multipart_threshold", "64M", CFGF_NONE),
     CFG_STR("part_size", "16M", CFGF_NONE),
+    CFG_STR("range_size", "32M", CFGF_NONE),
     CFG_INT_CB("connect_timeout", 10, CFGF_NONE, parse_int_cb),
     CFG_INT_CB("low_speed_time", 60, CFGF_NONE, parse_int_cb),
     CFG_END(),
@@ -144,6 +146,7 @@ static const char *const s3_only[] = {
     "ca_file",
     "multipart_threshold",
     "part_size",
+    "range_size",
     "connect_timeout",
     "low_speed_time",
     NULL,
@@ -739,6 +742,19 @@ static int check_str(cfg_t *sec, const char *name, const char *v)
 				    "%s",
 				    fmt_size(size, l, sizeof(l)),
 				    fmt_size(S3_PUT_MAX, m, sizeof(m)));
+	} else if (strcmp(name, "range_size") == 0) {
+		char l[32], m[32], n[32];
+
+		if (!parse_size(v, &size))
+			return fail(
+			    sec, line,
+			    "range_size \"%s\" is not a size; write bytes or a number with K, "
+			    "M, G or T (powers of 1024), e.g. \"32M\"",
+			    b);
+		if (size < RANGE_MIN || size > S3_PUT_MAX)
+			return fail(sec, line, "range_size %s is outside %s to %s",
+				    fmt_size(size, l, sizeof(l)), fmt_size(RANGE_MIN, m, sizeof(m)),
+				    fmt_size(S3_PUT_MAX, n, sizeof(n)));
 	}
 	return 0;
 }
@@ -1591,7 +1607,8 @@ static bool build_s3(struct conf *c, cfg_t *sec, struct store_cfg *st)
 
 	/* Both were checked when set, and the defaults are valid. */
 	if (!parse_size(cfg_getstr(sec, "multipart_threshold"), &st->multipart_threshold) ||
-	    !parse_size(cfg_getstr(sec, "part_size"), &st->part_size))
+	    !parse_size(cfg_getstr(sec, "part_size"), &st->part_size) ||
+	    !parse_size(cfg_getstr(sec, "range_size"), &st->range_size))
 		return fail(sec, st->line, "internal error: bad size default"), false;
 	if (st->multipart_threshold < st->part_size) {
 		int tl = opt_line(sec, "multipart_threshold"), pl = opt_line(sec, "part_size");

@@ -54,6 +54,7 @@ struct store_cfg {
 	char *ca_file;		      /* optional CA bundle */
 	uint64_t multipart_threshold; /* bytes; default 64 MiB */
 	uint64_t part_size;	      /* bytes; default 16 MiB, >= 5 MiB */
+	uint64_t range_size;	      /* downloads in ranges of it; default 32 MiB */
 	long connect_timeout_ms;      /* connect_timeout (seconds) * 1000; default 10000 */
 	long low_speed_time_s; /* abort a transfer slower than 1 byte/s for this long; default 60 */
 };

@@ -23,7 +23,7 @@
  *    The ETag of such an object is no checksum of its content, so the MD5
  *    of the whole (the caller's, or one hashing pass on the worker pool
  *    first) is stored with it as x-amz-meta-imgsync-md5;
- * Downloads (above S3_GET_RANGE: in ranges, the MD5 following the ranges
+ * Downloads (above range_size: in ranges, the MD5 following the ranges
  * in order as they complete, read back on the worker pool while later ranges
  * come in; below: hashed while written) are checked against a plain-MD5 ETag
  * or, for objects uploaded in parts, x-amz-meta-imgsync-md5: a byte
@@ -58,11 +58,12 @@
 #include "sigv4.h"
 
 #define S3_BUFFER_MAX (1024 * 1024)
-/* A GET asks for the first S3_GET_RANGE bytes; a bigger object comes in
+/* A GET asks for the first range_size bytes; a bigger object comes in
  * ranges of that size, S3_GET_STREAMS of them in flight at once, each
  * written at its offset (one connection gives a fraction of what a server
- * and the loopback can carry). */
-#define S3_GET_RANGE	  (8u * 1024 * 1024)
+ * and the loopback can carry).  Fewer, bigger ranges cost the server less
+ * (radosgw: 1.2 CPU s per GiB in 8 MiB ranges, 1.1 in 32 MiB ones); a
+ * failed range is asked for again whole. */
 #define S3_GET_STREAMS	  4
 #define S3_PART_PARALLEL  4
 #define S3_PART_ATTEMPTS  3
@@ -82,6 +83,7 @@ struct s3_store {
 	char *endpoint;	   /* for messages */
 	struct sigv4_creds creds;
 	uint64_t threshold, part_size;
+	uint64_t range; /* downloads above it come in ranges of it (range_size) */
 };
 
 enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
@@ -144,7 +146,7 @@ struct store_req {
 	bool src_known;	 /* size, etag and content type learnt (src_info or a HEAD) */
 	bool replace_ct; /* content_type was given: metadata directive REPLACE */
 
-	/* get of a big object, in ranges (see S3_GET_RANGE) */
+	/* get of a big object, in ranges (see S3_GET_STREAMS) */
 	int out_fd;	       /* a dup of the caller's: the hashing job reads it back */
 	uint64_t total;	       /* the object's size, from the first answer */
 	uint64_t next_off;     /* the first byte not asked for yet */
@@ -158,6 +160,7 @@ struct store_req {
 	uint64_t hashed_to, hash_to;
 	bool hash_failed;
 	struct err hash_err;
+	bool writeback; /* STORE_GET_DURABLE: the hashing job starts writeback too */
 };
 
 typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
@@ -1936,6 +1939,11 @@ static void get_hash_work(struct workq_job *job)
 	if (!digest_update_fd(r->gmd5, r->out_fd, r->hashed_to, r->hash_to - r->hashed_to,
 			      &r->hash_err))
 		r->hash_failed = true;
+	/* a hint: the pages go to disk while later ranges arrive (an error
+	 * here would show again, and be reported, at the caller's fsync) */
+	else if (r->writeback)
+		(void)sync_file_range(r->out_fd, (off_t)r->hashed_to,
+				      (off_t)(r->hash_to - r->hashed_to), SYNC_FILE_RANGE_WRITE);
 }
 
 static void range_pump(struct store_req *r);
@@ -2003,8 +2011,8 @@ static bool range_get(struct store_req *r, uint64_t off, uint64_t len, unsigned 
 /* The next range not asked for yet. */
 static bool range_start(struct store_req *r, struct err *e)
 {
-	uint64_t len =
-	    r->total - r->next_off < S3_GET_RANGE ? r->total - r->next_off : S3_GET_RANGE;
+	uint64_t range = r->st->range;
+	uint64_t len = r->total - r->next_off < range ? r->total - r->next_off : range;
 
 	if (!range_get(r, r->next_off, len, 1, e))
 		return false;
@@ -2216,7 +2224,7 @@ static void get_done(struct s3_call *c, const struct err *e)
 	req_finish(r, NULL);
 }
 
-/* The first GET of a download: the first S3_GET_RANGE bytes (all of a
+/* The first GET of a download: the first range_size bytes (all of a
  * small object), or the whole object when RANGED is false. */
 static bool get_first(struct store_req *r, int fd, bool ranged, struct err *e)
 {
@@ -2229,7 +2237,8 @@ static bool get_first(struct store_req *r, int fd, bool ranged, struct err *e)
 	EVP_DigestInit_ex(c->md5, EVP_md5(), NULL);
 	c->out_fd = fd;
 	if (ranged) {
-		snprintf(c->range_buf, sizeof(c->range_buf), "0-%u", S3_GET_RANGE - 1);
+		snprintf(c->range_buf, sizeof(c->range_buf), "0-%llu",
+			 (unsigned long long)r->st->range - 1);
 		c->range = c->range_buf;
 	}
 	if (!call_start(r, c, "GET", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
@@ -2343,10 +2352,13 @@ static bool s3_simple(struct store *s, enum s3_kind kind, const char *key, int f
 	return true;
 }
 
-static bool s3_get(struct store *s, const char *key, int fd, struct obj_info *out,
+static bool s3_get(struct store *s, const char *key, int fd, unsigned flags, struct obj_info *out,
 		   store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
-	return s3_simple(s, S3_GET, key, fd, out, done, arg, req, e);
+	if (!s3_simple(s, S3_GET, key, fd, out, done, arg, req, e))
+		return false;
+	(*req)->writeback = flags & STORE_GET_DURABLE;
+	return true;
 }
 
 static bool s3_stat(struct store *s, const char *key, struct obj_info *out, store_done_fn done,
@@ -2542,6 +2554,7 @@ static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, st
 	st->part_size = cfg->part_size < S3_MIN_PART ? S3_MIN_PART : cfg->part_size;
 	if (st->threshold < st->part_size)
 		st->threshold = st->part_size;
+	st->range = cfg->range_size ? cfg->range_size : 32u * 1024 * 1024;
 	*out = &st->base;
 	ok = true;
 out:

@@ -133,7 +133,7 @@ bool store_get_sync(struct store *s, const char *key, int fd, struct obj_info *o
 	struct waiter w = {0};
 	struct store_req *r;
 
-	if (!s->ops->get(s, key, fd, out, wait_done, &w, &r, e))
+	if (!s->ops->get(s, key, fd, 0, out, wait_done, &w, &r, e))
 		return false;
 	return wait_for(s, r, &w, e);
 }

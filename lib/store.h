@@ -58,6 +58,11 @@ struct obj_info {
 	char tag[80];
 };
 
+/* get(): the caller will fsync fd (it becomes an object of a filesystem
+ * store, adopt()): the store may start writing back what is in already,
+ * so that the fsync at the end has little left to wait for. */
+#define STORE_GET_DURABLE 1u
+
 struct store_list_entry {
 	char *key;
 	uint64_t size;
@@ -98,8 +103,9 @@ struct store_ops {
 	bool (*adopt)(struct store *s, const char *key, int fd, uint64_t size,
 		      const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		      void *arg, struct store_req **req, struct err *e);
-	/* Write the object into fd from offset 0 (fd is a regular file). */
-	bool (*get)(struct store *s, const char *key, int fd, struct obj_info *out,
+	/* Write the object into fd from offset 0 (fd is a regular file).
+	 * FLAGS: STORE_GET_DURABLE, or 0. */
+	bool (*get)(struct store *s, const char *key, int fd, unsigned flags, struct obj_info *out,
 		    store_done_fn done, void *arg, struct store_req **req, struct err *e);
 	/* Optional, for stores of local files: the object itself, opened
 	 * read-only, in *fd (the caller closes it once done() succeeded), so

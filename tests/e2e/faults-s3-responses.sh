@@ -19,7 +19,7 @@ CTL="$D_DIR/proxy.ctl"
 . tests/harness/faultproxy.sh
 fp_start --control "$CTL"
 trap 'kill $PROXY_PID ${TLS_PID:-} 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
-fp_stores '  multipart_threshold = 5M\n  part_size = 5M'
+fp_stores '  multipart_threshold = 5M\n  part_size = 5M\n  range_size = 8M'
 
 # mode LINES...: what the proxy does from now on (empty: forward faithfully)
 mode() {

@@ -87,6 +87,7 @@ store "cloud" {
   secret_access_key_file = "$dir/secret"
   multipart_threshold = 5242880
   part_size = 5242880
+  range_size = 8M
 }
 CONF
 	# copies come from a second bucket of the same server, with the same

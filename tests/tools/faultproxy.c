@@ -845,9 +845,10 @@ static void on_signal(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: faultproxy --upstream http://HOST:PORT [--port N] [--port-file F] "
-			"[--stats F] [--seed N] [--control F] [--FAULT P ...]\n"
-			"  [--stall-seconds S] [--huge-bytes N] [--only TEXT] [--except TEXT]\nfaults:");
+	fprintf(stderr,
+		"usage: faultproxy --upstream http://HOST:PORT [--port N] [--port-file F] "
+		"[--stats F] [--seed N] [--control F] [--FAULT P ...]\n"
+		"  [--stall-seconds S] [--huge-bytes N] [--only TEXT] [--except TEXT]\nfaults:");
 	for (int f = 0; f < F_COUNT; f++)
 		fprintf(stderr, " %s", fault_names[f]);
 	fputc('\n', stderr);

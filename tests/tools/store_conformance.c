@@ -192,10 +192,12 @@ static void test_sizes(void)
 	round_trip("1 MiB + 1 (streamed)", pkey("sizes/1mib+1"), mib + 1, 5, 1);
 	round_trip("multipart-sized", pkey("sizes/big"), big, 6, 1);
 	if (!fs_backend) {
-		/* downloads come in ranges of 8 MiB, four at a time */
-		round_trip("exactly one download range (8 MiB)", pkey("sizes/8mib"), 8 * mib, 7, 1);
-		round_trip("one download range + 1", pkey("sizes/8mib+1"), 8 * mib + 1, 8, 1);
-		round_trip("six download ranges", pkey("sizes/41mib"), 41 * mib + 7, 9, 1);
+		/* downloads come in ranges of range_size, four at a time */
+		uint64_t range = S->cfg->range_size;
+
+		round_trip("exactly one download range", pkey("sizes/range"), range, 7, 1);
+		round_trip("one download range + 1", pkey("sizes/range+1"), range + 1, 8, 1);
+		round_trip("six download ranges", pkey("sizes/6ranges"), 5 * range + 7, 9, 1);
 	}
 }
 
@@ -530,7 +532,7 @@ static void test_cancel(void)
 	until = loop_clock_ms() + 40;
 	while (loop_clock_ms() < until && loop_run_once(S->env.loop, 50, &e))
 		;
-	ok(S->ops->get(S, pkey("cancel/src"), dst, gi, batch_done, &b, &rg, &e), "start a get");
+	ok(S->ops->get(S, pkey("cancel/src"), dst, 0, gi, batch_done, &b, &rg, &e), "start a get");
 	ok(S->ops->list(S, pkey("cancel/"), NULL, li, batch_done, &b, &rl, &e), "start a list");
 	if (started && b.done == 0)
 		S->ops->cancel(S, rp);

@@ -233,6 +233,7 @@ static void test_full(void)
 	is_str(s->ca_file, "/dev/null", "full: ca_file");
 	is_int(s->multipart_threshold, 1024ull * 1024 * 1024, "full: multipart_threshold 1G");
 	is_int(s->part_size, 100ull * 1024 * 1024, "full: part_size 100MiB");
+	is_int(s->range_size, 64ull * 1024 * 1024, "full: range_size 64M");
 	is_int(s->connect_timeout_ms, 3000, "full: connect_timeout in ms");
 	is_int(s->low_speed_time_s, 120, "full: low_speed_time");
 	is_int(s->layout, LAYOUT_PLAIN, "full: cloud layout");
