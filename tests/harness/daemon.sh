@@ -87,7 +87,10 @@ d_stop() {
 # they would tell systemd (D_NOTIFY); the messages land in $D_DIR/notify.log
 d_notify_listen() {
 	D_NOTIFY="$D_DIR/notify.sock"
-	py tests/harness/notify-listen.py "$D_NOTIFY" "$D_DIR/notify.log" &
+	# python itself in the background, not the py function (a subshell
+	# whose kill at the end would leave python running)
+	"${IMGSYNC_TEST_PYTHON:-python3}" tests/harness/notify-listen.py "$D_NOTIFY" \
+		"$D_DIR/notify.log" &
 	D_LISTENER=$!
 	local i
 	for i in $(seq 50); do
