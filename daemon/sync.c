@@ -894,6 +894,8 @@ static void start_unstale(struct item *it)
 		}
 		if (i == origin || is_mirror(it->g, name) || holds(it, name))
 			continue;
+		if (it->mig.id && !it->mig.dry_run && strcmp(it->mig.target, name) == 0)
+			continue; /* its migration writes the new version there next */
 		op = &it->sops[i];
 		*op = (struct op){.it = it, .store = i};
 		buf_reset(&key);
