@@ -80,13 +80,16 @@ struct vjob {
 /* A configuration and the stores opened from it.  Each item works with the
  * generation that was current when it was claimed, to its end: a reload
  * swaps in a new one for new claims, and an old one is released (closed by
- * its owner) once its last item is over. */
+ * its owner) once its last item is over, on the loop's next turn: that
+ * item may end inside a callback of one of the generation's stores, which
+ * must not be closed under it. */
 struct sync_gen {
 	const struct conf *conf;
 	struct store **stores;
 	int refs; /* items using it */
 	void (*release)(void *arg);
 	void *release_arg;
+	struct sync_gen *next_retired;
 };
 
 /* One store operation of an item. */
@@ -134,12 +137,13 @@ struct item {
 	long long gen, version, token;
 	int attempts;
 	bool size_known;
-	uint64_t size;	   /* recorded size of the version, if known */
-	double changed_at; /* when the home copy was written (a remove: when removed) */
-	char *stores;	   /* comma-separated stores holding the current version */
-	char *stale;	   /* comma-separated stores holding a superseded version */
-	bool unstaled;	   /* their copies were looked at */
-	struct op *sops;   /* one per configured store: deleting those copies */
+	uint64_t size;	    /* recorded size of the version, if known */
+	double changed_at;  /* when the home copy was written (a remove: when removed) */
+	char *stores;	    /* comma-separated stores holding the current version */
+	char *stale;	    /* comma-separated stores holding a superseded version */
+	double stale_until; /* copies written later are not that version */
+	bool unstaled;	    /* their copies were looked at */
+	struct op *sops;    /* one per configured store: deleting those copies */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
 	int adopt;	/* or the spool() of this store, the one mirror to copy to; -1 */
@@ -178,6 +182,8 @@ struct sync {
 	bool heartbeating;
 	uint64_t hb_sent_at;
 	struct loop_timer poll, heartbeat, stop_timer, flush_retry, batch_wait;
+	struct sync_gen *retired; /* old generations to release (release_timer) */
+	struct loop_timer release_timer;
 	uint64_t objects_done, bytes_done;
 	bool stopping, stop_sent, deadline_passed;
 	void (*stopped)(void *);
@@ -320,6 +326,42 @@ static void gen_release(struct sync_gen *g)
 	free(g);
 }
 
+/* Release the retired generations whose stores are quiet (or all, at the
+ * end: NOW); the others are looked at again later. */
+static void release_retired(struct sync *s, bool now)
+{
+	struct sync_gen **pp = &s->retired;
+
+	while (*pp) {
+		struct sync_gen *g = *pp;
+		bool busy = false;
+
+		for (size_t i = 0; i < g->conf->nstores && !now && !busy; i++)
+			busy = g->stores[i]->ops->busy && g->stores[i]->ops->busy(g->stores[i]);
+		if (busy) {
+			pp = &g->next_retired;
+			continue;
+		}
+		*pp = g->next_retired;
+		gen_release(g);
+	}
+	if (s->retired)
+		loop_timer_set(s->loop, &s->release_timer, 250);
+}
+
+static void on_release_timer(void *arg)
+{
+	release_retired(arg, false);
+}
+
+/* A generation no item uses any more and no claim will: released soon. */
+static void gen_retire(struct sync *s, struct sync_gen *g)
+{
+	g->next_retired = s->retired;
+	s->retired = g;
+	loop_timer_set(s->loop, &s->release_timer, 0);
+}
+
 static void item_free(struct item *it)
 {
 	if (it->pprev) {
@@ -351,7 +393,7 @@ static void item_free(struct item *it)
 		free(it->attr[i]);
 	free(it->ops);
 	if (it->g && --it->g->refs == 0 && it->g != it->sy->g)
-		gen_release(it->g);
+		gen_retire(it->sy, it->g);
 	free(it);
 }
 
@@ -763,15 +805,33 @@ static bool still_removed_one(const struct item *it, const struct obj_info *o)
 	return true;
 }
 
-/* Whether a copy in a store that a put to another store left is older than
- * that put (else the application wrote the key there again since, and it
- * stays).  A whole-second time (S3's Last-Modified) counts as the end of
- * its second: a copy written in the put's own second stays too. */
+/* Whether a copy in a store that a put to another store left is the
+ * version that put superseded: written no later than the catalog last
+ * recorded a copy of it (a second's grace: an application may write the
+ * file after its transaction began), and before the put.  A copy written
+ * later is another writer's (a put to that store may be about to commit)
+ * and stays, as does one whose time is unknown.  A whole-second time
+ * (S3's Last-Modified) counts as the end of its second. */
 static bool superseded(const struct item *it, const struct obj_info *o)
 {
-	if (o->mtime <= 0)
-		return true;
-	return (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0) <= it->changed_at;
+	double written = (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0);
+	double limit = it->stale_until + 1.0;
+
+	if (o->mtime <= 0 || it->stale_until <= 0)
+		return false;
+	return written <= (limit < it->changed_at ? limit : it->changed_at);
+}
+
+/* Delete what OP looked at.  A superseded copy goes only while it is
+ * still the copy looked at, where the store can say (del_if): no writer
+ * slips in between. */
+static bool op_delete(struct item *it, struct op *op, const char *key, struct err *e)
+{
+	struct store *st = it->g->stores[op->store];
+
+	if (!it->remove && op->info.tag[0] && st->ops->del_if)
+		return st->ops->del_if(st, key, op->info.tag, del_done, op, &op->req, e);
+	return st->ops->del(st, key, del_done, op, &op->req, e);
 }
 
 static void remove_looked(void *arg, const struct err *e)
@@ -802,13 +862,12 @@ static void remove_looked(void *arg, const struct err *e)
 	} else if (!it->remove && !superseded(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting the copy of \"%s\" in store \"%s\" that its put to store "
-			"\"%s\" superseded: it was written after that put (%llu bytes); the "
-			"application wrote the key there again",
+			"\"%s\" superseded: it was written after that version was recorded "
+			"(%llu bytes), by the application writing the key there again",
 			it->key, c->name, it->origin, (unsigned long long)op->info.size);
 		op->ok = true;
 	} else if (!store_key(it->g->stores[op->store], it->key, &it->attrs, &key, &de) ||
-		   !it->g->stores[op->store]->ops->del(it->g->stores[op->store], buf_str(&key),
-						       del_done, op, &op->req, &de)) {
+		   !op_delete(it, op, buf_str(&key), &de)) {
 		err_prefix(&de, "deleting from store \"%s\": ", c->name);
 		item_fail(it, &de, is_permanent(de.code));
 	} else {
@@ -828,7 +887,15 @@ static void del_done(void *arg, const struct err *e)
 	op->busy = false;
 	op->req = NULL;
 	it->busy--;
-	if (e) {
+	if (e && !it->remove && e->code == ERR_INTEGRITY) {
+		log_msg(LOG_NOTICE,
+			&(struct log_fields){.key = it->key,
+					     .store = it->g->conf->stores[op->store].name},
+			"not deleting the copy of \"%s\" in store \"%s\" that its put to store "
+			"\"%s\" superseded: it was written again while being looked at",
+			it->key, it->g->conf->stores[op->store].name, it->origin);
+		op->ok = true;
+	} else if (e) {
 		struct err m = *e;
 
 		err_prefix(&m, "deleting from store \"%s\": ", it->g->conf->stores[op->store].name);
@@ -885,17 +952,17 @@ static void start_unstale(struct item *it)
 		snprintf(name, sizeof(name), "%.*s", (int)len, p);
 		p = c ? c + 1 : p + len;
 		if ((i = store_index(it->g, name)) < 0) {
-			log_msg(
-			    LOG_DEBUG, &(struct log_fields){.key = it->key, .store = name},
-			    "\"%s\": store \"%s\" may hold an earlier version, but it is not in "
-			    "this daemon's configuration",
-			    it->key, name);
+			log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
+				"\"%s\": store \"%s\" may hold an earlier version, left in place: "
+				"it is not in this daemon's configuration",
+				it->key, name);
 			continue;
 		}
 		if (i == origin || is_mirror(it->g, name) || holds(it, name))
 			continue;
-		if (it->mig.id && !it->mig.dry_run && strcmp(it->mig.target, name) == 0)
-			continue; /* its migration writes the new version there next */
+		if (it->mig.id && !it->mig.dry_run && strcmp(it->mig.target, name) == 0 &&
+		    (strcmp(it->origin, it->mig.source) == 0 || holds(it, it->mig.source)))
+			continue; /* its migration copies the new version there next */
 		op = &it->sops[i];
 		*op = (struct op){.it = it, .store = i};
 		buf_reset(&key);
@@ -1505,6 +1572,8 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 		it->version = strtoll(PQgetvalue(res, i, 12), NULL, 10);
 		it->stores = col(res, i, 13);
 		it->stale = col(res, i, 26);
+		it->stale_until =
+		    PQgetisnull(res, i, 27) ? 0 : strtod(PQgetvalue(res, i, 27), NULL);
 		if (it->stale && !it->stale[0]) {
 			free(it->stale);
 			it->stale = NULL;
@@ -2006,7 +2075,7 @@ bool sync_reconfigure(struct sync *s, const struct conf *conf, struct store **st
 	g->release_arg = release_arg;
 	s->g = g;
 	if (old->refs == 0)
-		gen_release(old);
+		gen_retire(s, old);
 	claim(s); /* more room, perhaps */
 	return true;
 }
@@ -2044,6 +2113,7 @@ bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
 	loop_timer_init(&s->stop_timer, on_stop_deadline, s);
 	loop_timer_init(&s->flush_retry, on_flush_retry, s);
 	loop_timer_init(&s->batch_wait, on_flush_retry, s);
+	loop_timer_init(&s->release_timer, on_release_timer, s);
 	*out = s;
 	return true;
 }
@@ -2063,6 +2133,9 @@ void sync_free(struct sync *s)
 	loop_timer_cancel(s->loop, &s->stop_timer);
 	loop_timer_cancel(s->loop, &s->flush_retry);
 	loop_timer_cancel(s->loop, &s->batch_wait);
+	loop_timer_cancel(s->loop, &s->release_timer);
+	release_retired(s, true);
+	loop_timer_cancel(s->loop, &s->release_timer);
 	buf_free(&s->batch);
 	buf_free(&s->sent);
 	gen_release(s->g);

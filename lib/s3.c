@@ -84,6 +84,7 @@ struct s3_store {
 	struct sigv4_creds creds;
 	uint64_t threshold, part_size;
 	uint64_t range; /* downloads above it come in ranges of it (range_size) */
+	size_t live;	/* requests allocated and not freed yet */
 };
 
 enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
@@ -867,6 +868,7 @@ static struct store_req *req_new(struct s3_store *st, enum s3_kind kind, const c
 		return NULL;
 	}
 	r->st = st;
+	st->live++;
 	r->kind = kind;
 	r->done = done;
 	r->arg = arg;
@@ -893,6 +895,7 @@ static void req_free(struct store_req *r)
 		close(r->out_fd);
 	EVP_MD_CTX_free(r->gmd5);
 	loop_timer_cancel(r->st->base.env.loop, &r->abort_timer);
+	r->st->live--;
 	free(r);
 }
 
@@ -2574,6 +2577,11 @@ out:
 	return ok;
 }
 
+static bool s3_busy(const struct store *s)
+{
+	return ((const struct s3_store *)s)->live > 0;
+}
+
 static void s3_close(struct store *s)
 {
 	struct s3_store *st = (struct s3_store *)s;
@@ -2590,6 +2598,7 @@ const struct store_ops s3_store_ops = {
     .shape = LAYOUT_SHAPE_OBJECT,
     .open = s3_open,
     .close = s3_close,
+    .busy = s3_busy,
     .put = s3_put,
     .get = s3_get,
     .stat = s3_stat,

@@ -86,6 +86,11 @@ struct store_ops {
 	bool (*open)(const struct store_cfg *cfg, const struct store_env *env, struct store **out,
 		     struct err *e);
 	void (*close)(struct store *s);
+	/* Optional: whether requests of the store's own still run (an abort
+	 * it sends in the background after a cancel), which close() would
+	 * pull their memory and configuration from under.  The owner waits
+	 * until it says false before it closes the store. */
+	bool (*busy)(const struct store *s);
 
 	/* Write [0, size) of fd as key.  known->md5, when has_md5, may save a
 	 * hashing pass.  out receives what the store recorded. */

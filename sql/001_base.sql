@@ -150,8 +150,11 @@ CREATE TABLE imgsync.work (
 	source_tag text,
 	-- stores holding a copy of an earlier version that a put to another
 	-- store superseded: deleted by the put's item unless the put writes
-	-- the new version there (a mirror) or they were written after the put
+	-- the new version there (a mirror), or they were written after
+	-- stale_until (the last the catalog recorded of the versions
+	-- superseded): such a copy is another writer's, newer, and stays
 	stale text[],
+	stale_until timestamptz,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -218,7 +221,8 @@ CREATE FUNCTION imgsync.put(key text, store text, mimetype text DEFAULT NULL,
 			    attrs jsonb DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
-	old text[]; -- where the image was before: its stores and origin
+	old text[];	      -- where the image was before: its stores and origin
+	old_at timestamptz; -- when the catalog last recorded a copy of it
 BEGIN
 	IF key IS NULL OR NOT imgsync.valid_key(key) THEN
 		RAISE EXCEPTION 'imgsync.put: invalid image key %', imgsync.shown(key)
@@ -244,7 +248,7 @@ BEGIN
 			put.attrs, ARRAY[put.store])
 		ON CONFLICT ON CONSTRAINT images_pkey DO NOTHING;
 		EXIT WHEN FOUND;
-		SELECT i.stores || i.origin INTO old
+		SELECT i.stores || i.origin, i.updated_at INTO old, old_at
 		  FROM imgsync.images i WHERE i.key = put.key FOR UPDATE;
 		CONTINUE WHEN NOT FOUND; -- gone meanwhile (a removal carried out)
 		UPDATE imgsync.images i
@@ -258,7 +262,8 @@ BEGIN
 	IF old IS NOT NULL AND NOT old <@ ARRAY[put.store] THEN
 		UPDATE imgsync.work w
 		   SET stale = ARRAY(SELECT DISTINCT s FROM unnest(w.stale || old) s
-				      WHERE s <> put.store ORDER BY s)
+				      WHERE s <> put.store ORDER BY s),
+		       stale_until = greatest(w.stale_until, old_at)
 		 WHERE w.key = put.key;
 	END IF;
 END
@@ -1091,7 +1096,8 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
-	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[])
+	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
+	       stale_until double precision)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
@@ -1112,14 +1118,14 @@ BEGIN
 		       attempts = w.attempts + 1, updated_at = now()
 		  FROM c WHERE w.key = c.key
 		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step,
-			  w.source_tag, w.stale)
+			  w.source_tag, w.stale, w.stale_until)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
 	       -- a remove: when it was removed; otherwise when its home copy was written
 	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.home_at END)
 		   ::double precision, now(),
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag,
-	       u.stale
+	       u.stale, extract(epoch FROM u.stale_until)::double precision
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending');
 END
@@ -1137,8 +1143,8 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
-	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[], deferred jsonb,
-	       running bigint)
+	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
+	       stale_until double precision, deferred jsonb, running bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	d jsonb;
@@ -1305,6 +1311,8 @@ BEGIN
 				       ELSE w.source_tag END,
 	       -- the superseded copies are gone once the put's stage succeeded
 	       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
+	       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+				  ELSE w.stale_until END,
 	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
 	       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
 			       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)

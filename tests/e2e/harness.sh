@@ -138,12 +138,15 @@ else
 	check "radosgw stores an object under a hostile key byte-exactly" rgw_roundtrip
 
 	rgw_wrong_secret() {
-		local rc=0
+		# the secret with its last character changed (to x, or to y when it
+		# is an x already)
+		local rc=0 sk=$IMGSYNC_TEST_RGW_SECRET_KEY wrong
+		case "$sk" in *x) wrong=${sk%?}y ;; *) wrong=${sk%?}x ;; esac
 		"$IMGSYNC_TEST_PYTHON" "$oracle_py" --endpoint "$IMGSYNC_TEST_RGW_ENDPOINT" \
 			--region "$IMGSYNC_TEST_RGW_REGION" --access-key "$IMGSYNC_TEST_RGW_ACCESS_KEY" \
-			--secret-key "${IMGSYNC_TEST_RGW_SECRET_KEY%?}x" --path-style \
+			--secret-key "$wrong" --path-style \
 			get "$bucket" "$(hx "$key")" "$work/wrong" 2>"$work/wrong.err" || rc=$?
-		diag "$work/wrong.err"
+		diag "exit $rc: $(head -c 300 "$work/wrong.err")"
 		[ "$rc" = 3 ] && grep -q SignatureDoesNotMatch "$work/wrong.err" && [ ! -e "$work/wrong" ]
 	}
 	check "radosgw refuses a request signed with a wrong secret (SignatureDoesNotMatch)" \

@@ -147,7 +147,9 @@ d_stop
 # The application switches stores before imgsync moved an image: it wrote
 # the image to the source, then writes it again to the target.  The source
 # copy is the earlier version and goes, whether or not a migration is
-# running; one written there again after that put stays.
+# running; one written there again after that put stays, and so does one
+# a second writer wrote there before that put, its own put() still to come
+# (written well after the version the put superseded was recorded).
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 for k in switched.png rewritten.png; do
 	printf 'on disk first' >"$D_ROOT/$k"
@@ -160,10 +162,16 @@ printf 'on disk, removed, then put to S3' >"$D_ROOT/removed.png"
 d_sql "SELECT imgsync.put('removed.png', 'local'); SELECT imgsync.remove('removed.png')" >/dev/null
 printf 'then on S3' | oracle_rgw put "$D_BUCKET" "$(hex removed.png)" - >/dev/null
 d_sql "SELECT imgsync.put('removed.png', 'cloud')" >/dev/null
+printf 'on disk first' >"$D_ROOT/racing.png"
+d_sql "SELECT imgsync.put('racing.png', 'local', 'image/png')" >/dev/null
+sleep 1.5
+printf 'a second writer, its put to come' >"$D_ROOT/racing.png"
+printf 'then on S3' | oracle_rgw put "$D_BUCKET" "$(hex racing.png)" - >/dev/null
+d_sql "SELECT imgsync.put('racing.png', 'cloud', 'image/png')" >/dev/null
 sleep 0.05
 printf 'on disk again, not put yet' >"$D_ROOT/rewritten.png"
 check "the superseded copies are recorded" \
-	test "$(d_sql "SELECT string_agg(key || ':' || array_to_string(stale, ','), ' ' ORDER BY key) FROM imgsync.work")" = "removed.png:local rewritten.png:local switched.png:local"
+	test "$(d_sql "SELECT string_agg(key || ':' || array_to_string(stale, ','), ' ' ORDER BY key) FROM imgsync.work")" = "racing.png:local removed.png:local rewritten.png:local switched.png:local"
 check "imgsyncd starts again" d_start
 check "the puts are carried out" wait_sql "SELECT count(*) FROM imgsync.work" 0
 check "the earlier version on disk is deleted" test ! -e "$D_ROOT/switched.png"
@@ -173,6 +181,12 @@ check "... the catalog has each on S3 only" \
 check "... S3 holds the later version" test "$(s3_cat switched.png)" = "then on S3"
 check "a copy written after the put stays" \
 	test "$(cat "$D_ROOT/rewritten.png")" = "on disk again, not put yet"
-check "... saying so" grep -q 'not deleting the copy of "rewritten.png" in store "local" that its put to store "cloud" superseded: it was written after that put' "$D_LOG"
+check "... saying so" grep -q 'not deleting the copy of "rewritten.png" in store "local" that its put to store "cloud" superseded: it was written after that version was recorded' "$D_LOG"
+check "a copy a second writer wrote before the put stays" \
+	test "$(cat "$D_ROOT/racing.png")" = "a second writer, its put to come"
+d_sql "SELECT imgsync.put('racing.png', 'local', 'image/png')" >/dev/null
+check "... and once its put commits, it is the image" \
+	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'racing.png'" local
+check "... with its bytes" test "$(cat "$D_ROOT/racing.png")" = "a second writer, its put to come"
 d_stop
 done_testing
