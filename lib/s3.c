@@ -161,7 +161,8 @@ struct store_req {
 	uint64_t hashed_to, hash_to;
 	bool hash_failed;
 	struct err hash_err;
-	bool writeback; /* STORE_GET_DURABLE: the hashing job starts writeback too */
+	bool writeback;	    /* STORE_GET_DURABLE: the hashing job starts writeback too */
+	uint64_t synced_to; /* writeback started for [0, synced_to) (job only) */
 };
 
 typedef void (*call_done_fn)(struct s3_call *c, const struct err *e);
@@ -1942,11 +1943,14 @@ static void get_hash_work(struct workq_job *job)
 	if (!digest_update_fd(r->gmd5, r->out_fd, r->hashed_to, r->hash_to - r->hashed_to,
 			      &r->hash_err))
 		r->hash_failed = true;
-	/* a hint: the pages go to disk while later ranges arrive (an error
-	 * here would show again, and be reported, at the caller's fsync) */
-	else if (r->writeback)
-		(void)sync_file_range(r->out_fd, (off_t)r->hashed_to,
-				      (off_t)(r->hash_to - r->hashed_to), SYNC_FILE_RANGE_WRITE);
+	/* a hint: the pages go to disk while later ranges arrive (the first
+	 * range's too, hashed as it came); an error here would show again,
+	 * and be reported, at the caller's fsync */
+	else if (r->writeback) {
+		(void)sync_file_range(r->out_fd, (off_t)r->synced_to,
+				      (off_t)(r->hash_to - r->synced_to), SYNC_FILE_RANGE_WRITE);
+		r->synced_to = r->hash_to;
+	}
 }
 
 static void range_pump(struct store_req *r);
