@@ -268,20 +268,26 @@ static int store_index(const struct sync_gen *g, const char *name)
 	return -1;
 }
 
-/* Whether the catalog lists store among those holding the current version. */
-static bool holds(const struct item *it, const char *store)
+/* Whether a comma-separated list of store names (NULL: empty) has name. */
+static bool listed(const char *list, const char *name)
 {
-	size_t n = strlen(store);
+	size_t n = strlen(name);
 
-	for (const char *p = it->stores; p && *p;) {
+	for (const char *p = list; p && *p;) {
 		const char *c = strchr(p, ',');
 		size_t len = c ? (size_t)(c - p) : strlen(p);
 
-		if (len == n && memcmp(p, store, n) == 0)
+		if (len == n && memcmp(p, name, n) == 0)
 			return true;
 		p = c ? c + 1 : p + len;
 	}
 	return false;
+}
+
+/* Whether the catalog lists store among those holding the current version. */
+static bool holds(const struct item *it, const char *store)
+{
+	return listed(it->stores, store);
 }
 
 static bool is_permanent(enum err_code c)
@@ -914,6 +920,31 @@ static void del_done(void *arg, const struct err *e)
 		item_done(it);
 }
 
+/* Look at the item's key in store i (OP), then remove_looked() decides
+ * whether to delete it.  A layout that cannot map the image cannot have
+ * stored it: nothing to look at. */
+static void look_before_delete(struct item *it, struct op *op, int i)
+{
+	struct store *st = it->g->stores[i];
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+
+	*op = (struct op){.it = it, .store = i};
+	if (!store_key(st, it->key, &it->attrs, &key, &e)) {
+		buf_free(&key);
+		return;
+	}
+	if (!st->ops->stat(st, buf_str(&key), &op->info, remove_looked, op, &op->req, &e)) {
+		err_prefix(&e, "deleting from store \"%s\": ", it->g->conf->stores[i].name);
+		item_fail(it, &e, is_permanent(e.code));
+	} else {
+		op->stat_phase = true;
+		op->busy = true;
+		it->busy++;
+	}
+	buf_free(&key);
+}
+
 static bool is_mirror(const struct sync_gen *g, const char *name)
 {
 	for (size_t i = 0; i < g->conf->nmirrors; i++)
@@ -929,8 +960,8 @@ static bool is_mirror(const struct sync_gen *g, const char *name)
  * left alone. */
 static void start_unstale(struct item *it)
 {
-	struct buf key = BUF_INIT;
 	int origin = store_index(it->g, it->origin);
+	size_t named = 1, known = 0;
 
 	it->unstaled = true;
 	if ((it->sops = calloc(it->g->conf->nstores, sizeof(*it->sops))) == NULL) {
@@ -941,75 +972,38 @@ static void start_unstale(struct item *it)
 		item_done(it);
 		return;
 	}
-	for (const char *p = it->stale; *p;) {
-		const char *c = strchr(p, ',');
-		size_t len = c ? (size_t)(c - p) : strlen(p);
-		char name[256];
-		int i;
-		struct op *op;
-		struct err e = {0};
+	for (const char *p = it->stale; (p = strchr(p, ',')) != NULL; p++)
+		named++;
+	for (size_t i = 0; i < it->g->conf->nstores; i++) {
+		const char *name = it->g->conf->stores[i].name;
 
-		snprintf(name, sizeof(name), "%.*s", (int)len, p);
-		p = c ? c + 1 : p + len;
-		if ((i = store_index(it->g, name)) < 0) {
-			log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
-				"\"%s\": store \"%s\" may hold an earlier version, left in place: "
-				"it is not in this daemon's configuration",
-				it->key, name);
+		if (!listed(it->stale, name))
 			continue;
-		}
-		if (i == origin || is_mirror(it->g, name) || holds(it, name))
+		known++;
+		if ((int)i == origin || is_mirror(it->g, name) || holds(it, name))
 			continue;
 		if (it->mig.id && !it->mig.dry_run && strcmp(it->mig.target, name) == 0 &&
 		    (strcmp(it->origin, it->mig.source) == 0 || holds(it, it->mig.source)))
 			continue; /* its migration copies the new version there next */
-		op = &it->sops[i];
-		*op = (struct op){.it = it, .store = i};
-		buf_reset(&key);
-		if (!store_key(it->g->stores[i], it->key, &it->attrs, &key, &e))
-			continue; /* a layout that cannot map it cannot have stored it */
-		if (!it->g->stores[i]->ops->stat(it->g->stores[i], buf_str(&key), &op->info,
-						 remove_looked, op, &op->req, &e)) {
-			err_prefix(&e, "deleting from store \"%s\": ", name);
-			item_fail(it, &e, is_permanent(e.code));
-			continue;
-		}
-		op->stat_phase = true;
-		op->busy = true;
-		it->busy++;
+		look_before_delete(it, &it->sops[i], (int)i);
 	}
-	buf_free(&key);
+	if (known < named)
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key},
+			"\"%s\": of the stores that may hold an earlier version (%s), those not "
+			"in this daemon's configuration are left alone",
+			it->key, it->stale);
 	if (it->busy == 0)
 		item_done(it);
 }
 
 static void start_remove(struct item *it)
 {
-	struct buf key = BUF_INIT;
-
 	if (it->missing || !it->deleted) {
 		item_done(it); /* gone already, or written again since */
 		return;
 	}
-	for (size_t i = 0; i < it->g->conf->nstores; i++) {
-		struct op *op = &it->ops[i];
-		struct err e = {0};
-
-		buf_reset(&key);
-		/* A layout that cannot map this image cannot have stored it. */
-		if (!store_key(it->g->stores[i], it->key, &it->attrs, &key, &e))
-			continue;
-		if (!it->g->stores[i]->ops->stat(it->g->stores[i], buf_str(&key), &op->info,
-						 remove_looked, op, &op->req, &e)) {
-			err_prefix(&e, "deleting from store \"%s\": ", it->g->conf->stores[i].name);
-			item_fail(it, &e, is_permanent(e.code));
-			continue;
-		}
-		op->stat_phase = true;
-		op->busy = true;
-		it->busy++;
-	}
-	buf_free(&key);
+	for (size_t i = 0; i < it->g->conf->nstores; i++)
+		look_before_delete(it, &it->ops[i], (int)i);
 	if (it->busy == 0)
 		item_done(it);
 }
@@ -2135,7 +2129,6 @@ void sync_free(struct sync *s)
 	loop_timer_cancel(s->loop, &s->batch_wait);
 	loop_timer_cancel(s->loop, &s->release_timer);
 	release_retired(s, true);
-	loop_timer_cancel(s->loop, &s->release_timer);
 	buf_free(&s->batch);
 	buf_free(&s->sent);
 	gen_release(s->g);

@@ -1161,10 +1161,10 @@ static bool fs_adopt(struct store *s, const char *key, int fd, uint64_t size,
 static bool fs_get(struct store *s, const char *key, int fd, unsigned flags, struct obj_info *out,
 		   store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
-	(void)flags; /* a copy of a local file is no bottleneck to overlap */
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
 
+	(void)flags; /* a copy of a local file is no bottleneck to overlap */
 	if (!req_start(st, FS_GET, key, fd, done, arg, req, e, &r))
 		return false;
 	r->info_out = out;

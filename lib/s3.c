@@ -83,8 +83,7 @@ struct s3_store {
 	char *endpoint;	   /* for messages */
 	struct sigv4_creds creds;
 	uint64_t threshold, part_size;
-	uint64_t range; /* downloads above it come in ranges of it (range_size) */
-	size_t live;	/* requests allocated and not freed yet */
+	size_t live; /* requests allocated and not freed yet */
 };
 
 enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
@@ -2018,7 +2017,7 @@ static bool range_get(struct store_req *r, uint64_t off, uint64_t len, unsigned 
 /* The next range not asked for yet. */
 static bool range_start(struct store_req *r, struct err *e)
 {
-	uint64_t range = r->st->range;
+	uint64_t range = r->st->base.cfg->range_size;
 	uint64_t len = r->total - r->next_off < range ? r->total - r->next_off : range;
 
 	if (!range_get(r, r->next_off, len, 1, e))
@@ -2245,7 +2244,7 @@ static bool get_first(struct store_req *r, int fd, bool ranged, struct err *e)
 	c->out_fd = fd;
 	if (ranged) {
 		snprintf(c->range_buf, sizeof(c->range_buf), "0-%llu",
-			 (unsigned long long)r->st->range - 1);
+			 (unsigned long long)r->st->base.cfg->range_size - 1);
 		c->range = c->range_buf;
 	}
 	if (!call_start(r, c, "GET", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
@@ -2561,7 +2560,6 @@ static bool s3_open(const struct store_cfg *cfg, const struct store_env *env, st
 	st->part_size = cfg->part_size < S3_MIN_PART ? S3_MIN_PART : cfg->part_size;
 	if (st->threshold < st->part_size)
 		st->threshold = st->part_size;
-	st->range = cfg->range_size ? cfg->range_size : 32u * 1024 * 1024;
 	*out = &st->base;
 	ok = true;
 out:

@@ -8,20 +8,8 @@ e2e_need_servers
 
 d_init s3mig || { fail "set-up"; done_testing; exit 1; }
 sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
-ARCHIVE="$D_BUCKET-archive"
-oracle_rgw mkbucket "$ARCHIVE" >/dev/null || fail "second bucket"
-cat >>"$D_CONF" <<CONF
-store "archive" {
-  type = "s3"
-  endpoint = "$IMGSYNC_TEST_RGW_ENDPOINT"
-  bucket = "$ARCHIVE"
-  path_style = true
-  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
-  secret_access_key_file = "$D_DIR/secret"
-  multipart_threshold = 5M
-  part_size = 5M
-}
-CONF
+d_add_archive "$IMGSYNC_TEST_RGW_ENDPOINT" '  multipart_threshold = 5M\n  part_size = 5M' ||
+	fail "second bucket"
 # a migration waited for, with a bound: a daemon that is not there must
 # not hang the test
 ctl() { timeout 600 "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }

@@ -44,6 +44,25 @@ CONF
 	"$BUILD/imgsyncctl" -c "$D_CONF" init >/dev/null
 }
 
+# d_add_archive ENDPOINT [SETTINGS]: a second bucket of radosgw
+# (ARCHIVE, created) as the store "archive", reached at ENDPOINT (radosgw
+# or a proxy in front of it); SETTINGS, lines joined by "\n", go into it
+d_add_archive() {
+	ARCHIVE="$D_BUCKET-archive"
+	oracle_rgw mkbucket "$ARCHIVE" >/dev/null || return 1
+	cat >>"$D_CONF" <<CONF
+store "archive" {
+  type = "s3"
+  endpoint = "$1"
+  bucket = "$ARCHIVE"
+  path_style = true
+  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
+  secret_access_key_file = "$D_DIR/secret"
+$(printf '%b' "${2:-}")
+}
+CONF
+}
+
 oracle_rgw() {
 	oracle "$IMGSYNC_TEST_RGW_ENDPOINT" "$IMGSYNC_TEST_RGW_ACCESS_KEY" \
 		"$IMGSYNC_TEST_RGW_SECRET_KEY" "$@"

@@ -22,20 +22,10 @@ fp_start() {
 
 fp_stores() {
 	local settings=$1
-	ARCHIVE="$D_BUCKET-archive"
 	sed -i "s|endpoint = \"$IMGSYNC_TEST_RGW_ENDPOINT\"|endpoint = \"$PROXY\"\n$settings|" "$D_CONF"
 	mkdir -p "$D_DIR/back"
-	oracle_rgw mkbucket "$ARCHIVE" >/dev/null || fail "second bucket"
+	d_add_archive "$PROXY" "$settings" || fail "second bucket"
 	cat >>"$D_CONF" <<CONF
-store "archive" {
-  type = "s3"
-  endpoint = "$PROXY"
-  bucket = "$ARCHIVE"
-  path_style = true
-  access_key_id = "$IMGSYNC_TEST_RGW_ACCESS_KEY"
-  secret_access_key_file = "$D_DIR/secret"
-$(printf '%b' "$settings")
-}
 store "back" {
   type = "fs"
   root = "$D_DIR/back"
