@@ -119,7 +119,10 @@ struct mig {
 	int src, tgt;					      /* store indexes */
 	int spool, check; /* the copy, and the target read back (verify) */
 	struct op get, put, back, del;
-	const char *outcome; /* "done", "skipped" or NULL */
+	struct obj_info known; /* what the copy writes (put's known, copy's src_info) */
+	bool taken;	       /* the target had the key already: looked at */
+	bool replace;	       /* ... an earlier version: written over */
+	const char *outcome;   /* "done", "skipped" or NULL */
 	uint64_t bytes;
 	const char *home;    /* the image's new home store */
 	const char *unstore; /* a store that no longer holds it */
@@ -1056,6 +1059,8 @@ static void vjob_work(struct workq_job *job)
 	v->ok = digest_md5_fd(v->a, v->ma, &v->err) && digest_md5_fd(v->b, v->mb, &v->err);
 }
 
+static bool mig_differs(struct item *it, const struct obj_info *o);
+
 static void vjob_done(struct workq_job *job)
 {
 	struct vjob *v = (struct vjob *)job;
@@ -1070,6 +1075,20 @@ static void vjob_done(struct workq_job *job)
 	m->vjob = NULL;
 	if (!v->ok) {
 		mig_fail(it, &v->err, "verifying");
+	} else if (m->taken && !m->replace) {
+		/* the target's copy (mig_target_looked): this version, or another */
+		if (m->back.info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0) {
+			log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
+				"migration %lld: store \"%s\" holds \"%s\" already (an earlier "
+				"attempt copied it): kept",
+				m->id, m->target, it->key);
+			it->got.has_md5 = true;
+			memcpy(it->got.md5, v->ma, 16);
+			mig_copied(it);
+		} else if (mig_differs(it, &m->back.info)) {
+			vjob_free(job);
+			return;
+		}
 	} else if (m->back.info.size != it->got.size || memcmp(v->ma, v->mb, 16) != 0) {
 		struct err ve;
 
@@ -1130,6 +1149,121 @@ static void mig_back_done(void *arg, const struct err *e)
 	workq_submit(it->g->stores[m->tgt]->env.wq, &v->job);
 }
 
+static bool mig_write(struct item *it, struct err *pe);
+static void mig_back_done(void *arg, const struct err *e);
+
+/* The target holds another version than the one being copied: written
+ * after the catalog recorded this one, moments ago, it is most likely the
+ * application's newer version, its put() about to commit (which makes this
+ * item start over): left alone, waited for (not spending attempts) --
+ * SYNC_PUT_GRACE_S at most.  Otherwise it is an earlier version (a copy
+ * of an earlier move, put there by hand): the copy replaces it.  Returns
+ * whether the item goes on (a write started). */
+static bool mig_differs(struct item *it, const struct obj_info *o)
+{
+	struct mig *m = &it->mig;
+	double now = (double)time(NULL);
+	struct err e = {0};
+
+	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime > it->changed_at + 1.0 &&
+	    (double)o->mtime >= now - SYNC_PUT_GRACE_S) {
+		err_set(&e, ERR_TRANSIENT,
+			"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s after the "
+			"catalog's record of the one being copied, %.0f s ago: not replacing it; "
+			"waiting for the application's put() of it (at most %d s)",
+			m->target, it->key, (unsigned long long)o->size,
+			(double)o->mtime - it->changed_at, now - (double)o->mtime,
+			SYNC_PUT_GRACE_S);
+		mig_fail(it, &e, "copying to the target");
+		return false;
+	}
+	log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = m->target},
+		"migration %lld: store \"%s\" holds an earlier \"%s\" (%llu bytes) that the "
+		"catalog does not record there: replacing it with the current version",
+		m->id, m->target, it->key, (unsigned long long)o->size);
+	m->replace = true;
+	if (!mig_write(it, &e)) {
+		mig_fail(it, &e, "copying to the target");
+		return false;
+	}
+	return true;
+}
+
+/* the target's copy, looked at after the copy found the key taken */
+static void mig_target_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct mig *m = &it->mig;
+	struct buf key = BUF_INIT;
+	struct err pe = {0};
+	const struct obj_info *o = &op->info;
+	bool same;
+
+	op->busy = false;
+	op->req = NULL;
+	if (e && e->code == ERR_NOTFOUND) { /* gone meanwhile: create it after all */
+		if (!mig_write(it, &pe)) {
+			mig_fail(it, &pe, "copying to the target");
+			item_finish(it);
+		}
+		return;
+	}
+	if (e) {
+		mig_fail(it, e, "looking at the target's copy");
+		item_finish(it);
+		return;
+	}
+	if (o->size == it->got.size && !(o->has_md5 && it->got.has_md5) && m->spool >= 0) {
+		/* as big as the source: the content decides (vjob_done) */
+		m->check = spool_open(it->sy, NULL, NULL, &pe);
+		if (m->check >= 0 &&
+		    store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
+		    it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
+						    0, &m->back.info, mig_back_done, &m->back,
+						    &m->back.req, &pe))
+			m->back.busy = true;
+		else {
+			mig_fail(it, &pe, "reading the target's copy");
+			item_finish(it);
+		}
+		buf_free(&key);
+		return;
+	}
+	same = o->size == it->got.size && o->has_md5 && it->got.has_md5 &&
+	       memcmp(o->md5, it->got.md5, 16) == 0;
+	if (same) {
+		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
+			"migration %lld: store \"%s\" holds \"%s\" already (an earlier attempt "
+			"copied it): kept",
+			m->id, m->target, it->key);
+		mig_copied(it);
+	} else if (mig_differs(it, o))
+		return;
+	item_finish(it);
+}
+
+/* The copy found the target's key taken: look at what is there. */
+static void mig_target_taken(struct item *it)
+{
+	struct mig *m = &it->mig;
+	struct store *tgt = it->g->stores[m->tgt];
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+
+	m->taken = true;
+	m->back = (struct op){.it = it, .store = m->tgt};
+	if (store_key(tgt, it->key, &it->attrs, &key, &e) &&
+	    tgt->ops->stat(tgt, buf_str(&key), &m->back.info, mig_target_looked, &m->back,
+			   &m->back.req, &e))
+		m->back.busy = true;
+	else {
+		mig_fail(it, &e, "looking at the target's copy");
+		item_finish(it);
+	}
+	buf_free(&key);
+}
+
 static void mig_put_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
@@ -1141,6 +1275,10 @@ static void mig_put_done(void *arg, const struct err *e)
 
 	op->busy = false;
 	op->req = NULL;
+	if (e && e->code == ERR_EXISTS && !m->taken) {
+		mig_target_taken(it);
+		return;
+	}
 	if (e) {
 		mig_fail(it, e, "copying to the target");
 		item_finish(it);
@@ -1168,6 +1306,8 @@ static void mig_put_done(void *arg, const struct err *e)
 		return;
 	}
 	/* verify: read the target's copy back and compare the content */
+	if (m->check >= 0)
+		close(m->check); /* what the key held before (mig_target_looked) */
 	m->check = spool_open(s, NULL, NULL, &ve);
 	m->back = (struct op){.it = it, .store = m->tgt};
 	if (m->check < 0) {
@@ -1212,15 +1352,48 @@ static bool written_after_put(const struct item *it, const struct obj_info *o, s
 	return true;
 }
 
+/* Write the copy to the target (m->known describes it).  The catalog
+ * does not list the target (start_migrate), so its copy is only created:
+ * a key taken already may be the application's newer version, written
+ * there moments ago, that no copy in flight may replace.  See
+ * mig_target_taken(). */
+static bool mig_write(struct item *it, struct err *pe)
+{
+	struct mig *m = &it->mig;
+	struct store *tgt = it->g->stores[m->tgt];
+	struct buf key = BUF_INIT;
+	bool ok;
+
+	m->known.if_absent = !m->replace;
+	m->put = (struct op){.it = it, .store = m->tgt};
+	if (m->server_copy) {
+		struct buf skey = BUF_INIT;
+
+		/* the source as looked at (its ETag) is what gets copied, or nothing */
+		ok =
+		    store_key(it->g->stores[m->src], it->key, &it->attrs, &skey, pe) &&
+		    store_key(tgt, it->key, &it->attrs, &key, pe) &&
+		    tgt->ops->copy(tgt, it->g->stores[m->src], buf_str(&skey), buf_str(&key),
+				   &m->known, &m->put.info, mig_put_done, &m->put, &m->put.req, pe);
+		buf_free(&skey);
+	} else {
+		ok = store_key(tgt, it->key, &it->attrs, &key, pe) &&
+		     (m->adopt ? tgt->ops->adopt : tgt->ops->put)(
+			 tgt, buf_str(&key), m->spool, it->got.size, &m->known, &m->put.info,
+			 mig_put_done, &m->put, &m->put.req, pe);
+	}
+	buf_free(&key);
+	if (ok)
+		m->put.busy = true;
+	return ok;
+}
+
 static void mig_get_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
 	struct mig *m = &it->mig;
-	struct obj_info known;
-	struct buf key = BUF_INIT;
 	struct err pe = {0};
-	bool ok;
 
 	op->busy = false;
 	op->req = NULL;
@@ -1235,36 +1408,13 @@ static void mig_get_done(void *arg, const struct err *e)
 		item_finish(it);
 		return;
 	}
-	known = op->info;
-	snprintf(known.content_type, sizeof(known.content_type), "%s",
+	m->known = op->info;
+	snprintf(m->known.content_type, sizeof(m->known.content_type), "%s",
 		 it->attrs.mimetype ? it->attrs.mimetype : "");
-	m->put = (struct op){.it = it, .store = m->tgt};
-	if (m->server_copy) {
-		struct buf skey = BUF_INIT;
-		struct store *tgt = it->g->stores[m->tgt];
-
-		/* the source as looked at (its ETag) is what gets copied, or nothing */
-		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &skey, &pe) &&
-		     store_key(tgt, it->key, &it->attrs, &key, &pe) &&
-		     tgt->ops->copy(tgt, it->g->stores[m->src], buf_str(&skey), buf_str(&key),
-				    &known, &m->put.info, mig_put_done, &m->put, &m->put.req, &pe);
-		buf_free(&skey);
-	} else {
-		struct store *tgt = it->g->stores[m->tgt];
-
-		ok = store_key(tgt, it->key, &it->attrs, &key, &pe) &&
-		     (m->adopt ? tgt->ops->adopt : tgt->ops->put)(
-			 tgt, buf_str(&key), m->spool, it->got.size, &known, &m->put.info,
-			 mig_put_done, &m->put, &m->put.req, &pe);
-	}
-	if (!ok) {
+	if (!mig_write(it, &pe)) {
 		mig_fail(it, &pe, "copying to the target");
-		buf_free(&key);
 		item_finish(it);
-		return;
 	}
-	buf_free(&key);
-	m->put.busy = true;
 }
 
 /* dry run: the size of what would move */

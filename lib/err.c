@@ -94,6 +94,7 @@ const char *err_code_name(enum err_code code)
 	    [ERR_CONFIG] = "config",
 	    [ERR_IO] = "io",
 	    [ERR_NOMEM] = "no-memory",
+	    [ERR_EXISTS] = "exists",
 	};
 
 	if ((unsigned)code < sizeof(names) / sizeof(names[0]) && names[code])

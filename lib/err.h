@@ -27,6 +27,7 @@ enum err_code {
 	ERR_CONFIG,    /* configuration error */
 	ERR_IO,	       /* local system error (disk full, permission, ...) */
 	ERR_NOMEM,     /* out of memory */
+	ERR_EXISTS,    /* a write that may only create found the key taken */
 };
 
 struct err {

@@ -87,7 +87,8 @@ struct store_req {
 	int fd;		     /* our dup of the caller's descriptor, or -1 */
 	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
-	bool adopt; /* put: fd is a spool() file to link, not to copy */
+	bool adopt;	/* put: fd is a spool() file to link, not to copy */
+	bool if_absent; /* put: only where the name is free (ERR_EXISTS) */
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
 	store_done_fn done;
@@ -355,6 +356,13 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 
 /* --- operations (on pool threads) --- */
 
+/* A put that may only create found the name taken. */
+static bool exists(struct fs_store *st, struct store_req *r, struct err *e)
+{
+	return err_set(e, ERR_EXISTS, "\"%s\" exists under %s already; not replaced", r->key,
+		       st->base.cfg->root);
+}
+
 /* Give a complete O_TMPFILE its name.  A new image is linked in place (it
  * appears whole); where a file (or anything else) has the name already, the
  * file is linked to a temporary name in TMP instead, for the caller to
@@ -367,6 +375,12 @@ static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int d
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
 	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
 		return true;
+	if (errno == EEXIST && r->if_absent) {
+		tmp[0] = '\0';
+		exists(st, r, e);
+		errno = EEXIST;
+		return false;
+	}
 	if (errno == EEXIST) {
 		for (int i = 0; i < 100; i++) {
 			snprintf(tmp, tmpsz, ".%s" FS_TMP_TAG "%08x", name,
@@ -477,6 +491,11 @@ again:
 			e->code = ERR_TRANSIENT;
 		goto out;
 	}
+	/* taken already: not worth the writing (the link decides, though) */
+	if (r->if_absent && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+		exists(st, r, e);
+		goto out;
+	}
 	if (adopted)
 		copied = r->size; /* adoptable() checked its size */
 	else if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
@@ -504,7 +523,8 @@ again:
 	}
 	if (tmp[0] == '\0') {
 		if (!link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e)) {
-			if (adopted && errno != ENOSPC && errno != EDQUOT && errno != EROFS) {
+			if (adopted && e->code != ERR_EXISTS && errno != ENOSPC &&
+			    errno != EDQUOT && errno != EROFS) {
 				/* not linkable here after all (EXDEV: a mount under
 				 * the root, ENOENT: a file that had a name): copy
 				 * it, and, where the mount is the reason, every
@@ -540,7 +560,18 @@ again:
 		err_set(e, ERR_TRANSIENT, "cancelled");
 		goto out;
 	}
-	if (renameat(dirfd, tmp, dirfd, name) < 0) {
+	if (r->if_absent) {
+		/* a second name, then the temporary one goes: never over a file */
+		if (linkat(dirfd, tmp, dirfd, name, 0) < 0) {
+			if (errno == EEXIST)
+				exists(st, r, e);
+			else
+				err_sys(e, errno, "cannot link into place \"%s\" under %s", r->key,
+					st->base.cfg->root);
+			goto out;
+		}
+		(void)unlinkat(dirfd, tmp, 0);
+	} else if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
 			err_sys(
 			    e, errno,
@@ -1116,8 +1147,8 @@ static void req_submit(struct fs_store *st, struct store_req *r)
 }
 
 static bool put_start(struct store *s, const char *key, int fd, uint64_t size, bool adopt,
-		      struct obj_info *out, store_done_fn done, void *arg, struct store_req **req,
-		      struct err *e)
+		      const struct obj_info *known, struct obj_info *out, store_done_fn done,
+		      void *arg, struct store_req **req, struct err *e)
 {
 	struct fs_store *st = (struct fs_store *)s;
 	struct store_req *r;
@@ -1126,6 +1157,7 @@ static bool put_start(struct store *s, const char *key, int fd, uint64_t size, b
 		return false;
 	r->size = size;
 	r->adopt = adopt;
+	r->if_absent = known && known->if_absent;
 	r->info_out = out;
 	req_submit(st, r);
 	return true;
@@ -1135,8 +1167,7 @@ static bool fs_put(struct store *s, const char *key, int fd, uint64_t size,
 		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		   void *arg, struct store_req **req, struct err *e)
 {
-	(void)known;
-	return put_start(s, key, fd, size, false, out, done, arg, req, e);
+	return put_start(s, key, fd, size, false, known, out, done, arg, req, e);
 }
 
 /* An unnamed file in the root, 0644 like a put's own (the umask applies):
@@ -1154,8 +1185,7 @@ static bool fs_adopt(struct store *s, const char *key, int fd, uint64_t size,
 		     const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		     void *arg, struct store_req **req, struct err *e)
 {
-	(void)known;
-	return put_start(s, key, fd, size, true, out, done, arg, req, e);
+	return put_start(s, key, fd, size, true, known, out, done, arg, req, e);
 }
 
 static bool fs_get(struct store *s, const char *key, int fd, unsigned flags, struct obj_info *out,

@@ -121,6 +121,12 @@ struct store_req {
 	char sha256[65];
 	struct workq_job job;
 	bool in_pool;
+	/* put and copy: only where the key is free (If-None-Match: *; a
+	 * multipart upload or a copy, which radosgw does not check it for,
+	 * looks first) */
+	bool if_absent;
+	bool looked;	/* ... and found nothing there */
+	bool src_given; /* copy: src_info was given */
 
 	/* multipart */
 	char *upload_id;
@@ -357,8 +363,11 @@ static void explain_error(struct store_req *r, struct s3_call *c, const struct s
 			"%s %s: not found (HTTP 404 without details: the object, or bucket \"%s\" "
 			"itself, does not exist)",
 			c->method, keyesc, bcfg->bucket);
+	else if ((IS("PreconditionFailed") || c->status == 412) && r->if_absent && !c->copy)
+		err_set(e, ERR_EXISTS, "%s %s: the key holds an object already (%s); not replaced",
+			c->method, keyesc, code);
 	else if (IS("PreconditionFailed") || c->status == 412)
-		/* only copies send conditions: x-amz-copy-source-if-match */
+		/* otherwise only copies send conditions: x-amz-copy-source-if-match */
 		err_set(e, ERR_INTEGRITY,
 			"%s %s: the source changed since it was read (its ETag is no longer "
 			"\"%s\": %s); read it again and retry",
@@ -990,7 +999,7 @@ static void put_done(struct s3_call *c, const struct err *e)
 static bool put_single(struct store_req *r, struct err *e)
 {
 	struct s3_call *c = call_new(r, put_done, S3_ERROR_BODY_MAX);
-	struct sigv4_pair extra[2];
+	struct sigv4_pair extra[3];
 	unsigned char b64[32];
 	size_t nx = 0;
 
@@ -1009,6 +1018,8 @@ static bool put_single(struct store_req *r, struct err *e)
 	}
 	if (r->content_type[0])
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
+	if (r->if_absent)
+		extra[nx++] = (struct sigv4_pair){"if-none-match", "*"};
 	c->mem = r->mem;
 	c->in_fd = r->fd;
 	c->len = r->size;
@@ -1081,6 +1092,8 @@ out:
 	free(buf);
 }
 
+static bool mpu_put_start(struct store_req *r, struct err *e);
+
 static void read_done(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
@@ -1096,7 +1109,7 @@ static void read_done(struct workq_job *job)
 		req_finish(r, &e);
 		return;
 	}
-	if (!(r->size > r->st->threshold ? mpu_start(r, &e) : put_single(r, &e)))
+	if (!(r->size > r->st->threshold ? mpu_put_start(r, &e) : put_single(r, &e)))
 		req_finish(r, &e);
 }
 
@@ -1108,6 +1121,59 @@ static void copy_head_done(struct s3_call *c, const struct err *e);
 static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e);
 
 static bool abort_start(struct store_req *r, struct err *e);
+static bool copy_begin(struct store_req *r, struct err *e);
+static bool mpu_start(struct store_req *r, struct err *e);
+
+/* The key was looked at before a write that may only create it. */
+static void target_looked(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err pe = {0};
+	bool ok;
+
+	if (e && e->code != ERR_NOTFOUND) {
+		pe = *e;
+		call_free(c);
+		req_finish(r, &pe);
+		return;
+	}
+	call_free(c);
+	if (e == NULL) {
+		err_set(&pe, ERR_EXISTS, "\"%s\" exists already; not replaced", r->key);
+		req_finish(r, &pe);
+		return;
+	}
+	r->looked = true;
+	if (r->kind == S3_PUT)
+		ok = mpu_start(r, &pe);
+	else
+		ok = r->src_given ? copy_begin(r, &pe) : head_source(r, copy_head_done, &pe);
+	if (!ok)
+		req_finish(r, &pe);
+}
+
+/* A multipart upload or a server-side copy that may only create the
+ * object looks first: radosgw does not check If-None-Match on
+ * CompleteMultipartUpload or CopyObject (AWS does on the former, where it
+ * is sent as well).  Only a writer slipping in between the look and the
+ * write goes unnoticed there. */
+static bool look_first(struct store_req *r, struct err *e)
+{
+	struct s3_call *c = call_new(r, target_looked, S3_ERROR_BODY_MAX);
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
+}
+
+static bool mpu_put_start(struct store_req *r, struct err *e)
+{
+	return r->if_absent && !r->looked ? look_first(r, e) : mpu_start(r, e);
+}
 
 /* The abort is over, done or given up; the request with it. */
 static void abort_end(struct store_req *r, const struct err *e)
@@ -1271,7 +1337,7 @@ static void mpu_complete(struct store_req *r)
 	struct s3_call *c = call_new(r, complete_done, S3_ERROR_BODY_MAX);
 	struct buf body = BUF_INIT;
 	struct qparam q[1];
-	struct sigv4_pair extra[1] = {{"content-type", "application/xml"}};
+	struct sigv4_pair extra[2] = {{"content-type", "application/xml"}, {"if-none-match", "*"}};
 	char hash[65];
 	struct err e = {0};
 
@@ -1295,7 +1361,7 @@ static void mpu_complete(struct store_req *r)
 	sigv4_sha256_hex(c->post, strlen(c->post), hash);
 	q[0] = (struct qparam){"uploadId", r->upload_id};
 	r->inflight++;
-	if (!call_start(r, c, "POST", q, 1, hash, extra, 1, &e)) {
+	if (!call_start(r, c, "POST", q, 1, hash, extra, r->if_absent ? 2 : 1, &e)) {
 		r->inflight--;
 		call_free(c);
 		mpu_fail(r, &e);
@@ -1557,8 +1623,9 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		memcpy(r->md5, known->md5, 16);
 		r->have_md5 = true;
 	}
+	r->if_absent = known && known->if_absent;
 	if (size > st->threshold && r->have_md5)
-		started = mpu_start(r, e);
+		started = mpu_put_start(r, e);
 	else if (size <= st->threshold && (r->have_md5 || size > S3_BUFFER_MAX))
 		started =
 		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
@@ -1897,7 +1964,11 @@ static bool s3_copy(struct store *dst, struct store *src, const char *src_key, c
 		snprintf(r->content_type, sizeof(r->content_type), "%s", src_info->content_type);
 		r->replace_ct = r->content_type[0] != '\0';
 	}
-	started = src_info ? copy_begin(r, e) : head_source(r, copy_head_done, e);
+	r->src_given = src_info != NULL;
+	r->if_absent = src_info && src_info->if_absent;
+	started = r->if_absent ? look_first(r, e)
+		  : src_info   ? copy_begin(r, e)
+			       : head_source(r, copy_head_done, e);
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", dst->cfg->name);

@@ -56,6 +56,13 @@ struct obj_info {
 	 * A move deletes a source copy only while it still has the tag it had
 	 * when it was copied. */
 	char tag[80];
+	/* put, adopt and copy, in known/src_info: create the object only where
+	 * the key holds none, or fail with ERR_EXISTS and leave what is there
+	 * (a copy in flight must not replace what the application wrote
+	 * meanwhile).  fs: the file is linked in place, never renamed over;
+	 * S3: If-None-Match: * (a multipart upload or a server-side copy, which
+	 * not every server checks, looks first as well). */
+	bool if_absent;
 };
 
 /* get(): the caller will fsync fd (it becomes an object of a filesystem

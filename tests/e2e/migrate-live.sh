@@ -189,4 +189,41 @@ check "... and once its put commits, it is the image" \
 	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'racing.png'" local
 check "... with its bytes" test "$(cat "$D_ROOT/racing.png")" = "a second writer, its put to come"
 d_stop
+
+# A move finds the key taken in the target.  The same bytes (what an
+# attempt killed before it could record its copy left): kept.  An earlier
+# version, written before the catalog's record of this one: replaced.  The
+# application's newer version, written there moments ago with its put()
+# still to come: never replaced by the copy in flight, and once the put
+# commits it is the image.
+mkdir -p "$D_ROOT/taken"
+printf 'the same bytes' >"$D_ROOT/taken/same.png"
+printf 'the same bytes' | oracle_rgw put "$D_BUCKET" "$(hex taken/same.png)" - >/dev/null
+printf 'an earlier copy' | oracle_rgw put "$D_BUCKET" "$(hex taken/old.png)" - >/dev/null
+sleep 1.1
+printf 'the current version' >"$D_ROOT/taken/old.png"
+printf 'on disk, about to be superseded' >"$D_ROOT/taken/newer.png"
+d_sql "SELECT imgsync.put(k, 'local', 'image/png') FROM unnest(ARRAY['taken/same.png', 'taken/old.png', 'taken/newer.png']) k" >/dev/null
+sleep 2.1
+printf 'the application, on S3 now' | oracle_rgw put "$D_BUCKET" "$(hex taken/newer.png)" - >/dev/null
+m=$(ctl migrate local cloud --prefix taken/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "a newer version in the target, its put to come, is waited for" \
+	wait_sql "SELECT last_error LIKE '%not replacing it; waiting for the application''s put()%' FROM imgsync.work WHERE key = 'taken/newer.png'" t 20
+check "... not replaced" test "$(s3_cat taken/newer.png)" = "the application, on S3 now"
+check "the other two are moved" \
+	wait_sql "SELECT string_agg(key || ':' || array_to_string(stores, ','), ' ' ORDER BY key) FROM imgsync.images WHERE key LIKE 'taken/%'" \
+	"taken/newer.png:local taken/old.png:cloud taken/same.png:cloud" 20
+check "... the same bytes kept, saying so" grep -q 'store "cloud" holds "taken/same.png" already (an earlier attempt copied it): kept' "$D_LOG"
+check "... the earlier version replaced, saying so" grep -q 'store "cloud" holds an earlier "taken/old.png" (15 bytes) that the catalog does not record there: replacing it' "$D_LOG"
+check "... with the current version" test "$(s3_cat taken/old.png)" = "the current version"
+d_sql "SELECT imgsync.put('taken/newer.png', 'cloud', 'image/png')" >/dev/null
+check "once the application's put commits, the migration is done" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 30
+check "... the application's version is the image, on S3 only" \
+	test "$(d_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'taken/newer.png'")" = cloud
+check "... with its bytes" test "$(s3_cat taken/newer.png)" = "the application, on S3 now"
+left=$(find "$D_ROOT/taken" -type f | wc -l)
+check "... and the source is empty ($left files)" test "$left" = 0
+d_stop
 done_testing

@@ -920,6 +920,123 @@ static void test_copy(void)
 	test_copy_cancel();
 }
 
+/* A put (or adopt, or copy) given if_absent: ERR_EXISTS where the key
+ * holds an object, which stays as it was. */
+static bool put_if_absent(bool adopt, const char *key, int fd, uint64_t size, struct err *e)
+{
+	struct obj_info known = {.if_absent = true}, out;
+	struct batch b = {0};
+	struct store_req *r;
+
+	if (!(adopt ? S->ops->adopt : S->ops->put)(S, key, fd, size, &known, &out, batch_done, &b,
+						   &r, e))
+		return false;
+	b.inflight++;
+	wait_batch(&b);
+	if (b.failed)
+		*e = b.last;
+	return b.failed == 0;
+}
+
+/* Whether key holds exactly the content of fd. */
+static bool holds_content(const char *key, int fd)
+{
+	int dst = tmpfile_fd();
+	struct obj_info gi;
+	struct err e = {0};
+	char a[65], b[65];
+	bool r = store_get_sync(S, key, dst, &gi, &e);
+
+	if (r) {
+		sha256_fd(fd, a);
+		sha256_fd(dst, b);
+		r = strcmp(a, b) == 0;
+	} else
+		tap_diag("%s", e.msg);
+	close(dst);
+	return r;
+}
+
+static void if_absent_check(const char *name, bool adopt, uint64_t size, unsigned seed)
+{
+	char key[4096];
+	int first = make_content(size, seed), second = make_content(size + 1, seed + 1);
+	struct err e = {0};
+	bool r;
+
+	snprintf(key, sizeof(key), "%s", pkey("absent/"));
+	snprintf(key + strlen(key), sizeof(key) - strlen(key), "%u.jpg", seed);
+	if (!store_del_sync(S, key, &e))
+		tap_diag("%s", e.msg);
+	if (ok(put_if_absent(false, key, first, size, &e), "%s: creates a new object", name))
+		ok(holds_content(key, first), "%s: the new object is byte-exact", name);
+	else
+		tap_diag("%s", e.msg);
+	if (adopt) {
+		int sp = S->ops->spool(S);
+
+		fill_content(sp, size + 1, seed + 1);
+		r = put_if_absent(true, key, sp, size + 1, &e);
+		close(sp);
+	} else
+		r = put_if_absent(false, key, second, size + 1, &e);
+	ok(!r && e.code == ERR_EXISTS, "%s: over an existing object: ERR_EXISTS (%s)", name,
+	   r ? "replaced it!" : e.msg);
+	ok(holds_content(key, first), "%s: the object there is left as it was", name);
+	record(key, first);
+	close(first);
+	close(second);
+}
+
+static void test_if_absent(void)
+{
+	uint64_t big = S->cfg->multipart_threshold + 12345;
+
+	if_absent_check("if_absent put, 50 KiB", false, 50 * 1024, 1300);
+	if_absent_check("if_absent put, 1 MiB + 1 (streamed)", false, 1024 * 1024 + 1, 1302);
+	if (!fs_backend)
+		if_absent_check("if_absent put, multipart", false, big, 1304);
+	if (S->ops->spool && S->ops->adopt) {
+		int sp = S->ops->spool(S);
+
+		if (sp >= 0) {
+			close(sp);
+			if_absent_check("if_absent adopt", true, 70 * 1024, 1306);
+		}
+	}
+	if (SRC && store_can_copy(S, SRC)) {
+		int src = make_content(20 * 1024, 1308), old = make_content(10, 1309);
+		struct obj_info si, known, out;
+		struct err e = {0};
+		char skey[4096], dkey[4096];
+		bool r;
+
+		snprintf(skey, sizeof(skey), "%s", pkey("absent/copysrc.jpg"));
+		snprintf(dkey, sizeof(dkey), "%s", pkey("absent/copydst.jpg"));
+		if (copy_source(skey, src, NULL, &si) &&
+		    store_put_sync(S, dkey, old, 10, NULL, &e)) {
+			known = si;
+			known.if_absent = true;
+			r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
+			ok(!r && e.code == ERR_EXISTS,
+			   "if_absent copy over an existing object: ERR_EXISTS (%s)",
+			   r ? "replaced it!" : e.msg);
+			ok(holds_content(dkey, old), "if_absent copy: the object there is left");
+			record(dkey, old);
+			if (!store_del_sync(S, pkey("absent/copynew.jpg"), &e))
+				tap_diag("%s", e.msg);
+			r = store_copy_sync(S, SRC, skey, pkey("absent/copynew.jpg"), &known, &out,
+					    &e);
+			ok(r, "if_absent copy to a free key (%s)", r ? "copied" : e.msg);
+			ok(holds_content(pkey("absent/copynew.jpg"), src),
+			   "if_absent copy: byte-exact");
+			record(pkey("absent/copynew.jpg"), src);
+		}
+		close(src);
+		close(old);
+	}
+}
+
 /* fs: puts into fresh directories while deletes prune emptied siblings. */
 /* spool() and adopt(): a download written once, straight where it lands. */
 static void adopt_check(const char *name, const char *key, uint64_t size, uint64_t fill,
@@ -1250,6 +1367,7 @@ int main(int argc, char **argv)
 		test_url();
 		test_cancel();
 		test_copy();
+		test_if_absent();
 		if (fs_backend) {
 			test_fs_containment();
 			test_spool();
