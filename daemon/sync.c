@@ -145,6 +145,8 @@ struct item {
 	char *stores;	    /* comma-separated stores holding the current version */
 	char *stale;	    /* comma-separated stores holding a superseded version */
 	double stale_until; /* copies written later are not that version */
+	char *strays;	    /* "store=tag,...": copies an earlier attempt wrote of a
+			     * version written again meanwhile (work.strays) */
 	bool unstaled;	    /* their copies were looked at */
 	struct op *sops;    /* one per configured store: deleting those copies */
 	int spool;
@@ -293,6 +295,34 @@ static bool holds(const struct item *it, const char *store)
 	return listed(it->stores, store);
 }
 
+/* The tag of the copy an earlier attempt left in store (work.strays), or
+ * NULL: "store=tag,..." */
+static const char *stray_tag(const struct item *it, const char *store, char *out, size_t size)
+{
+	size_t n = strlen(store);
+
+	for (const char *p = it->strays; p && *p;) {
+		const char *c = strchr(p, ',');
+		size_t len = c ? (size_t)(c - p) : strlen(p);
+
+		if (len > n && memcmp(p, store, n) == 0 && p[n] == '=') {
+			snprintf(out, size, "%.*s", (int)(len - n - 1), p + n + 1);
+			return out;
+		}
+		p = c ? c + 1 : p + len;
+	}
+	return NULL;
+}
+
+/* Whether o is the very copy an earlier attempt left in store. */
+static bool is_stray(const struct item *it, const char *store, const struct obj_info *o)
+{
+	char tag[sizeof(o->tag)];
+	const char *t = stray_tag(it, store, tag, sizeof(tag));
+
+	return t && o->tag[0] && strcmp(t, o->tag) == 0;
+}
+
 static bool is_permanent(enum err_code c)
 {
 	return c == ERR_DENIED || c == ERR_INVALID || c == ERR_CONFIG || c == ERR_NOTFOUND;
@@ -397,6 +427,7 @@ static void item_free(struct item *it)
 	free(it->claimed_at);
 	free(it->stores);
 	free(it->stale);
+	free(it->strays);
 	free(it->sops);
 	for (int i = 0; i < 5; i++)
 		free(it->attr[i]);
@@ -549,6 +580,27 @@ static void item_finish(struct item *it)
 			json_str(b, it->mig.target);
 		}
 		buf_putc(b, ']');
+		/* the copies' tags: should the image have been written again
+		 * meanwhile, they are strays the next item deletes */
+		first = true;
+		for (size_t i = 0; i < it->g->conf->nstores; i++) {
+			if (!it->ops[i].stored || !it->ops[i].info.tag[0])
+				continue;
+			buf_puts(b, first ? ",\"wrote\":{" : ",");
+			json_str(b, it->g->conf->stores[i].name);
+			buf_putc(b, ':');
+			json_str(b, it->ops[i].info.tag);
+			first = false;
+		}
+		if (it->mig.put.stored && it->mig.put.info.tag[0]) {
+			buf_puts(b, first ? ",\"wrote\":{" : ",");
+			json_str(b, it->mig.target);
+			buf_putc(b, ':');
+			json_str(b, it->mig.put.info.tag);
+			first = false;
+		}
+		if (!first)
+			buf_putc(b, '}');
 		if (it->src >= 0 && (it->got.size || !it->failed))
 			buf_printf(b, ",\"size\":%llu", (unsigned long long)it->got.size);
 		if (it->got.has_md5) {
@@ -596,7 +648,8 @@ static void start_unstale(struct item *it);
  * its migration duty, if it has them. */
 static void item_done(struct item *it)
 {
-	if (it->stale && !it->unstaled && !it->failed && !it->remove && !it->deleted) {
+	if ((it->stale || it->strays) && !it->unstaled && !it->failed && !it->remove &&
+	    !it->deleted) {
 		start_unstale(it);
 		return;
 	}
@@ -862,13 +915,21 @@ static void remove_looked(void *arg, const struct err *e)
 
 		err_prefix(&m, "deleting from store \"%s\": ", c->name);
 		item_fail(it, &m, is_permanent(e->code));
-	} else if (it->remove && !still_removed_one(it, &op->info)) {
+	} else if (it->remove && !is_stray(it, c->name, &op->info) &&
+		   !still_removed_one(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting \"%s\" from store \"%s\": it was written after the removal "
 			"(%llu bytes); the application wrote the key again",
 			it->key, c->name, (unsigned long long)op->info.size);
 		op->ok = true;
-	} else if (!it->remove && !superseded(it, &op->info)) {
+	} else if (!it->remove && !is_stray(it, c->name, &op->info) &&
+		   !listed(it->stale, c->name)) {
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
+			"not deleting \"%s\" from store \"%s\": it is not the copy an earlier "
+			"attempt left there (%llu bytes); it was written again since",
+			it->key, c->name, (unsigned long long)op->info.size);
+		op->ok = true;
+	} else if (!it->remove && !is_stray(it, c->name, &op->info) && !superseded(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting the copy of \"%s\" in store \"%s\" that its put to store "
 			"\"%s\" superseded: it was written after that version was recorded "
@@ -959,8 +1020,9 @@ static bool is_mirror(const struct sync_gen *g, const char *name)
 /* The application put the image to another store than the one(s) holding
  * it: the copies there are an earlier version.  Each is looked at and
  * deleted if it predates the put, except where the put wrote the new
- * version (its store, the mirrors).  A store this daemon does not know is
- * left alone. */
+ * version (its store, the mirrors).  So is a copy an earlier attempt wrote
+ * of a version superseded while it was in flight (a stray), if it is still
+ * that copy.  A store this daemon does not know is left alone. */
 static void start_unstale(struct item *it)
 {
 	int origin = store_index(it->g, it->origin);
@@ -975,14 +1037,18 @@ static void start_unstale(struct item *it)
 		item_done(it);
 		return;
 	}
-	for (const char *p = it->stale; (p = strchr(p, ',')) != NULL; p++)
+	for (const char *p = it->stale; p && (p = strchr(p, ',')) != NULL; p++)
 		named++;
+	if (it->stale == NULL)
+		named = 0;
 	for (size_t i = 0; i < it->g->conf->nstores; i++) {
 		const char *name = it->g->conf->stores[i].name;
+		char tag[sizeof(it->got.tag)];
 
-		if (!listed(it->stale, name))
+		if (listed(it->stale, name))
+			known++;
+		else if (stray_tag(it, name, tag, sizeof(tag)) == NULL)
 			continue;
-		known++;
 		if ((int)i == origin || is_mirror(it->g, name) || holds(it, name))
 			continue;
 		if (it->mig.id && !it->mig.dry_run && strcmp(it->mig.target, name) == 0 &&
@@ -1084,6 +1150,7 @@ static void vjob_done(struct workq_job *job)
 				m->id, m->target, it->key);
 			it->got.has_md5 = true;
 			memcpy(it->got.md5, v->ma, 16);
+			m->put.info = m->back.info;
 			mig_copied(it);
 		} else if (mig_differs(it, &m->back.info)) {
 			vjob_free(job);
@@ -1214,6 +1281,16 @@ static void mig_target_looked(void *arg, const struct err *e)
 		item_finish(it);
 		return;
 	}
+	if (is_stray(it, m->target, o)) {
+		/* what this item's earlier attempt wrote, of a version written
+		 * again meanwhile (work.strays) */
+		m->replace = true;
+		if (!mig_write(it, &pe)) {
+			mig_fail(it, &pe, "copying to the target");
+			item_finish(it);
+		}
+		return;
+	}
 	if (o->size == it->got.size && !(o->has_md5 && it->got.has_md5) && m->spool >= 0) {
 		/* as big as the source: the content decides (vjob_done) */
 		m->check = spool_open(it->sy, NULL, NULL, &pe);
@@ -1233,6 +1310,7 @@ static void mig_target_looked(void *arg, const struct err *e)
 	same = o->size == it->got.size && o->has_md5 && it->got.has_md5 &&
 	       memcmp(o->md5, it->got.md5, 16) == 0;
 	if (same) {
+		m->put.info = *o;
 		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
 			"migration %lld: store \"%s\" holds \"%s\" already (an earlier attempt "
 			"copied it): kept",
@@ -1722,6 +1800,7 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 			free(it->stale);
 			it->stale = NULL;
 		}
+		it->strays = col(res, i, 28);
 		it->deleted = PQgetvalue(res, i, 14)[0] == 't';
 		it->size_known = !PQgetisnull(res, i, 15);
 		it->size = it->size_known ? strtoull(PQgetvalue(res, i, 15), NULL, 10) : 0;

@@ -990,6 +990,7 @@ static void put_done(struct s3_call *c, const struct err *e)
 		snprintf(r->info->etag, sizeof(r->info->etag), "%s", etag);
 		snprintf(r->info->content_type, sizeof(r->info->content_type), "%s",
 			 r->content_type);
+		set_tag(r->info);
 	}
 	call_free(c);
 	req_finish(r, NULL);
@@ -1320,6 +1321,7 @@ static void complete_done(struct s3_call *c, const struct err *e)
 			r->info->has_md5 = true;
 			memcpy(r->info->md5, r->src_md5, 16);
 		}
+		set_tag(r->info);
 	}
 	call_free(c);
 	free(r->upload_id); /* complete: nothing to abort any more */
@@ -1723,6 +1725,7 @@ static void copy_done(struct s3_call *c, const struct err *e)
 			r->info->has_md5 = true;
 			memcpy(r->info->md5, r->src_md5, 16);
 		}
+		set_tag(r->info);
 	}
 	call_free(c);
 	/* the same MD5 proves the content; otherwise ask the source again */

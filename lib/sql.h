@@ -49,14 +49,14 @@
 	"size, changed_at, "                                                                       \
 	"to_char(claimed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), "            \
 	"migration, step, m_source, m_target, m_mode, m_dry_run, m_verify, source_tag, "           \
-	"array_to_string(stale, ','), stale_until "
+	"array_to_string(stale, ','), stale_until, strays "
 #define SQL_CLAIM "SELECT " SQL_CLAIM_COLS "FROM imgsync.claim($1, $2, $3::interval)"
 /* results, advance and claim at once: the claim's columns, then
  * "deferred" and "running" */
 #define SQL_EXCHANGE                                                                               \
 	"SELECT " SQL_CLAIM_COLS ", deferred, running "                                            \
 	"FROM imgsync.exchange($1, $2::jsonb, $3, $4, $5::interval, $6)"
-#define SQL_CLAIM_NCOLS	      28
+#define SQL_CLAIM_NCOLS	      29
 #define SQL_EXCHANGE_DEFERRED SQL_CLAIM_NCOLS
 #define SQL_EXCHANGE_RUNNING  (SQL_CLAIM_NCOLS + 1)
 /* hand running migrations' next keys to the queue (at most $1 queued each);

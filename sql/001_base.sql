@@ -155,6 +155,11 @@ CREATE TABLE imgsync.work (
 	-- superseded): such a copy is another writer's, newer, and stays
 	stale text[],
 	stale_until timestamptz,
+	-- copies an attempt wrote while the image was written again (a put, a
+	-- removal), which the catalog therefore never recorded: {store: tag}
+	-- (struct obj_info.tag).  Deleted by the next put's or removal's item
+	-- while they still have that tag, unless the new version goes there.
+	strays jsonb,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
@@ -1097,7 +1102,7 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
 	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
-	       stale_until double precision)
+	       stale_until double precision, strays text)
 LANGUAGE plpgsql VOLATILE AS $$
 #variable_conflict use_column
 BEGIN
@@ -1118,14 +1123,17 @@ BEGIN
 		       attempts = w.attempts + 1, updated_at = now()
 		  FROM c WHERE w.key = c.key
 		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step,
-			  w.source_tag, w.stale, w.stale_until)
+			  w.source_tag, w.stale, w.stale_until, w.strays)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
 	       -- a remove: when it was removed; otherwise when its home copy was written
 	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.home_at END)
 		   ::double precision, now(),
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag,
-	       u.stale, extract(epoch FROM u.stale_until)::double precision
+	       u.stale, extract(epoch FROM u.stale_until)::double precision,
+	       -- "store=tag,...": no JSON parsing in C
+	       (SELECT string_agg(s.key || '=' || s.value, ',' ORDER BY s.key)
+		  FROM jsonb_each_text(u.strays) s)
 	  FROM u LEFT JOIN imgsync.images i ON i.key = u.key
 	  LEFT JOIN imgsync.migrations m ON m.id = u.migration AND m.state IN ('running', 'pending');
 END
@@ -1144,7 +1152,7 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       size bigint, changed_at double precision, claimed_at timestamptz,
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
 	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
-	       stale_until double precision, deferred jsonb, running bigint)
+	       stale_until double precision, strays text, deferred jsonb, running bigint)
 LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
 	d jsonb;
@@ -1313,6 +1321,12 @@ BEGIN
 	       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
 	       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
 				  ELSE w.stale_until END,
+	       -- what an attempt wrote for a version written again meanwhile
+	       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+			     WHEN a.act = 'restart' AND jsonb_typeof(r.wrote) = 'object'
+				  AND r.wrote <> '{}' AND i.version IS DISTINCT FROM r.version
+			     THEN coalesce(w.strays, '{}') || r.wrote
+			     ELSE w.strays END,
 	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
 	       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
 			       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
@@ -1329,7 +1343,9 @@ BEGIN
 	       updated_at = CASE WHEN a.act = 'restart' THEN w.updated_at ELSE now() END
 	  FROM unnest(keys, acts) AS a(key, act)
 	  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
-						delay float8, error text) ON r.key = a.key
+						delay float8, error text, version bigint,
+						wrote jsonb) ON r.key = a.key
+	  LEFT JOIN imgsync.images i ON i.key = a.key
 	 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
 
 	-- the attempt log and the migrations' counters

@@ -169,8 +169,12 @@ static int round_trip(const char *name, const char *key, uint64_t size, unsigned
 	is_str(b, a, "%s: content byte-exact", name);
 	if (pi.has_md5 && si.has_md5)
 		ok(memcmp(pi.md5, si.md5, 16) == 0, "%s: checksum reported by stat matches", name);
-	if (good && si.tag[0])
+	if (good && si.tag[0]) {
 		is_str(gi.tag, si.tag, "%s: get and stat give the same tag", name);
+		/* what a put reports is what a later look finds: a copy left
+		 * behind is recognised by it (work.strays) */
+		is_str(pi.tag, si.tag, "%s: put and stat give the same tag", name);
+	}
 	if (keep)
 		record(key, src);
 	close(src);
@@ -652,6 +656,10 @@ static int copy_check(const char *name, struct store *from, const char *src_key,
 		if (ci.has_md5 && di.has_md5)
 			good &= ok(memcmp(ci.md5, di.md5, 16) == 0,
 				   "%s: the MD5 copy reported is the one stat reports", name);
+		if (di.tag[0])
+			good &= ok(strcmp(ci.tag, di.tag) == 0,
+				   "%s: copy and stat give the same tag (%s, %s)", name, ci.tag,
+				   di.tag);
 	} else
 		tap_diag("%s", e.msg);
 	if (good)

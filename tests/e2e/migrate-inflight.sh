@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# An image written again while a move's copy of it is in flight.  The copy
+# lands, but the application's put() to a third store (or its remove())
+# commits first: the result finds the version moved on, so the catalog never
+# records that copy.  The key's next item deletes it (work.strays) while it
+# is still the copy that attempt wrote: no orphan stays in the target.
+# faultproxy holds the answer to the copy's PUT (the object is on the server
+# already) for a few seconds while the application acts.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init inflight || { fail "set-up"; done_testing; exit 1; }
+sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+. tests/harness/faultproxy.sh
+: >"$D_DIR/proxy.control"
+fp_start --control "$D_DIR/proxy.control" --stall-seconds 5
+trap 'kill $PROXY_PID 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
+fp_stores ''
+ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+stalls() { awk '$1 == "stall" { n = $2 } END { print n + 0 }' "$PROXY_STATS" 2>/dev/null; }
+in_cloud() { oracle_rgw head "$D_BUCKET" "$(hex "$1")" >/dev/null 2>&1; }
+
+mkdir -p "$D_ROOT/fly"
+for k in x-third x-removed kept; do printf 'version one of %s' "$k" >"$D_ROOT/fly/$k.png"; done
+d_sql "SELECT imgsync.put('fly/' || k || '.png', 'local', 'image/png') FROM unnest(ARRAY['x-third', 'x-removed', 'kept']) k" >/dev/null
+check "imgsyncd starts" d_start
+check "the images are recorded" wait_sql "SELECT count(*) FROM imgsync.work" 0
+
+# hold the answers to the copies of two of them
+printf 'stall 1\nonly /fly/x-\n' >"$D_DIR/proxy.control.new"
+mv "$D_DIR/proxy.control.new" "$D_DIR/proxy.control"
+sleep 0.3
+m=$(ctl migrate local cloud --prefix fly/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a move starts (migration $m)" test -n "$m"
+for _ in $(seq 100); do [ "$(stalls)" -ge 2 ] && break; sleep 0.1; done
+check "the copies' answers are held (the objects landed)" test "$(stalls)" -ge 2
+: >"$D_DIR/proxy.control"
+# meanwhile the application writes third.png to another store, for good
+mkdir -p "$D_DIR/back/fly"
+printf 'version two, in back' >"$D_DIR/back/fly/x-third.png"
+d_sql "SELECT imgsync.put('fly/x-third.png', 'back', 'image/png')" >/dev/null
+check "... the put to a third store commits while the copy is in flight" \
+	test "$(d_sql "SELECT lease_owner IS NOT NULL FROM imgsync.work WHERE key = 'fly/x-third.png'")" = t
+d_sql "SELECT imgsync.remove('fly/x-removed.png')" >/dev/null
+check "the migration ends" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 60
+check "... and the queue empties" wait_sql "SELECT count(*) FROM imgsync.work" 0 30
+check "the copy that landed after the put is recorded as a stray, then deleted" \
+	grep -q 'deleted the copy of "fly/x-third.png" in store "cloud"' "$D_LOG"
+check "... the target holds no orphan of it" eval '! in_cloud fly/x-third.png'
+check "... the catalog has it in the third store only" \
+	test "$(d_sql "SELECT array_to_string(stores, ',') || ' ' || origin FROM imgsync.images WHERE key = 'fly/x-third.png'")" = "back back"
+check "... with its bytes there" test "$(cat "$D_DIR/back/fly/x-third.png")" = "version two, in back"
+check "... and the earlier version on disk is gone" test ! -e "$D_ROOT/fly/x-third.png"
+check "the image removed while its copy was in flight is nowhere" \
+	eval '! in_cloud fly/x-removed.png && test ! -e "$D_ROOT/fly/x-removed.png"'
+check "... nor in the catalog" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.images WHERE key = 'fly/x-removed.png'")" = 0
+check "the third one moved as usual" \
+	test "$(s3_cat fly/kept.png)" = "version one of kept"
+check "... and its source copy is gone" test ! -e "$D_ROOT/fly/kept.png"
+check "no item failed" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
+d_stop
+done_testing
