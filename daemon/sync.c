@@ -1291,7 +1291,8 @@ static void mig_target_looked(void *arg, const struct err *e)
 		}
 		return;
 	}
-	if (o->size == it->got.size && !(o->has_md5 && it->got.has_md5) && m->spool >= 0) {
+	if (o->size == it->got.size && (m->verify || !(o->has_md5 && it->got.has_md5)) &&
+	    m->spool >= 0) {
 		/* as big as the source: the content decides (vjob_done) */
 		m->check = spool_open(it->sy, NULL, NULL, &pe);
 		if (m->check >= 0 &&
