@@ -121,6 +121,7 @@ struct mig {
 	struct op get, put, back, del;
 	struct obj_info known; /* what the copy writes (put's known, copy's src_info) */
 	bool taken;	       /* the target had the key already: looked at */
+	bool comparing;	       /* ... read back, to compare with the source */
 	bool replace;	       /* ... an earlier version: written over */
 	const char *outcome;   /* "done", "skipped" or NULL */
 	uint64_t bytes;
@@ -295,6 +296,17 @@ static bool holds(const struct item *it, const char *store)
 	return listed(it->stores, store);
 }
 
+/* A tag as a JSON string's content: tags are printable ASCII (a file's
+ * numbers, an ETag); one that is not (a hostile server's ETag) becomes "",
+ * which matches nothing. */
+static const char *json_safe_tag(const char *tag)
+{
+	for (const char *p = tag; *p; p++)
+		if (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\' || *p == ',' || *p == '=')
+			return "";
+	return tag;
+}
+
 /* The tag of the copy an earlier attempt left in store (work.strays), or
  * NULL: "store=tag,..." */
 static const char *stray_tag(const struct item *it, const char *store, char *out, size_t size)
@@ -314,13 +326,20 @@ static const char *stray_tag(const struct item *it, const char *store, char *out
 	return NULL;
 }
 
-/* Whether o is the very copy an earlier attempt left in store. */
+/* Whether o is the very copy an earlier attempt left in store: its tag
+ * ("TAG@TIME"), and written no later than that attempt's end (an S3 tag
+ * is the content's: the same bytes written again later are not it). */
 static bool is_stray(const struct item *it, const char *store, const struct obj_info *o)
 {
-	char tag[sizeof(o->tag)];
-	const char *t = stray_tag(it, store, tag, sizeof(tag));
+	char tag[sizeof(o->tag) + 24];
+	char *at;
 
-	return t && o->tag[0] && strcmp(t, o->tag) == 0;
+	if (stray_tag(it, store, tag, sizeof(tag)) == NULL || !o->tag[0])
+		return false;
+	if ((at = strrchr(tag, '@')) == NULL)
+		return false;
+	*at++ = '\0';
+	return strcmp(tag, o->tag) == 0 && (o->mtime <= 0 || o->mtime <= strtoll(at, NULL, 10));
 }
 
 static bool is_permanent(enum err_code c)
@@ -501,6 +520,7 @@ static void item_finish(struct item *it)
 	bool counted = it->err.code != ERR_TRANSIENT;
 	bool dead =
 	    it->failed && (it->permanent || (counted && it->attempts >= it->g->conf->max_attempts));
+	char at[24];
 	double delay = it->failed && !dead ? backoff_s(it->attempts) : 0;
 	bool first = true;
 
@@ -580,23 +600,23 @@ static void item_finish(struct item *it)
 			json_str(b, it->mig.target);
 		}
 		buf_putc(b, ']');
-		/* the copies' tags: should the image have been written again
-		 * meanwhile, they are strays the next item deletes */
+		/* the copies' tags and when they were written: should the
+		 * image have been written again meanwhile, they are strays the
+		 * next item deletes */
 		first = true;
+		snprintf(at, sizeof(at), "@%lld", (long long)time(NULL) + 1);
 		for (size_t i = 0; i < it->g->conf->nstores; i++) {
 			if (!it->ops[i].stored || !it->ops[i].info.tag[0])
 				continue;
 			buf_puts(b, first ? ",\"wrote\":{" : ",");
 			json_str(b, it->g->conf->stores[i].name);
-			buf_putc(b, ':');
-			json_str(b, it->ops[i].info.tag);
+			buf_printf(b, ":\"%s%s\"", json_safe_tag(it->ops[i].info.tag), at);
 			first = false;
 		}
 		if (it->mig.put.stored && it->mig.put.info.tag[0]) {
 			buf_puts(b, first ? ",\"wrote\":{" : ",");
 			json_str(b, it->mig.target);
-			buf_putc(b, ':');
-			json_str(b, it->mig.put.info.tag);
+			buf_printf(b, ":\"%s%s\"", json_safe_tag(it->mig.put.info.tag), at);
 			first = false;
 		}
 		if (!first)
@@ -1126,6 +1146,7 @@ static void vjob_work(struct workq_job *job)
 }
 
 static bool mig_differs(struct item *it, const struct obj_info *o);
+static bool mig_write(struct item *it, struct err *pe);
 
 static void vjob_done(struct workq_job *job)
 {
@@ -1141,8 +1162,9 @@ static void vjob_done(struct workq_job *job)
 	m->vjob = NULL;
 	if (!v->ok) {
 		mig_fail(it, &v->err, "verifying");
-	} else if (m->taken && !m->replace) {
+	} else if (m->comparing) {
 		/* the target's copy (mig_target_looked): this version, or another */
+		m->comparing = false;
 		if (m->back.info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0) {
 			log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
 				"migration %lld: store \"%s\" holds \"%s\" already (an earlier "
@@ -1183,6 +1205,15 @@ static void mig_back_done(void *arg, const struct err *e)
 
 	op->busy = false;
 	op->req = NULL;
+	if (e && e->code == ERR_NOTFOUND && m->comparing) {
+		/* the copy found in the target went meanwhile: create it after all */
+		m->comparing = false;
+		if (!mig_write(it, &ve)) {
+			mig_fail(it, &ve, "copying to the target");
+			item_finish(it);
+		}
+		return;
+	}
 	if (e) {
 		mig_fail(it, e, "reading the target copy back");
 		item_finish(it);
@@ -1216,31 +1247,40 @@ static void mig_back_done(void *arg, const struct err *e)
 	workq_submit(it->g->stores[m->tgt]->env.wq, &v->job);
 }
 
-static bool mig_write(struct item *it, struct err *pe);
 static void mig_back_done(void *arg, const struct err *e);
 
-/* The target holds another version than the one being copied: written
- * after the catalog recorded this one, moments ago, it is most likely the
- * application's newer version, its put() about to commit (which makes this
- * item start over): left alone, waited for (not spending attempts) --
- * SYNC_PUT_GRACE_S at most.  Otherwise it is an earlier version (a copy
- * of an earlier move, put there by hand): the copy replaces it.  Returns
- * whether the item goes on (a write started). */
+/* The target holds another version than the one being copied.  One
+ * written after the catalog recorded this one is another writer's -- most
+ * likely the application's newer version, its put() about to commit (which
+ * makes this item start over) -- and is never replaced: waited for while it
+ * is recent (SYNC_PUT_GRACE_S, not spending attempts), then a failure that
+ * counts, for an operator to look at.  One written before is an earlier
+ * version (a copy of an earlier move, put there by hand): the copy
+ * replaces it.  Returns whether the item goes on (a write started). */
 static bool mig_differs(struct item *it, const struct obj_info *o)
 {
 	struct mig *m = &it->mig;
 	double now = (double)time(NULL);
 	struct err e = {0};
 
-	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime > it->changed_at + 1.0 &&
-	    (double)o->mtime >= now - SYNC_PUT_GRACE_S) {
-		err_set(&e, ERR_TRANSIENT,
-			"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s after the "
-			"catalog's record of the one being copied, %.0f s ago: not replacing it; "
-			"waiting for the application's put() of it (at most %d s)",
-			m->target, it->key, (unsigned long long)o->size,
-			(double)o->mtime - it->changed_at, now - (double)o->mtime,
-			SYNC_PUT_GRACE_S);
+	if (o->mtime <= 0 || it->changed_at <= 0 || (double)o->mtime > it->changed_at + 1.0) {
+		if (o->mtime > 0 && (double)o->mtime >= now - SYNC_PUT_GRACE_S &&
+		    (double)o->mtime <= now + 2.0)
+			err_set(&e, ERR_TRANSIENT,
+				"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s "
+				"after the catalog's record of the one being copied, %.0f s ago: "
+				"not replacing it; waiting for the application's put() of it",
+				m->target, it->key, (unsigned long long)o->size,
+				(double)o->mtime - it->changed_at, now - (double)o->mtime);
+		else
+			err_set(&e, ERR_INTEGRITY,
+				"store \"%s\" holds another \"%s\" (%llu bytes) that the catalog "
+				"does not record, written %s the catalog's record of the one being "
+				"copied: not replacing it; if it is the image, record it with "
+				"imgsync.put('%s', '%s'), otherwise delete it",
+				m->target, it->key, (unsigned long long)o->size,
+				o->mtime > 0 ? "after" : "(its time unknown) maybe after", it->key,
+				m->target);
 		mig_fail(it, &e, "copying to the target");
 		return false;
 	}
@@ -1265,7 +1305,7 @@ static void mig_target_looked(void *arg, const struct err *e)
 	struct buf key = BUF_INIT;
 	struct err pe = {0};
 	const struct obj_info *o = &op->info;
-	bool same;
+	bool same, plain;
 
 	op->busy = false;
 	op->req = NULL;
@@ -1291,9 +1331,13 @@ static void mig_target_looked(void *arg, const struct err *e)
 		}
 		return;
 	}
-	if (o->size == it->got.size && (m->verify || !(o->has_md5 && it->got.has_md5)) &&
+	/* an MD5 the store computed (a plain ETag; not one stored beside a
+	 * multipart object, which says what was meant to arrive) */
+	plain = o->has_md5 && strlen(o->etag) == 32 && strchr(o->etag, '-') == NULL;
+	if (o->size == it->got.size && (m->verify || !(plain && it->got.has_md5)) &&
 	    m->spool >= 0) {
 		/* as big as the source: the content decides (vjob_done) */
+		m->comparing = true;
 		m->check = spool_open(it->sy, NULL, NULL, &pe);
 		if (m->check >= 0 &&
 		    store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
@@ -1308,7 +1352,7 @@ static void mig_target_looked(void *arg, const struct err *e)
 		buf_free(&key);
 		return;
 	}
-	same = o->size == it->got.size && o->has_md5 && it->got.has_md5 &&
+	same = o->size == it->got.size && plain && it->got.has_md5 &&
 	       memcmp(o->md5, it->got.md5, 16) == 0;
 	if (same) {
 		m->put.info = *o;

@@ -561,16 +561,32 @@ again:
 		goto out;
 	}
 	if (r->if_absent) {
-		/* a second name, then the temporary one goes: never over a file */
-		if (linkat(dirfd, tmp, dirfd, name, 0) < 0) {
+		/* never over a file: a rename that refuses to replace; where the
+		 * file system has none (NFS), a second name, then the temporary
+		 * one goes; where it has no hard links either (vfat), a look
+		 * first, which leaves a short window */
+		int rc = renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE);
+
+		if (rc < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			rc = linkat(dirfd, tmp, dirfd, name, 0);
+			if (rc == 0)
+				(void)unlinkat(dirfd, tmp, 0);
+			else if (errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK) {
+				rc =
+				    faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ? -1 : 0;
+				errno = EEXIST;
+				if (rc == 0)
+					rc = renameat(dirfd, tmp, dirfd, name);
+			}
+		}
+		if (rc < 0) {
 			if (errno == EEXIST)
 				exists(st, r, e);
 			else
-				err_sys(e, errno, "cannot link into place \"%s\" under %s", r->key,
-					st->base.cfg->root);
+				err_sys(e, errno, "cannot rename into place \"%s\" under %s",
+					r->key, st->base.cfg->root);
 			goto out;
 		}
-		(void)unlinkat(dirfd, tmp, 0);
 	} else if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
 			err_sys(

@@ -933,6 +933,39 @@ static void req_finish(struct store_req *r, const struct err *e)
 	req_free(r);
 }
 
+/* The object just written is not what was meant (the server stored other
+ * bytes, the source changed while read): nobody may read it, and a retry
+ * that may only create the key (if_absent) must not find it.  Deleted,
+ * then the request fails with e. */
+static void dropped(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct err saved = r->err;
+
+	if (e && c->status != 404)
+		log_warn("store \"%s\": could not delete \"%s\", written with content that "
+			 "failed its check: %s",
+			 r->st->base.cfg->name, r->key, e->msg);
+	call_free(c);
+	req_finish(r, &saved);
+}
+
+static void drop_written(struct store_req *r, const struct err *e)
+{
+	struct s3_call *d = call_new(r, dropped, S3_ERROR_BODY_MAX);
+	struct err de = {0};
+
+	r->err = *e;
+	if (d == NULL || !call_start(r, d, "DELETE", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, &de)) {
+		call_free(d);
+		log_warn("store \"%s\": could not delete \"%s\", written with content that failed "
+			 "its check",
+			 r->st->base.cfg->name, r->key);
+		de = r->err;
+		req_finish(r, &de);
+	}
+}
+
 /* single PUT */
 
 static void put_done(struct s3_call *c, const struct err *e)
@@ -971,7 +1004,7 @@ static void put_done(struct s3_call *c, const struct err *e)
 		err_set(&ie, ERR_INTEGRITY, "the source of \"%s\" changed while it was uploaded",
 			r->key);
 		call_free(c);
-		req_finish(r, &ie);
+		drop_written(r, &ie);
 		return;
 	}
 	if (etag_is_md5(etag) && etag_comparable(c->easy) && !etag_matches(etag, r->md5)) {
@@ -979,7 +1012,7 @@ static void put_done(struct s3_call *c, const struct err *e)
 			"PUT \"%s\": the server stored different bytes (ETag %s) than were sent",
 			r->key, etag);
 		call_free(c);
-		req_finish(r, &ie);
+		drop_written(r, &ie);
 		return;
 	}
 	if (r->info) {
@@ -1132,7 +1165,10 @@ static void target_looked(struct s3_call *c, const struct err *e)
 	struct err pe = {0};
 	bool ok;
 
-	if (e && e->code != ERR_NOTFOUND) {
+	/* a 403: credentials that may write but not list the bucket cannot
+	 * tell a missing key from a forbidden one; the write's own condition
+	 * is all there is then */
+	if (e && e->code != ERR_NOTFOUND && e->code != ERR_DENIED) {
 		pe = *e;
 		call_free(c);
 		req_finish(r, &pe);
@@ -1304,8 +1340,9 @@ static void complete_done(struct s3_call *c, const struct err *e)
 				"multipart upload of \"%s\": the server's ETag %s is not %s",
 				r->key, etag, want);
 			call_free(c);
-			/* the object exists now; a retry overwrites it */
-			req_finish(r, &pe);
+			free(r->upload_id); /* complete: nothing to abort any more */
+			r->upload_id = NULL;
+			drop_written(r, &pe);
 			return;
 		}
 	}
@@ -1738,25 +1775,11 @@ static void copy_done(struct s3_call *c, const struct err *e)
 }
 
 /* A multipart copy found mixed is deleted; its error is kept in r->err. */
-static void copy_cleanup_done(struct s3_call *c, const struct err *e)
-{
-	struct store_req *r = c->r;
-	struct err saved = r->err;
-
-	if (e && c->status != 404)
-		log_warn("store \"%s\": could not delete \"%s\", a copy of a source that changed "
-			 "meanwhile: %s",
-			 r->st->base.cfg->name, r->key, e->msg);
-	call_free(c);
-	req_finish(r, &saved);
-}
-
 static void copy_verify_done(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
 	struct obj_info info;
 	struct err pe = {0};
-	struct s3_call *d;
 
 	if (e && c->status == 404) {
 		/* deleted since, after the copy read it (reading a missing source
@@ -1787,20 +1810,12 @@ static void copy_verify_done(struct s3_call *c, const struct err *e)
 		return;
 	}
 	/* parts may come from either version: a mix nobody must read */
-	err_set(&r->err, ERR_INTEGRITY,
+	err_set(&pe, ERR_INTEGRITY,
 		"multipart copy of \"%s\" (from \"%s\" in bucket \"%s\"): the source changed "
 		"since it was read (its ETag is %s now, not %s) and the server did not refuse "
 		"it; the copy was deleted: read the source again and retry",
 		r->key, r->src_key, r->src->base.cfg->bucket, info.etag, r->src_etag);
-	d = call_new(r, copy_cleanup_done, S3_ERROR_BODY_MAX);
-	if (d == NULL || !call_start(r, d, "DELETE", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, &pe)) {
-		call_free(d);
-		log_warn("store \"%s\": could not delete \"%s\", a copy of a source that changed "
-			 "meanwhile",
-			 r->st->base.cfg->name, r->key);
-		pe = r->err;
-		req_finish(r, &pe);
-	}
+	drop_written(r, &pe);
 }
 
 /* A HEAD of a copy's source: before the copy, for its size, ETag and
