@@ -172,8 +172,10 @@ static int round_trip(const char *name, const char *key, uint64_t size, unsigned
 	if (good && si.tag[0]) {
 		is_str(gi.tag, si.tag, "%s: get and stat give the same tag", name);
 		/* what a put reports is what a later look finds: a copy left
-		 * behind is recognised by it (work.strays) */
-		is_str(pi.tag, si.tag, "%s: put and stat give the same tag", name);
+		 * behind is recognised by it (work.strays); "" where the
+		 * answer did not say (radosgw 16 after a multipart upload) */
+		if (pi.tag[0])
+			is_str(pi.tag, si.tag, "%s: put and stat give the same tag", name);
 	}
 	if (keep)
 		record(key, src);
@@ -656,7 +658,7 @@ static int copy_check(const char *name, struct store *from, const char *src_key,
 		if (ci.has_md5 && di.has_md5)
 			good &= ok(memcmp(ci.md5, di.md5, 16) == 0,
 				   "%s: the MD5 copy reported is the one stat reports", name);
-		if (di.tag[0])
+		if (di.tag[0] && ci.tag[0])
 			good &= ok(strcmp(ci.tag, di.tag) == 0,
 				   "%s: copy and stat give the same tag (%s, %s)", name, ci.tag,
 				   di.tag);
