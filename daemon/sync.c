@@ -1081,6 +1081,24 @@ static void start_unstale(struct item *it)
 			"\"%s\": of the stores that may hold an earlier version (%s), those not "
 			"in this daemon's configuration are left alone",
 			it->key, it->stale);
+	for (const char *p = it->strays; p && *p;) {
+		const char *c = strchr(p, ',');
+		const char *eq = memchr(p, '=', c ? (size_t)(c - p) : strlen(p));
+
+		if (eq) {
+			char name[64];
+
+			snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
+			if (store_index(it->g, name) < 0)
+				log_msg(
+				    LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
+				    "\"%s\": store \"%s\", which this daemon's configuration "
+				    "does not name, may hold a copy an earlier attempt wrote of a "
+				    "version written again meanwhile: left alone",
+				    it->key, name);
+		}
+		p = c ? c + 1 : p + strlen(p);
+	}
 	if (it->busy == 0)
 		item_done(it);
 }
