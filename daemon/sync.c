@@ -71,6 +71,7 @@ struct item;
 struct vjob {
 	struct workq_job job; /* first: the pool hands this pointer back */
 	struct item *it;      /* NULL once the item is gone */
+	struct op *op;	      /* a mirror's comparison (mirror_compared), or NULL */
 	int a, b;
 	unsigned char ma[16], mb[16];
 	bool ok;
@@ -101,6 +102,11 @@ struct op {
 	bool busy, ok;
 	bool stored;	 /* a put succeeded: the store holds this version now */
 	bool stat_phase; /* remove: looking before deleting */
+	/* a mirror's copy that found the key taken (mirror_taken) */
+	bool taken, replace;
+	bool has_check; /* check: what the key holds, read, to compare */
+	int check;
+	struct vjob *vjob; /* the comparison, on the pool */
 };
 
 /* The migration duty of an item (see "Migrations" in sql/001_base.sql). */
@@ -436,6 +442,12 @@ static void item_free(struct item *it)
 		close(it->mig.check);
 	if (it->mig.vjob)
 		it->mig.vjob->it = NULL; /* it finishes without us */
+	for (size_t i = 0; it->ops && i < it->g->conf->nstores; i++) {
+		if (it->ops[i].has_check)
+			close(it->ops[i].check);
+		if (it->ops[i].vjob)
+			it->ops[i].vjob->it = NULL;
+	}
 	free(it->mig.step);
 	free(it->mig.src_tag);
 	free(it->mig.source);
@@ -684,6 +696,207 @@ static void item_done(struct item *it)
 
 /* --- puts --- */
 
+/* --- a mirror's copy that found the key taken --- */
+
+static void put_done(void *arg, const struct err *e);
+static void vjob_work(struct workq_job *job);
+static void vjob_done(struct workq_job *job);
+static void vjob_free(struct workq_job *job);
+static int spool_open(struct sync *s, struct store *lender, bool *adopted, struct err *e);
+static bool anothers(const struct item *it, const char *store, const struct obj_info *o,
+		     struct err *e);
+
+/* An operation of the item's put is over: the item, once none is left. */
+static void put_over(struct item *it)
+{
+	struct err m;
+
+	if (it->busy == 0) {
+		if (!it->failed && it->direct && source_changed(it, it->spool, &m))
+			item_fail(it, &m, false); /* the copies may mix two versions */
+		item_done(it);
+	}
+}
+
+static void mirror_fail(struct item *it, struct op *op, struct err *e)
+{
+	err_prefix(e, "copying to store \"%s\": ", it->g->conf->stores[op->store].name);
+	item_fail(it, e, is_permanent(e->code) && e->code != ERR_NOTFOUND);
+}
+
+/* Write the copy to mirror OP.  Where the catalog knows of no earlier
+ * version there (work.stale), it only creates the object: a key taken is
+ * looked at first (mirror_taken). */
+static bool mirror_write(struct item *it, struct op *op, bool if_absent, struct err *pe)
+{
+	struct store *st = it->g->stores[op->store];
+	struct obj_info known = it->got;
+	struct buf key = BUF_INIT;
+	bool ok;
+
+	snprintf(known.content_type, sizeof(known.content_type), "%s",
+		 it->attrs.mimetype ? it->attrs.mimetype : "");
+	known.if_absent = if_absent;
+	ok = store_key(st, it->key, &it->attrs, &key, pe) &&
+	     (op->store == it->adopt ? st->ops->adopt
+				     : st->ops->put)(st, buf_str(&key), it->spool, it->got.size,
+						     &known, &op->info, put_done, op, &op->req, pe);
+	buf_free(&key);
+	if (ok) {
+		op->busy = true;
+		it->busy++;
+	}
+	return ok;
+}
+
+/* what the mirror holds, compared with the source on the pool */
+static void mirror_compared(struct item *it, struct op *op, const struct vjob *v)
+{
+	const char *name = it->g->conf->stores[op->store].name;
+	struct err e = {0};
+
+	op->vjob = NULL;
+	it->busy--;
+	if (!v->ok) {
+		e = v->err;
+		mirror_fail(it, op, &e);
+	} else if (op->info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0) {
+		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = name},
+			"store \"%s\" holds \"%s\" already (an earlier attempt copied it): kept",
+			name, it->key);
+		op->ok = op->stored = true;
+		if (!it->got.has_md5) {
+			it->got.has_md5 = true;
+			memcpy(it->got.md5, v->ma, 16);
+		}
+	} else if (anothers(it, name, &op->info, &e)) {
+		mirror_fail(it, op, &e);
+	} else {
+		op->replace = true;
+		if (!mirror_write(it, op, false, &e))
+			mirror_fail(it, op, &e);
+	}
+	put_over(it);
+}
+
+static void mirror_fetched(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct vjob *v = NULL;
+	struct err pe = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	it->busy--;
+	if (e && e->code == ERR_NOTFOUND) { /* gone meanwhile: create it after all */
+		if (!mirror_write(it, op, true, &pe))
+			mirror_fail(it, op, &pe);
+	} else if (e) {
+		pe = *e;
+		err_prefix(&pe, "reading what it holds: ");
+		mirror_fail(it, op, &pe);
+	} else if ((v = calloc(1, sizeof(*v))) == NULL) {
+		err_set(&pe, ERR_NOMEM, "out of memory");
+		mirror_fail(it, op, &pe);
+	} else {
+		v->a = fcntl(it->spool, F_DUPFD_CLOEXEC, 0);
+		v->b = fcntl(op->check, F_DUPFD_CLOEXEC, 0);
+		if (v->a < 0 || v->b < 0) {
+			err_sys(&pe, errno, "dup");
+			if (v->a >= 0)
+				close(v->a);
+			if (v->b >= 0)
+				close(v->b);
+			free(v);
+			mirror_fail(it, op, &pe);
+		} else {
+			v->it = it;
+			v->op = op;
+			v->job.work = vjob_work;
+			v->job.done = vjob_done;
+			v->job.discard = vjob_free;
+			op->vjob = v;
+			it->busy++;
+			workq_submit(it->g->stores[op->store]->env.wq, &v->job);
+		}
+	}
+	put_over(it);
+}
+
+/* the mirror's key, looked at after the copy found it taken */
+static void mirror_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct store *st = it->g->stores[op->store];
+	const char *name = it->g->conf->stores[op->store].name;
+	const struct obj_info *o = &op->info;
+	struct buf key = BUF_INIT;
+	struct err pe = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	it->busy--;
+	if (e && e->code == ERR_NOTFOUND) { /* gone meanwhile: create it after all */
+		if (!mirror_write(it, op, true, &pe))
+			mirror_fail(it, op, &pe);
+	} else if (e) {
+		pe = *e;
+		err_prefix(&pe, "looking at what it holds: ");
+		mirror_fail(it, op, &pe);
+	} else if (is_stray(it, name, o) || (o->mtime > 0 && it->changed_at > 0 &&
+					     (double)o->mtime <= it->changed_at + 1.0)) {
+		/* an earlier attempt's copy of a version written again since, or
+		 * an earlier version the catalog lost track of */
+		if (!is_stray(it, name, o))
+			log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
+				"store \"%s\" holds an earlier \"%s\" (%llu bytes) that the "
+				"catalog does not record there: replacing it with the current "
+				"version",
+				name, it->key, (unsigned long long)o->size);
+		op->replace = true;
+		if (!mirror_write(it, op, false, &pe))
+			mirror_fail(it, op, &pe);
+	} else if (o->size != it->got.size) {
+		(void)anothers(it, name, o, &pe);
+		mirror_fail(it, op, &pe);
+	} else {
+		/* as big as the source, written after the record: the same bytes
+		 * (an attempt whose result was lost), or another writer's */
+		op->check = spool_open(it->sy, NULL, NULL, &pe);
+		op->has_check = op->check >= 0;
+		if (op->has_check && store_key(st, it->key, &it->attrs, &key, &pe) &&
+		    st->ops->get(st, buf_str(&key), op->check, 0, &op->info, mirror_fetched, op,
+				 &op->req, &pe)) {
+			op->busy = true;
+			it->busy++;
+		} else
+			mirror_fail(it, op, &pe);
+		buf_free(&key);
+	}
+	put_over(it);
+}
+
+/* The copy to mirror OP found the key taken: look at what is there. */
+static void mirror_taken(struct item *it, struct op *op)
+{
+	struct store *st = it->g->stores[op->store];
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+
+	op->taken = true;
+	if (store_key(st, it->key, &it->attrs, &key, &e) &&
+	    st->ops->stat(st, buf_str(&key), &op->info, mirror_looked, op, &op->req, &e)) {
+		op->busy = true;
+		it->busy++;
+	} else {
+		err_prefix(&e, "looking at what it holds: ");
+		mirror_fail(it, op, &e);
+	}
+	buf_free(&key);
+}
+
 static void put_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
@@ -693,6 +906,11 @@ static void put_done(void *arg, const struct err *e)
 	op->busy = false;
 	op->req = NULL;
 	it->busy--;
+	if (e && e->code == ERR_EXISTS && !op->taken) {
+		mirror_taken(it, op);
+		put_over(it);
+		return;
+	}
 	if (e) {
 		struct err m = *e;
 
@@ -713,21 +931,13 @@ static void put_done(void *arg, const struct err *e)
 			memcpy(it->got.md5, op->info.md5, 16);
 		}
 	}
-	if (it->busy == 0) {
-		struct err m;
-
-		if (!it->failed && it->direct && source_changed(it, it->spool, &m))
-			item_fail(it, &m, false); /* the copies may mix two versions */
-		item_done(it);
-	}
+	put_over(it);
 }
 
 static void get_done(void *arg, const struct err *e)
 {
 	struct op *src = arg;
 	struct item *it = src->it;
-	struct obj_info known;
-	struct buf key = BUF_INIT;
 
 	src->busy = false;
 	src->req = NULL;
@@ -744,9 +954,6 @@ static void get_done(void *arg, const struct err *e)
 	}
 	src->ok = true;
 	it->got = src->info;
-	known = src->info;
-	snprintf(known.content_type, sizeof(known.content_type), "%s",
-		 it->attrs.mimetype ? it->attrs.mimetype : "");
 	for (size_t i = 0; i < it->g->conf->nmirrors; i++) {
 		int t = store_index(it->g, it->g->conf->mirrors[i]);
 		struct op *op;
@@ -755,19 +962,12 @@ static void get_done(void *arg, const struct err *e)
 		if (t < 0 || t == it->src || holds(it, it->g->conf->stores[t].name))
 			continue;
 		op = &it->ops[t];
-		buf_reset(&key);
-		if (!store_key(it->g->stores[t], it->key, &it->attrs, &key, &pe) ||
-		    !(t == it->adopt ? it->g->stores[t]->ops->adopt : it->g->stores[t]->ops->put)(
-			it->g->stores[t], buf_str(&key), it->spool, it->got.size, &known, &op->info,
-			put_done, op, &op->req, &pe)) {
+		/* only where no earlier version is known to be */
+		if (!mirror_write(it, op, !listed(it->stale, it->g->conf->stores[t].name), &pe)) {
 			err_prefix(&pe, "copying to store \"%s\": ", it->g->conf->stores[t].name);
 			item_fail(it, &pe, is_permanent(pe.code));
-			continue;
 		}
-		op->busy = true;
-		it->busy++;
 	}
-	buf_free(&key);
 	if (it->busy == 0)
 		item_done(it);
 }
@@ -1165,6 +1365,7 @@ static void vjob_work(struct workq_job *job)
 
 static bool mig_differs(struct item *it, const struct obj_info *o);
 static bool mig_write(struct item *it, struct err *pe);
+static void mirror_compared(struct item *it, struct op *op, const struct vjob *v);
 
 static void vjob_done(struct workq_job *job)
 {
@@ -1173,6 +1374,11 @@ static void vjob_done(struct workq_job *job)
 	struct mig *m;
 
 	if (it == NULL) {
+		vjob_free(job);
+		return;
+	}
+	if (v->op) {
+		mirror_compared(it, v->op, v);
 		vjob_free(job);
 		return;
 	}
@@ -1275,30 +1481,43 @@ static void mig_back_done(void *arg, const struct err *e);
  * counts, for an operator to look at.  One written before is an earlier
  * version (a copy of an earlier move, put there by hand): the copy
  * replaces it.  Returns whether the item goes on (a write started). */
+/* Whether o, another version than the one being copied into store, was
+ * written after the catalog recorded this one (or at a time unknown): then
+ * it is another writer's and is never replaced, and *e says so -- a wait
+ * while it is recent (SYNC_PUT_GRACE_S: the application's put() about to
+ * commit, spending no attempt), then a failure that counts. */
+static bool anothers(const struct item *it, const char *store, const struct obj_info *o,
+		     struct err *e)
+{
+	double now = (double)time(NULL);
+
+	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0)
+		return false;
+	if (o->mtime > 0 && (double)o->mtime >= now - SYNC_PUT_GRACE_S &&
+	    (double)o->mtime <= now + 2.0)
+		err_set(e, ERR_TRANSIENT,
+			"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s after the "
+			"catalog's record of the one being copied, %.0f s ago: not replacing it; "
+			"waiting for the application's put() of it",
+			store, it->key, (unsigned long long)o->size,
+			(double)o->mtime - it->changed_at, now - (double)o->mtime);
+	else
+		err_set(e, ERR_INTEGRITY,
+			"store \"%s\" holds another \"%s\" (%llu bytes) that the catalog does not "
+			"record, written %s the catalog's record of the one being copied: not "
+			"replacing it; if it is the image, record it with imgsync.put('%s', '%s'), "
+			"otherwise delete it",
+			store, it->key, (unsigned long long)o->size,
+			o->mtime > 0 ? "after" : "(its time unknown) maybe after", it->key, store);
+	return true;
+}
+
 static bool mig_differs(struct item *it, const struct obj_info *o)
 {
 	struct mig *m = &it->mig;
-	double now = (double)time(NULL);
 	struct err e = {0};
 
-	if (o->mtime <= 0 || it->changed_at <= 0 || (double)o->mtime > it->changed_at + 1.0) {
-		if (o->mtime > 0 && (double)o->mtime >= now - SYNC_PUT_GRACE_S &&
-		    (double)o->mtime <= now + 2.0)
-			err_set(&e, ERR_TRANSIENT,
-				"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s "
-				"after the catalog's record of the one being copied, %.0f s ago: "
-				"not replacing it; waiting for the application's put() of it",
-				m->target, it->key, (unsigned long long)o->size,
-				(double)o->mtime - it->changed_at, now - (double)o->mtime);
-		else
-			err_set(&e, ERR_INTEGRITY,
-				"store \"%s\" holds another \"%s\" (%llu bytes) that the catalog "
-				"does not record, written %s the catalog's record of the one being "
-				"copied: not replacing it; if it is the image, record it with "
-				"imgsync.put('%s', '%s'), otherwise delete it",
-				m->target, it->key, (unsigned long long)o->size,
-				o->mtime > 0 ? "after" : "(its time unknown) maybe after", it->key,
-				m->target);
+	if (anothers(it, m->target, o, &e)) {
 		mig_fail(it, &e, "copying to the target");
 		return false;
 	}

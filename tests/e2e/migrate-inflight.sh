@@ -5,7 +5,8 @@
 # records that copy.  The key's next item deletes it (work.strays) while it
 # is still the copy that attempt wrote: no orphan stays in the target.
 # faultproxy holds the answer to the copy's PUT (the object is on the server
-# already) for a few seconds while the application acts.
+# already) for a few seconds while the application acts.  Then a mirror's
+# copy of a new image, finding the key taken.
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -63,5 +64,39 @@ check "the third one moved as usual" \
 check "... and its source copy is gone" test ! -e "$D_ROOT/fly/kept.png"
 check "no item failed" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
+d_stop
+
+# A mirror's copy of an image new to the catalog only creates the object
+# too.  In the mirror it finds: the same bytes (an attempt whose result was
+# lost): kept; an older object: replaced; the application's newer version,
+# written there after the catalog's record with its put() to come: never
+# replaced, and once the put commits it is the image.
+echo 'sync { mirrors = { "cloud" } }' >>"$D_CONF"
+mkdir -p "$D_ROOT/mir"
+printf 'the same bytes' >"$D_ROOT/mir/same.png"
+printf 'an older object' | oracle_rgw put "$D_BUCKET" "$(hex mir/old.png)" - >/dev/null
+sleep 1.1
+printf 'version one of old' >"$D_ROOT/mir/old.png"
+printf 'version one of newer, on disk' >"$D_ROOT/mir/newer.png"
+d_sql "SELECT imgsync.put('mir/' || k || '.png', 'local', 'image/png') FROM unnest(ARRAY['same', 'old', 'newer']) k" >/dev/null
+sleep 2.1
+printf 'the same bytes' | oracle_rgw put "$D_BUCKET" "$(hex mir/same.png)" - >/dev/null
+printf 'the application, on S3 now' | oracle_rgw put "$D_BUCKET" "$(hex mir/newer.png)" - >/dev/null
+check "imgsyncd starts again, mirroring to cloud" d_start
+check "the application's newer version in the mirror, its put to come, is waited for" \
+	wait_sql "SELECT last_error LIKE '%not replacing it; waiting for the application''s put()%' FROM imgsync.work WHERE key = 'mir/newer.png'" t 20
+check "... not replaced" test "$(s3_cat mir/newer.png)" = "the application, on S3 now"
+check "the other two are mirrored" \
+	wait_sql "SELECT string_agg(key || ':' || array_to_string(stores, ','), ' ' ORDER BY key) FROM imgsync.images WHERE key LIKE 'mir/%'" \
+	"mir/newer.png:local mir/old.png:cloud,local mir/same.png:cloud,local" 20
+check "... the same bytes kept, saying so" grep -q 'store "cloud" holds "mir/same.png" already (an earlier attempt copied it): kept' "$D_LOG"
+check "... the older object replaced, saying so" grep -q 'store "cloud" holds an earlier "mir/old.png" (15 bytes) that the catalog does not record there: replacing it' "$D_LOG"
+check "... with the current version" test "$(s3_cat mir/old.png)" = "version one of old"
+d_sql "SELECT imgsync.put('mir/newer.png', 'cloud', 'image/png')" >/dev/null
+check "once the application's put commits, its version is the image, in the mirror only" \
+	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'mir/newer.png'" cloud 20
+check "... with its bytes" test "$(s3_cat mir/newer.png)" = "the application, on S3 now"
+check "... the queue empties" wait_sql "SELECT count(*) FROM imgsync.work" 0 20
+check "... and the earlier version on disk is gone" test ! -e "$D_ROOT/mir/newer.png"
 d_stop
 done_testing
