@@ -1589,8 +1589,12 @@ static void mig_target_looked(void *arg, const struct err *e)
 		buf_free(&key);
 		return;
 	}
-	same = o->size == it->got.size && plain && it->got.has_md5 &&
-	       memcmp(o->md5, it->got.md5, 16) == 0;
+	/* No bytes here to read back (a copy on the server): the MD5s the
+	 * store keeps decide, also one stored beside a multipart object, which
+	 * is made only of parts checked one by one, and deleted when the
+	 * whole fails its check (s3.c drop_written). */
+	same = o->size == it->got.size && o->has_md5 && it->got.has_md5 &&
+	       (plain || m->spool < 0) && memcmp(o->md5, it->got.md5, 16) == 0;
 	if (same) {
 		m->put.info = *o;
 		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
