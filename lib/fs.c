@@ -356,9 +356,19 @@ static void info_from_stat(struct obj_info *info, const struct stat *sb)
 
 /* --- operations (on pool threads) --- */
 
-/* A put that may only create found the name taken. */
-static bool exists(struct fs_store *st, struct store_req *r, struct err *e)
+/* A put that may only create found the name taken: ERR_EXISTS for a file,
+ * what the caller can look at; a directory (or anything else) is in the way
+ * as for any put. */
+static bool exists(struct fs_store *st, struct store_req *r, int dirfd, const char *name,
+		   struct err *e)
 {
+	struct stat sb;
+
+	if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(sb.st_mode))
+		return err_sys(e, EISDIR,
+			       "cannot put \"%s\" under %s: a directory has its name (move it "
+			       "away, then retry)",
+			       r->key, st->base.cfg->root);
 	return err_set(e, ERR_EXISTS, "\"%s\" exists under %s already; not replaced", r->key,
 		       st->base.cfg->root);
 }
@@ -377,7 +387,7 @@ static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int d
 		return true;
 	if (errno == EEXIST && r->if_absent) {
 		tmp[0] = '\0';
-		exists(st, r, e);
+		exists(st, r, dirfd, name, e);
 		errno = EEXIST;
 		return false;
 	}
@@ -493,7 +503,7 @@ again:
 	}
 	/* taken already: not worth the writing (the link decides, though) */
 	if (r->if_absent && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-		exists(st, r, e);
+		exists(st, r, dirfd, name, e);
 		goto out;
 	}
 	if (adopted)
@@ -581,7 +591,7 @@ again:
 		}
 		if (rc < 0) {
 			if (errno == EEXIST)
-				exists(st, r, e);
+				exists(st, r, dirfd, name, e);
 			else
 				err_sys(e, errno, "cannot rename into place \"%s\" under %s",
 					r->key, st->base.cfg->root);

@@ -122,7 +122,8 @@ mode ""
 
 # an upload in parts whose parts fail, and the abort of it too: the abort is
 # asked for again after a pause (three times in all), then given up, saying so
-mode "error500 1" "only /ab/" "except POST "
+# (the look before a new upload, HEAD, is let through)
+mode "error500 1" "only /ab/" "except POST |HEAD "
 images ab 1 $((11 * 1024 * 1024))
 # most DELETEs (aborts) of one upload the proxy failed so far
 aborts() {

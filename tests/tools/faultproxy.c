@@ -32,7 +32,8 @@
  *
  * A fault that does not apply to a request (a body fault on a request with
  * no body, say) is not injected and not counted.  --only TEXT limits faults
- * to requests whose target contains TEXT, --except TEXT to those whose head
+ * to requests whose target contains TEXT, --except TEXT (alternatives
+ * separated by "|") to those whose head
  * (request line and headers) does not contain TEXT.  The same settings, one
  * "name value" per line, may be given in the --control file, read again
  * whenever it changes: tests switch modes on a running proxy that way.
@@ -120,6 +121,23 @@ static struct sockaddr_storage upstream_addr;
 static socklen_t upstream_len;
 static const char *stats_path;
 static volatile sig_atomic_t stopping;
+
+/* Whether a request's head contains one of the "|"-separated texts. */
+static bool excepted(const char *head, const char *except)
+{
+	char alt[256];
+
+	for (const char *p = except; *p;) {
+		const char *bar = strchr(p, '|');
+		size_t n = bar ? (size_t)(bar - p) : strlen(p);
+
+		snprintf(alt, sizeof(alt), "%.*s", (int)n, p);
+		if (alt[0] && strstr(head, alt))
+			return true;
+		p += n + (bar != NULL);
+	}
+	return false;
+}
 
 /* --- settings --- */
 
@@ -635,8 +653,7 @@ static bool serve_one(struct conn *c)
 	g.version++;
 	control_reload();
 	s = g.cur;
-	if ((s.only[0] == '\0' || strstr(q.target, s.only)) &&
-	    (s.except[0] == '\0' || strstr(c->head, s.except) == NULL)) {
+	if ((s.only[0] == '\0' || strstr(q.target, s.only)) && !excepted(c->head, s.except)) {
 		double x = (double)(rng_next_locked() >> 11) * 0x1.0p-53;
 
 		for (int i = 0; i < F_COUNT && f == F_NONE; i++) {
