@@ -501,10 +501,15 @@ again:
 			e->code = ERR_TRANSIENT;
 		goto out;
 	}
-	/* taken already: not worth the writing (the link decides, though) */
-	if (r->if_absent && faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-		exists(st, r, dirfd, name, e);
-		goto out;
+	/* Taken already: not worth the writing (the link decides, though).  A
+	 * symlink or a FIFO planted there is no image of this store, and is
+	 * replaced (never followed) as by any put. */
+	if (r->if_absent && fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
+			exists(st, r, dirfd, name, e);
+			goto out;
+		}
+		r->if_absent = false;
 	}
 	if (adopted)
 		copied = r->size; /* adoptable() checked its size */
