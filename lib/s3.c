@@ -1665,10 +1665,14 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 	r->if_absent = known && known->if_absent;
 	if (size > st->threshold && r->have_md5)
 		started = mpu_put_start(r, e);
-	else if (size <= st->threshold && (r->have_md5 || size > S3_BUFFER_MAX))
+	else if (size <= st->threshold && (r->have_md5 || (size > S3_BUFFER_MAX && !r->if_absent)))
 		started =
 		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
-	else { /* small: read and hashed; in parts: hashed first (read_done starts it) */
+	else { /* small: read and hashed; in parts: hashed first (read_done starts it);
+		* one that may only create its object is hashed first too: with
+		* Content-MD5 the server refuses bytes damaged on the way, where a
+		* check of the ETag afterwards leaves a bad object that a retry
+		* would find in its way should deleting it fail */
 		r->job.work = read_work;
 		r->job.done = read_done;
 		r->in_pool = true;

@@ -92,6 +92,12 @@ mode ""
 # 2. no ETag on PUT answers: a small upload was checked by the server itself
 # (Content-MD5, signed payload); a streamed one without a checksum cannot be
 # confirmed and must not count as done
+# (new images are hashed first and sent with Content-MD5; the mirror's
+# earlier version is replaced by a streamed upload: written once honestly
+# first, then rewritten)
+images noetag-big 3 1500000
+check "new images above 1 MiB are mirrored with a checksum" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'noetag-big/%' AND 'cloud' = ANY (stores)" 3 30
 mode "no_etag 1" "only /noetag"
 images noetag-big 3 1500000
 check "no ETag: a streamed upload fails with a clear message" \
