@@ -103,7 +103,7 @@ struct op {
 	bool stored;	 /* a put succeeded: the store holds this version now */
 	bool stat_phase; /* remove: looking before deleting */
 	/* a mirror's copy that found the key taken (mirror_taken) */
-	bool taken, replace;
+	bool taken;
 	bool has_check; /* check: what the key holds, read, to compare */
 	int check;
 	struct vjob *vjob; /* the comparison, on the pool */
@@ -147,15 +147,17 @@ struct item {
 	long long gen, version, token;
 	int attempts;
 	bool size_known;
-	uint64_t size;	    /* recorded size of the version, if known */
-	double changed_at;  /* when the home copy was written (a remove: when removed) */
-	char *stores;	    /* comma-separated stores holding the current version */
-	char *stale;	    /* comma-separated stores holding a superseded version */
-	double stale_until; /* copies written later are not that version */
-	char *strays;	    /* "store=tag,...": copies an earlier attempt wrote of a
-			     * version written again meanwhile (work.strays) */
-	bool unstaled;	    /* their copies were looked at */
-	struct op *sops;    /* one per configured store: deleting those copies */
+	uint64_t size;	      /* recorded size of the version, if known */
+	double changed_at;    /* when the home copy was written (a remove: when removed) */
+	char *stores;	      /* comma-separated stores holding the current version */
+	char *stale;	      /* comma-separated stores holding a superseded version */
+	double stale_until;   /* copies written later are not that version */
+	char *strays;	      /* "store=TAG@TIME,...": copies an earlier attempt wrote of
+			       * a version written again meanwhile (work.strays) */
+	char **stray;	      /* per configured store: its "TAG@TIME" in strays, or NULL */
+	bool stray_elsewhere; /* strays names a store not configured here */
+	bool unstaled;	      /* their copies were looked at */
+	struct op *sops;      /* one per configured store: deleting those copies */
 	int spool;
 	bool direct;	/* spool is the source's own file (open_fd) */
 	int adopt;	/* or the spool() of this store, the one mirror to copy to; -1 */
@@ -313,39 +315,48 @@ static const char *json_safe_tag(const char *tag)
 	return tag;
 }
 
-/* The tag of the copy an earlier attempt left in store (work.strays), or
- * NULL: "store=tag,..." */
-static const char *stray_tag(const struct item *it, const char *store, char *out, size_t size)
+/* it->strays ("store=TAG@TIME,...", from the claim) by configured store:
+ * it->stray.  false when out of memory. */
+static bool parse_strays(struct item *it)
 {
-	size_t n = strlen(store);
+	size_t n = it->g->conf->nstores;
 
-	for (const char *p = it->strays; p && *p;) {
+	if (it->strays == NULL || it->strays[0] == '\0')
+		return true;
+	if ((it->stray = calloc(n, sizeof(*it->stray))) == NULL)
+		return false;
+	for (const char *p = it->strays; *p;) {
 		const char *c = strchr(p, ',');
 		size_t len = c ? (size_t)(c - p) : strlen(p);
+		const char *eq = memchr(p, '=', len);
 
-		if (len > n && memcmp(p, store, n) == 0 && p[n] == '=') {
-			snprintf(out, size, "%.*s", (int)(len - n - 1), p + n + 1);
-			return out;
-		}
+		for (size_t i = 0; eq && i < n; i++)
+			if (strlen(it->g->conf->stores[i].name) == (size_t)(eq - p) &&
+			    memcmp(it->g->conf->stores[i].name, p, (size_t)(eq - p)) == 0) {
+				free(it->stray[i]);
+				if ((it->stray[i] = strndup(eq + 1, len - (size_t)(eq - p) - 1)) ==
+				    NULL)
+					return false;
+				eq = NULL;
+			}
+		if (eq)
+			it->stray_elsewhere = true;
 		p = c ? c + 1 : p + len;
 	}
-	return NULL;
+	return true;
 }
 
-/* Whether o is the very copy an earlier attempt left in store: its tag
+/* Whether o is the very copy an earlier attempt left in store i: its tag
  * ("TAG@TIME"), and written no later than that attempt's end (an S3 tag
  * is the content's: the same bytes written again later are not it). */
-static bool is_stray(const struct item *it, const char *store, const struct obj_info *o)
+static bool is_stray(const struct item *it, int i, const struct obj_info *o)
 {
-	char tag[sizeof(o->tag) + 24];
-	char *at;
+	const char *t = it->stray ? it->stray[i] : NULL;
+	const char *at = t ? strrchr(t, '@') : NULL;
+	size_t n = at ? (size_t)(at - t) : 0;
 
-	if (stray_tag(it, store, tag, sizeof(tag)) == NULL || !o->tag[0])
-		return false;
-	if ((at = strrchr(tag, '@')) == NULL)
-		return false;
-	*at++ = '\0';
-	return strcmp(tag, o->tag) == 0 && (o->mtime <= 0 || o->mtime <= strtoll(at, NULL, 10));
+	return at && o->tag[0] && strncmp(t, o->tag, n) == 0 && o->tag[n] == '\0' &&
+	       (o->mtime <= 0 || o->mtime <= strtoll(at + 1, NULL, 10));
 }
 
 static bool is_permanent(enum err_code c)
@@ -459,6 +470,9 @@ static void item_free(struct item *it)
 	free(it->stores);
 	free(it->stale);
 	free(it->strays);
+	for (size_t i = 0; it->stray && i < it->g->conf->nstores; i++)
+		free(it->stray[i]);
+	free(it->stray);
 	free(it->sops);
 	for (int i = 0; i < 5; i++)
 		free(it->attr[i]);
@@ -703,8 +717,144 @@ static void vjob_work(struct workq_job *job);
 static void vjob_done(struct workq_job *job);
 static void vjob_free(struct workq_job *job);
 static int spool_open(struct sync *s, struct store *lender, bool *adopted, struct err *e);
-static bool anothers(const struct item *it, const char *store, const struct obj_info *o,
-		     struct err *e);
+
+/* --- a copy that found its key taken (a move's, or a mirror's) --- */
+
+/* What a copy that may only create its object does with the object o it
+ * found under the key in store i, which the catalog does not record there.
+ * COMPARED: what reading it back showed (-1 not read, 0 other bytes, 1 the
+ * source's); READ: the source's bytes are here to compare with; VERIFY:
+ * the bytes must be compared, whatever MD5s say.  Logs what it decides;
+ * sets *e for TAKEN_LEAVE. */
+enum taken {
+	TAKEN_KEEP,    /* the same bytes (an attempt whose result was lost) */
+	TAKEN_COMPARE, /* read it back (read_back) and ask again */
+	TAKEN_REPLACE, /* an earlier version, or this item's own stray */
+	TAKEN_LEAVE    /* another writer's */
+};
+
+static enum taken taken_verdict(const struct item *it, int i, const struct obj_info *o,
+				int compared, bool read, bool verify, struct err *e)
+{
+	const char *name = it->g->conf->stores[i].name;
+	/* an MD5 the store computed (a plain ETag), not one stored beside a
+	 * multipart object, which says what was meant to arrive */
+	bool plain = o->has_md5 && strlen(o->etag) == 32 && strchr(o->etag, '-') == NULL;
+	bool same = compared == 1;
+	double now = (double)time(NULL);
+
+	if (is_stray(it, i, o))
+		return TAKEN_REPLACE; /* of a version written again meanwhile */
+	if (compared < 0 && o->size == it->got.size) {
+		if (read && (verify || !(plain && it->got.has_md5)))
+			return TAKEN_COMPARE;
+		/* No bytes here to read back (a copy on the server): the MD5s
+		 * the stores keep decide, also one stored beside a multipart
+		 * object, which is made only of parts checked one by one, and
+		 * deleted when the whole fails its check (s3.c drop_written). */
+		same = o->has_md5 && it->got.has_md5 && (plain || !read) &&
+		       memcmp(o->md5, it->got.md5, 16) == 0;
+	}
+	if (same) {
+		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = name},
+			"store \"%s\" holds \"%s\" already (an earlier attempt copied it): kept",
+			name, it->key);
+		return TAKEN_KEEP;
+	}
+	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0) {
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
+			"store \"%s\" holds an earlier \"%s\" (%llu bytes) that the catalog does "
+			"not record there: replacing it with the current version",
+			name, it->key, (unsigned long long)o->size);
+		return TAKEN_REPLACE;
+	}
+	/* Written after the catalog recorded this version (or at a time
+	 * unknown): another writer's, most likely the application's newer
+	 * version, its put() about to commit (which makes this item start
+	 * over).  Never replaced: waited for while recent (SYNC_PUT_GRACE_S,
+	 * spending no attempt), then a failure that counts. */
+	if (o->mtime > 0 && (double)o->mtime >= now - SYNC_PUT_GRACE_S &&
+	    (double)o->mtime <= now + 2.0)
+		err_set(e, ERR_TRANSIENT,
+			"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s after the "
+			"catalog's record of the one being copied, %.0f s ago: not replacing it; "
+			"waiting for the application's put() of it",
+			name, it->key, (unsigned long long)o->size,
+			(double)o->mtime - it->changed_at, now - (double)o->mtime);
+	else
+		err_set(e, ERR_INTEGRITY,
+			"store \"%s\" holds another \"%s\" (%llu bytes) that the catalog does not "
+			"record, written %s the catalog's record of the one being copied: not "
+			"replacing it; if it is the image, record it with imgsync.put('%s', '%s'), "
+			"otherwise delete it",
+			name, it->key, (unsigned long long)o->size,
+			o->mtime > 0 ? "after" : "(its time unknown) maybe after", it->key, name);
+	return TAKEN_LEAVE;
+}
+
+/* Look at what store op->store holds under the item's key (op->info; op
+ * busy, DONE follows). */
+static bool look_taken(struct item *it, struct op *op, store_done_fn done, struct err *e)
+{
+	struct store *st = it->g->stores[op->store];
+	struct buf key = BUF_INIT;
+
+	op->busy = store_key(st, it->key, &it->attrs, &key, e) &&
+		   st->ops->stat(st, buf_str(&key), &op->info, done, op, &op->req, e);
+	buf_free(&key);
+	return op->busy;
+}
+
+/* Read what store op->store holds under the item's key into a new spool
+ * file (op->info says what it was), to compare it with the source: the
+ * file (op busy; DONE follows), or -1 with *e. */
+static int read_back(struct item *it, struct op *op, store_done_fn done, struct err *e)
+{
+	struct store *st = it->g->stores[op->store];
+	struct buf key = BUF_INIT;
+	int fd = spool_open(it->sy, NULL, NULL, e);
+
+	if (fd >= 0 &&
+	    !(store_key(st, it->key, &it->attrs, &key, e) &&
+	      st->ops->get(st, buf_str(&key), fd, 0, &op->info, done, op, &op->req, e))) {
+		close(fd);
+		fd = -1;
+	}
+	buf_free(&key);
+	op->busy = fd >= 0;
+	return fd;
+}
+
+/* Hash files a and b on the pool of store i, for vjob_done (a mirror's
+ * comparison when OP, else the migration's); *out names the job until
+ * then. */
+static bool vjob_start(struct item *it, struct op *op, int i, int a, int b, struct vjob **out,
+		       struct err *e)
+{
+	struct vjob *v = calloc(1, sizeof(*v));
+
+	if (v == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	v->a = fcntl(a, F_DUPFD_CLOEXEC, 0);
+	v->b = fcntl(b, F_DUPFD_CLOEXEC, 0);
+	if (v->a < 0 || v->b < 0) {
+		err_sys(e, errno, "dup");
+		if (v->a >= 0)
+			close(v->a);
+		if (v->b >= 0)
+			close(v->b);
+		free(v);
+		return false;
+	}
+	v->it = it;
+	v->op = op;
+	v->job.work = vjob_work;
+	v->job.done = vjob_done;
+	v->job.discard = vjob_free;
+	*out = v;
+	workq_submit(it->g->stores[i]->env.wq, &v->job);
+	return true;
+}
 
 /* An operation of the item's put is over: the item, once none is left. */
 static void put_over(struct item *it)
@@ -749,10 +899,39 @@ static bool mirror_write(struct item *it, struct op *op, bool if_absent, struct 
 	return ok;
 }
 
+static void mirror_fetched(void *arg, const struct err *e);
+
+/* Apply taken_verdict() to what mirror OP holds (op->info; COMPARED as
+ * there). */
+static void mirror_verdict(struct item *it, struct op *op, int compared)
+{
+	struct err e = {0};
+
+	switch (taken_verdict(it, op->store, &op->info, compared, true, false, &e)) {
+	case TAKEN_COMPARE:
+		op->check = read_back(it, op, mirror_fetched, &e);
+		op->has_check = op->check >= 0;
+		if (op->has_check) {
+			it->busy++;
+			return;
+		}
+		break;
+	case TAKEN_KEEP:
+		op->ok = op->stored = true;
+		return;
+	case TAKEN_REPLACE:
+		if (mirror_write(it, op, false, &e))
+			return;
+		break;
+	case TAKEN_LEAVE:
+		break;
+	}
+	mirror_fail(it, op, &e);
+}
+
 /* what the mirror holds, compared with the source on the pool */
 static void mirror_compared(struct item *it, struct op *op, const struct vjob *v)
 {
-	const char *name = it->g->conf->stores[op->store].name;
 	struct err e = {0};
 
 	op->vjob = NULL;
@@ -760,21 +939,14 @@ static void mirror_compared(struct item *it, struct op *op, const struct vjob *v
 	if (!v->ok) {
 		e = v->err;
 		mirror_fail(it, op, &e);
-	} else if (op->info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0) {
-		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = name},
-			"store \"%s\" holds \"%s\" already (an earlier attempt copied it): kept",
-			name, it->key);
-		op->ok = op->stored = true;
-		if (!it->got.has_md5) {
+	} else {
+		bool same = op->info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0;
+
+		if (same && !it->got.has_md5) {
 			it->got.has_md5 = true;
 			memcpy(it->got.md5, v->ma, 16);
 		}
-	} else if (anothers(it, name, &op->info, &e)) {
-		mirror_fail(it, op, &e);
-	} else {
-		op->replace = true;
-		if (!mirror_write(it, op, false, &e))
-			mirror_fail(it, op, &e);
+		mirror_verdict(it, op, same);
 	}
 	put_over(it);
 }
@@ -783,7 +955,6 @@ static void mirror_fetched(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct vjob *v = NULL;
 	struct err pe = {0};
 
 	op->busy = false;
@@ -796,31 +967,10 @@ static void mirror_fetched(void *arg, const struct err *e)
 		pe = *e;
 		err_prefix(&pe, "reading what it holds: ");
 		mirror_fail(it, op, &pe);
-	} else if ((v = calloc(1, sizeof(*v))) == NULL) {
-		err_set(&pe, ERR_NOMEM, "out of memory");
+	} else if (!vjob_start(it, op, op->store, it->spool, op->check, &op->vjob, &pe)) {
 		mirror_fail(it, op, &pe);
-	} else {
-		v->a = fcntl(it->spool, F_DUPFD_CLOEXEC, 0);
-		v->b = fcntl(op->check, F_DUPFD_CLOEXEC, 0);
-		if (v->a < 0 || v->b < 0) {
-			err_sys(&pe, errno, "dup");
-			if (v->a >= 0)
-				close(v->a);
-			if (v->b >= 0)
-				close(v->b);
-			free(v);
-			mirror_fail(it, op, &pe);
-		} else {
-			v->it = it;
-			v->op = op;
-			v->job.work = vjob_work;
-			v->job.done = vjob_done;
-			v->job.discard = vjob_free;
-			op->vjob = v;
-			it->busy++;
-			workq_submit(it->g->stores[op->store]->env.wq, &v->job);
-		}
-	}
+	} else
+		it->busy++;
 	put_over(it);
 }
 
@@ -829,10 +979,6 @@ static void mirror_looked(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct store *st = it->g->stores[op->store];
-	const char *name = it->g->conf->stores[op->store].name;
-	const struct obj_info *o = &op->info;
-	struct buf key = BUF_INIT;
 	struct err pe = {0};
 
 	op->busy = false;
@@ -845,56 +991,23 @@ static void mirror_looked(void *arg, const struct err *e)
 		pe = *e;
 		err_prefix(&pe, "looking at what it holds: ");
 		mirror_fail(it, op, &pe);
-	} else if (is_stray(it, name, o) || (o->mtime > 0 && it->changed_at > 0 &&
-					     (double)o->mtime <= it->changed_at + 1.0)) {
-		/* an earlier attempt's copy of a version written again since, or
-		 * an earlier version the catalog lost track of */
-		if (!is_stray(it, name, o))
-			log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
-				"store \"%s\" holds an earlier \"%s\" (%llu bytes) that the "
-				"catalog does not record there: replacing it with the current "
-				"version",
-				name, it->key, (unsigned long long)o->size);
-		op->replace = true;
-		if (!mirror_write(it, op, false, &pe))
-			mirror_fail(it, op, &pe);
-	} else if (o->size != it->got.size) {
-		(void)anothers(it, name, o, &pe);
-		mirror_fail(it, op, &pe);
-	} else {
-		/* as big as the source, written after the record: the same bytes
-		 * (an attempt whose result was lost), or another writer's */
-		op->check = spool_open(it->sy, NULL, NULL, &pe);
-		op->has_check = op->check >= 0;
-		if (op->has_check && store_key(st, it->key, &it->attrs, &key, &pe) &&
-		    st->ops->get(st, buf_str(&key), op->check, 0, &op->info, mirror_fetched, op,
-				 &op->req, &pe)) {
-			op->busy = true;
-			it->busy++;
-		} else
-			mirror_fail(it, op, &pe);
-		buf_free(&key);
-	}
+	} else
+		mirror_verdict(it, op, -1);
 	put_over(it);
 }
 
 /* The copy to mirror OP found the key taken: look at what is there. */
 static void mirror_taken(struct item *it, struct op *op)
 {
-	struct store *st = it->g->stores[op->store];
-	struct buf key = BUF_INIT;
 	struct err e = {0};
 
 	op->taken = true;
-	if (store_key(st, it->key, &it->attrs, &key, &e) &&
-	    st->ops->stat(st, buf_str(&key), &op->info, mirror_looked, op, &op->req, &e)) {
-		op->busy = true;
+	if (look_taken(it, op, mirror_looked, &e)) {
 		it->busy++;
 	} else {
 		err_prefix(&e, "looking at what it holds: ");
 		mirror_fail(it, op, &e);
 	}
-	buf_free(&key);
 }
 
 static void put_done(void *arg, const struct err *e)
@@ -1135,21 +1248,22 @@ static void remove_looked(void *arg, const struct err *e)
 
 		err_prefix(&m, "deleting from store \"%s\": ", c->name);
 		item_fail(it, &m, is_permanent(e->code));
-	} else if (it->remove && !is_stray(it, c->name, &op->info) &&
+	} else if (it->remove && !is_stray(it, op->store, &op->info) &&
 		   !still_removed_one(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting \"%s\" from store \"%s\": it was written after the removal "
 			"(%llu bytes); the application wrote the key again",
 			it->key, c->name, (unsigned long long)op->info.size);
 		op->ok = true;
-	} else if (!it->remove && !is_stray(it, c->name, &op->info) &&
+	} else if (!it->remove && !is_stray(it, op->store, &op->info) &&
 		   !listed(it->stale, c->name)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting \"%s\" from store \"%s\": it is not the copy an earlier "
 			"attempt left there (%llu bytes); it was written again since",
 			it->key, c->name, (unsigned long long)op->info.size);
 		op->ok = true;
-	} else if (!it->remove && !is_stray(it, c->name, &op->info) && !superseded(it, &op->info)) {
+	} else if (!it->remove && !is_stray(it, op->store, &op->info) &&
+		   !superseded(it, &op->info)) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = c->name},
 			"not deleting the copy of \"%s\" in store \"%s\" that its put to store "
 			"\"%s\" superseded: it was written after that version was recorded "
@@ -1263,11 +1377,10 @@ static void start_unstale(struct item *it)
 		named = 0;
 	for (size_t i = 0; i < it->g->conf->nstores; i++) {
 		const char *name = it->g->conf->stores[i].name;
-		char tag[sizeof(it->got.tag)];
 
 		if (listed(it->stale, name))
 			known++;
-		else if (stray_tag(it, name, tag, sizeof(tag)) == NULL)
+		else if (it->stray == NULL || it->stray[i] == NULL)
 			continue;
 		if ((int)i == origin || is_mirror(it->g, name) || holds(it, name))
 			continue;
@@ -1281,24 +1394,12 @@ static void start_unstale(struct item *it)
 			"\"%s\": of the stores that may hold an earlier version (%s), those not "
 			"in this daemon's configuration are left alone",
 			it->key, it->stale);
-	for (const char *p = it->strays; p && *p;) {
-		const char *c = strchr(p, ',');
-		const char *eq = memchr(p, '=', c ? (size_t)(c - p) : strlen(p));
-
-		if (eq) {
-			char name[64];
-
-			snprintf(name, sizeof(name), "%.*s", (int)(eq - p), p);
-			if (store_index(it->g, name) < 0)
-				log_msg(
-				    LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
-				    "\"%s\": store \"%s\", which this daemon's configuration "
-				    "does not name, may hold a copy an earlier attempt wrote of a "
-				    "version written again meanwhile: left alone",
-				    it->key, name);
-		}
-		p = c ? c + 1 : p + strlen(p);
-	}
+	if (it->stray_elsewhere)
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key},
+			"\"%s\": of the stores that may hold a copy an earlier attempt wrote of a "
+			"version written again meanwhile (%s), those not in this daemon's "
+			"configuration are left alone",
+			it->key, it->strays);
 	if (it->busy == 0)
 		item_done(it);
 }
@@ -1363,7 +1464,7 @@ static void vjob_work(struct workq_job *job)
 	v->ok = digest_md5_fd(v->a, v->ma, &v->err) && digest_md5_fd(v->b, v->mb, &v->err);
 }
 
-static bool mig_differs(struct item *it, const struct obj_info *o);
+static void mig_verdict(struct item *it, const struct obj_info *o, int compared);
 static bool mig_write(struct item *it, struct err *pe);
 static void mirror_compared(struct item *it, struct op *op, const struct vjob *v);
 
@@ -1388,20 +1489,16 @@ static void vjob_done(struct workq_job *job)
 		mig_fail(it, &v->err, "verifying");
 	} else if (m->comparing) {
 		/* the target's copy (mig_target_looked): this version, or another */
+		bool same = m->back.info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0;
+
 		m->comparing = false;
-		if (m->back.info.size == it->got.size && memcmp(v->ma, v->mb, 16) == 0) {
-			log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
-				"migration %lld: store \"%s\" holds \"%s\" already (an earlier "
-				"attempt copied it): kept",
-				m->id, m->target, it->key);
+		if (same) {
 			it->got.has_md5 = true;
 			memcpy(it->got.md5, v->ma, 16);
-			m->put.info = m->back.info;
-			mig_copied(it);
-		} else if (mig_differs(it, &m->back.info)) {
-			vjob_free(job);
-			return;
 		}
+		vjob_free(job);
+		mig_verdict(it, &m->back.info, same);
+		return;
 	} else if (m->back.info.size != it->got.size || memcmp(v->ma, v->mb, 16) != 0) {
 		struct err ve;
 
@@ -1424,7 +1521,6 @@ static void mig_back_done(void *arg, const struct err *e)
 	struct op *op = arg;
 	struct item *it = op->it;
 	struct mig *m = &it->mig;
-	struct vjob *v;
 	struct err ve = {0};
 
 	op->busy = false;
@@ -1443,94 +1539,39 @@ static void mig_back_done(void *arg, const struct err *e)
 		item_finish(it);
 		return;
 	}
-	v = calloc(1, sizeof(*v));
-	if (v == NULL) {
-		err_set(&ve, ERR_NOMEM, "out of memory");
+	if (!vjob_start(it, NULL, m->tgt, m->spool, m->check, &m->vjob, &ve)) {
 		mig_fail(it, &ve, "verifying");
 		item_finish(it);
-		return;
 	}
-	v->a = fcntl(m->spool, F_DUPFD_CLOEXEC, 0);
-	v->b = fcntl(m->check, F_DUPFD_CLOEXEC, 0);
-	if (v->a < 0 || v->b < 0) {
-		err_sys(&ve, errno, "dup");
-		if (v->a >= 0)
-			close(v->a);
-		if (v->b >= 0)
-			close(v->b);
-		free(v);
-		mig_fail(it, &ve, "verifying");
-		item_finish(it);
-		return;
-	}
-	v->it = it;
-	v->job.work = vjob_work;
-	v->job.done = vjob_done;
-	v->job.discard = vjob_free;
-	m->vjob = v;
-	workq_submit(it->g->stores[m->tgt]->env.wq, &v->job);
 }
 
-static void mig_back_done(void *arg, const struct err *e);
-
-/* The target holds another version than the one being copied.  One
- * written after the catalog recorded this one is another writer's -- most
- * likely the application's newer version, its put() about to commit (which
- * makes this item start over) -- and is never replaced: waited for while it
- * is recent (SYNC_PUT_GRACE_S, not spending attempts), then a failure that
- * counts, for an operator to look at.  One written before is an earlier
- * version (a copy of an earlier move, put there by hand): the copy
- * replaces it.  Returns whether the item goes on (a write started). */
-/* Whether o, another version than the one being copied into store, was
- * written after the catalog recorded this one (or at a time unknown): then
- * it is another writer's and is never replaced, and *e says so -- a wait
- * while it is recent (SYNC_PUT_GRACE_S: the application's put() about to
- * commit, spending no attempt), then a failure that counts. */
-static bool anothers(const struct item *it, const char *store, const struct obj_info *o,
-		     struct err *e)
-{
-	double now = (double)time(NULL);
-
-	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0)
-		return false;
-	if (o->mtime > 0 && (double)o->mtime >= now - SYNC_PUT_GRACE_S &&
-	    (double)o->mtime <= now + 2.0)
-		err_set(e, ERR_TRANSIENT,
-			"store \"%s\" holds another \"%s\" (%llu bytes), written %.0f s after the "
-			"catalog's record of the one being copied, %.0f s ago: not replacing it; "
-			"waiting for the application's put() of it",
-			store, it->key, (unsigned long long)o->size,
-			(double)o->mtime - it->changed_at, now - (double)o->mtime);
-	else
-		err_set(e, ERR_INTEGRITY,
-			"store \"%s\" holds another \"%s\" (%llu bytes) that the catalog does not "
-			"record, written %s the catalog's record of the one being copied: not "
-			"replacing it; if it is the image, record it with imgsync.put('%s', '%s'), "
-			"otherwise delete it",
-			store, it->key, (unsigned long long)o->size,
-			o->mtime > 0 ? "after" : "(its time unknown) maybe after", it->key, store);
-	return true;
-}
-
-static bool mig_differs(struct item *it, const struct obj_info *o)
+/* Apply taken_verdict() to what the target holds (o; COMPARED as there). */
+static void mig_verdict(struct item *it, const struct obj_info *o, int compared)
 {
 	struct mig *m = &it->mig;
 	struct err e = {0};
 
-	if (anothers(it, m->target, o, &e)) {
-		mig_fail(it, &e, "copying to the target");
-		return false;
+	switch (taken_verdict(it, m->tgt, o, compared, m->spool >= 0, m->verify, &e)) {
+	case TAKEN_COMPARE:
+		m->comparing = true;
+		if ((m->check = read_back(it, &m->back, mig_back_done, &e)) >= 0)
+			return;
+		break;
+	case TAKEN_KEEP:
+		m->put.info = *o;
+		mig_copied(it);
+		item_finish(it);
+		return;
+	case TAKEN_REPLACE:
+		m->replace = true;
+		if (mig_write(it, &e))
+			return;
+		break;
+	case TAKEN_LEAVE:
+		break;
 	}
-	log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = m->target},
-		"migration %lld: store \"%s\" holds an earlier \"%s\" (%llu bytes) that the "
-		"catalog does not record there: replacing it with the current version",
-		m->id, m->target, it->key, (unsigned long long)o->size);
-	m->replace = true;
-	if (!mig_write(it, &e)) {
-		mig_fail(it, &e, "copying to the target");
-		return false;
-	}
-	return true;
+	mig_fail(it, &e, "copying to the target");
+	item_finish(it);
 }
 
 /* the target's copy, looked at after the copy found the key taken */
@@ -1538,11 +1579,7 @@ static void mig_target_looked(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct mig *m = &it->mig;
-	struct buf key = BUF_INIT;
 	struct err pe = {0};
-	const struct obj_info *o = &op->info;
-	bool same, plain;
 
 	op->busy = false;
 	op->req = NULL;
@@ -1558,83 +1595,28 @@ static void mig_target_looked(void *arg, const struct err *e)
 		item_finish(it);
 		return;
 	}
-	if (is_stray(it, m->target, o)) {
-		/* what this item's earlier attempt wrote, of a version written
-		 * again meanwhile (work.strays) */
-		m->replace = true;
-		if (!mig_write(it, &pe)) {
-			mig_fail(it, &pe, "copying to the target");
-			item_finish(it);
-		}
-		return;
-	}
-	/* an MD5 the store computed (a plain ETag; not one stored beside a
-	 * multipart object, which says what was meant to arrive) */
-	plain = o->has_md5 && strlen(o->etag) == 32 && strchr(o->etag, '-') == NULL;
-	if (o->size == it->got.size && (m->verify || !(plain && it->got.has_md5)) &&
-	    m->spool >= 0) {
-		/* as big as the source: the content decides (vjob_done) */
-		m->comparing = true;
-		m->check = spool_open(it->sy, NULL, NULL, &pe);
-		if (m->check >= 0 &&
-		    store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &pe) &&
-		    it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
-						    0, &m->back.info, mig_back_done, &m->back,
-						    &m->back.req, &pe))
-			m->back.busy = true;
-		else {
-			mig_fail(it, &pe, "reading the target's copy");
-			item_finish(it);
-		}
-		buf_free(&key);
-		return;
-	}
-	/* No bytes here to read back (a copy on the server): the MD5s the
-	 * store keeps decide, also one stored beside a multipart object, which
-	 * is made only of parts checked one by one, and deleted when the
-	 * whole fails its check (s3.c drop_written). */
-	same = o->size == it->got.size && o->has_md5 && it->got.has_md5 &&
-	       (plain || m->spool < 0) && memcmp(o->md5, it->got.md5, 16) == 0;
-	if (same) {
-		m->put.info = *o;
-		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = m->target},
-			"migration %lld: store \"%s\" holds \"%s\" already (an earlier attempt "
-			"copied it): kept",
-			m->id, m->target, it->key);
-		mig_copied(it);
-	} else if (mig_differs(it, o))
-		return;
-	item_finish(it);
+	mig_verdict(it, &op->info, -1);
 }
 
 /* The copy found the target's key taken: look at what is there. */
 static void mig_target_taken(struct item *it)
 {
 	struct mig *m = &it->mig;
-	struct store *tgt = it->g->stores[m->tgt];
-	struct buf key = BUF_INIT;
 	struct err e = {0};
 
 	m->taken = true;
 	m->back = (struct op){.it = it, .store = m->tgt};
-	if (store_key(tgt, it->key, &it->attrs, &key, &e) &&
-	    tgt->ops->stat(tgt, buf_str(&key), &m->back.info, mig_target_looked, &m->back,
-			   &m->back.req, &e))
-		m->back.busy = true;
-	else {
+	if (!look_taken(it, &m->back, mig_target_looked, &e)) {
 		mig_fail(it, &e, "looking at the target's copy");
 		item_finish(it);
 	}
-	buf_free(&key);
 }
 
 static void mig_put_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
 	struct item *it = op->it;
-	struct sync *s = it->sy;
 	struct mig *m = &it->mig;
-	struct buf key = BUF_INIT;
 	struct err ve = {0};
 
 	op->busy = false;
@@ -1672,20 +1654,11 @@ static void mig_put_done(void *arg, const struct err *e)
 	/* verify: read the target's copy back and compare the content */
 	if (m->check >= 0)
 		close(m->check); /* what the key held before (mig_target_looked) */
-	m->check = spool_open(s, NULL, NULL, &ve);
 	m->back = (struct op){.it = it, .store = m->tgt};
-	if (m->check < 0) {
-		mig_fail(it, &ve, "verifying");
-	} else if (!store_key(it->g->stores[m->tgt], it->key, &it->attrs, &key, &ve) ||
-		   !it->g->stores[m->tgt]->ops->get(it->g->stores[m->tgt], buf_str(&key), m->check,
-						    0, &m->back.info, mig_back_done, &m->back,
-						    &m->back.req, &ve)) {
+	if ((m->check = read_back(it, &m->back, mig_back_done, &ve)) < 0) {
 		mig_fail(it, &ve, "reading the target copy back");
-	} else
-		m->back.busy = true;
-	buf_free(&key);
-	if (!m->back.busy)
 		item_finish(it);
+	}
 }
 
 /* A home copy (the store the application writes to) written after the
@@ -2087,6 +2060,11 @@ static void claims_back(struct sync *s, PGresult *res, const char *error)
 			it->stale = NULL;
 		}
 		it->strays = col(res, i, 28);
+		if (!parse_strays(it)) {
+			item_free(it);
+			log_error("out of memory: an item is left to its lease");
+			continue;
+		}
 		it->deleted = PQgetvalue(res, i, 14)[0] == 't';
 		it->size_known = !PQgetisnull(res, i, 15);
 		it->size = it->size_known ? strtoull(PQgetvalue(res, i, 15), NULL, 10) : 0;

@@ -1158,6 +1158,23 @@ static bool abort_start(struct store_req *r, struct err *e);
 static bool copy_begin(struct store_req *r, struct err *e);
 static bool mpu_start(struct store_req *r, struct err *e);
 
+/* A HEAD of key in store at (NULL, NULL: the request's own object). */
+static bool head(struct store_req *r, struct s3_store *at, const char *key, call_done_fn on_done,
+		 struct err *e)
+{
+	struct s3_call *c = call_new(r, on_done, S3_ERROR_BODY_MAX);
+
+	if (c == NULL)
+		return err_set(e, ERR_NOMEM, "out of memory");
+	c->at = at;
+	c->at_key = key;
+	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
+		call_free(c);
+		return false;
+	}
+	return true;
+}
+
 /* The key was looked at before a write that may only create it. */
 static void target_looked(struct s3_call *c, const struct err *e)
 {
@@ -1196,15 +1213,7 @@ static void target_looked(struct s3_call *c, const struct err *e)
  * write goes unnoticed there. */
 static bool look_first(struct store_req *r, struct err *e)
 {
-	struct s3_call *c = call_new(r, target_looked, S3_ERROR_BODY_MAX);
-
-	if (c == NULL)
-		return err_set(e, ERR_NOMEM, "out of memory");
-	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
-		call_free(c);
-		return false;
-	}
-	return true;
+	return head(r, NULL, NULL, target_looked, e);
 }
 
 static bool mpu_put_start(struct store_req *r, struct err *e)
@@ -1829,17 +1838,7 @@ static void copy_verify_done(struct s3_call *c, const struct err *e)
  * rewritten source silently. */
 static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e)
 {
-	struct s3_call *c = call_new(r, on_done, S3_ERROR_BODY_MAX);
-
-	if (c == NULL)
-		return err_set(e, ERR_NOMEM, "out of memory");
-	c->at = r->src;
-	c->at_key = r->src_key;
-	if (!call_start(r, c, "HEAD", NULL, 0, SIGV4_EMPTY_SHA256, NULL, 0, e)) {
-		call_free(c);
-		return false;
-	}
-	return true;
+	return head(r, r->src, r->src_key, on_done, e);
 }
 
 /* CopyObject; false (nothing started) on failure. */

@@ -1322,9 +1322,12 @@ BEGIN
 	       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
 				  ELSE w.stale_until END,
 	       -- what an attempt wrote for a version written again meanwhile
+	       -- (the catalog looked at for restarts only: not on the hot path)
 	       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-			     WHEN a.act = 'restart' AND jsonb_typeof(r.wrote) = 'object'
-				  AND r.wrote <> '{}' AND i.version IS DISTINCT FROM r.version
+			     WHEN a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
+				  OR r.wrote = '{}' THEN w.strays
+			     WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
+				  IS DISTINCT FROM r.version
 			     THEN coalesce(w.strays, '{}') || r.wrote
 			     ELSE w.strays END,
 	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
@@ -1345,7 +1348,6 @@ BEGIN
 	  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
 						delay float8, error text, version bigint,
 						wrote jsonb) ON r.key = a.key
-	  LEFT JOIN imgsync.images i ON i.key = a.key
 	 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
 
 	-- the attempt log and the migrations' counters

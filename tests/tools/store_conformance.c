@@ -589,21 +589,31 @@ static void wait_batch(struct batch *b)
 }
 
 /* A put that sends a Content-Type. */
-static bool put_typed(struct store *s, const char *key, int fd, uint64_t size, const char *ct,
-		      struct err *e)
+/* A put (or an adopt) told what KNOWN says, waited for. */
+static bool put_known(struct store *s, bool adopt, const char *key, int fd, uint64_t size,
+		      const struct obj_info *known, struct err *e)
 {
-	struct obj_info known = {0}, out;
+	struct obj_info out;
 	struct batch b = {0};
 	struct store_req *r;
 
-	snprintf(known.content_type, sizeof(known.content_type), "%s", ct);
-	if (!s->ops->put(s, key, fd, size, &known, &out, batch_done, &b, &r, e))
+	if (!(adopt ? s->ops->adopt : s->ops->put)(s, key, fd, size, known, &out, batch_done, &b,
+						   &r, e))
 		return false;
 	b.inflight++;
 	wait_batch(&b);
 	if (b.failed)
 		*e = b.last;
 	return b.failed == 0;
+}
+
+static bool put_typed(struct store *s, const char *key, int fd, uint64_t size, const char *ct,
+		      struct err *e)
+{
+	struct obj_info known = {0};
+
+	snprintf(known.content_type, sizeof(known.content_type), "%s", ct);
+	return put_known(s, false, key, fd, size, &known, e);
 }
 
 /* Put into SRC (typed when ct), then stat it there. */
@@ -934,18 +944,7 @@ static void test_copy(void)
  * holds an object, which stays as it was. */
 static bool put_if_absent(bool adopt, const char *key, int fd, uint64_t size, struct err *e)
 {
-	struct obj_info known = {.if_absent = true}, out;
-	struct batch b = {0};
-	struct store_req *r;
-
-	if (!(adopt ? S->ops->adopt : S->ops->put)(S, key, fd, size, &known, &out, batch_done, &b,
-						   &r, e))
-		return false;
-	b.inflight++;
-	wait_batch(&b);
-	if (b.failed)
-		*e = b.last;
-	return b.failed == 0;
+	return put_known(S, adopt, key, fd, size, &(struct obj_info){.if_absent = true}, e);
 }
 
 /* Whether key holds exactly the content of fd. */
