@@ -721,7 +721,9 @@ static int spool_open(struct sync *s, struct store *lender, bool *adopted, struc
 /* --- a copy that found its key taken (a move's, or a mirror's) --- */
 
 /* What a copy that may only create its object does with the object o it
- * found under the key in store i, which the catalog does not record there.
+ * found under the key in store i, which the catalog does not record there
+ * (or records an earlier version there: work.stale).  A replacement is
+ * written only over o (obj_info.if_tag).
  * COMPARED: what reading it back showed (-1 not read, 0 other bytes, 1 the
  * source's); READ: the source's bytes are here to compare with; VERIFY:
  * the bytes must be compared, whatever MD5s say.  Logs what it decides;
@@ -762,6 +764,8 @@ static enum taken taken_verdict(const struct item *it, int i, const struct obj_i
 		return TAKEN_KEEP;
 	}
 	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0) {
+		if (listed(it->stale, name))
+			return TAKEN_REPLACE; /* the version the catalog knows is there */
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
 			"store \"%s\" holds an earlier \"%s\" (%llu bytes) that the catalog does "
 			"not record there: replacing it with the current version",
@@ -874,10 +878,11 @@ static void mirror_fail(struct item *it, struct op *op, struct err *e)
 	item_fail(it, e, is_permanent(e->code) && e->code != ERR_NOTFOUND);
 }
 
-/* Write the copy to mirror OP.  Where the catalog knows of no earlier
- * version there (work.stale), it only creates the object: a key taken is
- * looked at first (mirror_taken). */
-static bool mirror_write(struct item *it, struct op *op, bool if_absent, struct err *pe)
+/* Write the copy to mirror OP: only creating the object (IF_ABSENT; a key
+ * found taken is looked at, mirror_taken), or only over the object looked
+ * at (IF_TAG, its tag; a newer one written since stays). */
+static bool mirror_write(struct item *it, struct op *op, bool if_absent, const char *if_tag,
+			 struct err *pe)
 {
 	struct store *st = it->g->stores[op->store];
 	struct obj_info known = it->got;
@@ -887,6 +892,7 @@ static bool mirror_write(struct item *it, struct op *op, bool if_absent, struct 
 	snprintf(known.content_type, sizeof(known.content_type), "%s",
 		 it->attrs.mimetype ? it->attrs.mimetype : "");
 	known.if_absent = if_absent;
+	snprintf(known.if_tag, sizeof(known.if_tag), "%s", if_tag ? if_tag : "");
 	ok = store_key(st, it->key, &it->attrs, &key, pe) &&
 	     (op->store == it->adopt ? st->ops->adopt
 				     : st->ops->put)(st, buf_str(&key), it->spool, it->got.size,
@@ -920,7 +926,7 @@ static void mirror_verdict(struct item *it, struct op *op, int compared)
 		op->ok = op->stored = true;
 		return;
 	case TAKEN_REPLACE:
-		if (mirror_write(it, op, false, &e))
+		if (mirror_write(it, op, false, op->info.tag, &e))
 			return;
 		break;
 	case TAKEN_LEAVE:
@@ -961,7 +967,7 @@ static void mirror_fetched(void *arg, const struct err *e)
 	op->req = NULL;
 	it->busy--;
 	if (e && e->code == ERR_NOTFOUND) { /* gone meanwhile: create it after all */
-		if (!mirror_write(it, op, true, &pe))
+		if (!mirror_write(it, op, true, NULL, &pe))
 			mirror_fail(it, op, &pe);
 	} else if (e) {
 		pe = *e;
@@ -985,7 +991,7 @@ static void mirror_looked(void *arg, const struct err *e)
 	op->req = NULL;
 	it->busy--;
 	if (e && e->code == ERR_NOTFOUND) { /* gone meanwhile: create it after all */
-		if (!mirror_write(it, op, true, &pe))
+		if (!mirror_write(it, op, true, NULL, &pe))
 			mirror_fail(it, op, &pe);
 	} else if (e) {
 		pe = *e;
@@ -1075,8 +1081,13 @@ static void get_done(void *arg, const struct err *e)
 		if (t < 0 || t == it->src || holds(it, it->g->conf->stores[t].name))
 			continue;
 		op = &it->ops[t];
-		/* only where no earlier version is known to be */
-		if (!mirror_write(it, op, !listed(it->stale, it->g->conf->stores[t].name), &pe)) {
+		/* A mirror holding an earlier version (work.stale) is looked at
+		 * first, and only that object replaced: the application may write
+		 * a newer one there while the copy is on its way (mirror_looked).
+		 * Elsewhere the copy only creates the object. */
+		if (listed(it->stale, it->g->conf->stores[t].name))
+			mirror_taken(it, op);
+		else if (!mirror_write(it, op, true, NULL, &pe)) {
 			err_prefix(&pe, "copying to store \"%s\": ", it->g->conf->stores[t].name);
 			item_fail(it, &pe, is_permanent(pe.code));
 		}
@@ -1564,6 +1575,7 @@ static void mig_verdict(struct item *it, const struct obj_info *o, int compared)
 		return;
 	case TAKEN_REPLACE:
 		m->replace = true;
+		snprintf(m->known.if_tag, sizeof(m->known.if_tag), "%s", o->tag);
 		if (mig_write(it, &e))
 			return;
 		break;
@@ -1702,6 +1714,8 @@ static bool mig_write(struct item *it, struct err *pe)
 	bool ok;
 
 	m->known.if_absent = !m->replace;
+	if (!m->replace)
+		m->known.if_tag[0] = '\0';
 	m->put = (struct op){.it = it, .store = m->tgt};
 	if (m->server_copy) {
 		struct buf skey = BUF_INIT;

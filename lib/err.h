@@ -27,7 +27,9 @@ enum err_code {
 	ERR_CONFIG,    /* configuration error */
 	ERR_IO,	       /* local system error (disk full, permission, ...) */
 	ERR_NOMEM,     /* out of memory */
-	ERR_EXISTS,    /* a write that may only create found the key taken */
+	ERR_EXISTS,    /* a write that may only create found the key taken, or
+			* one that may only replace what was looked at found
+			* it changed */
 };
 
 struct err {

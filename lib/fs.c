@@ -87,8 +87,9 @@ struct store_req {
 	int fd;		     /* our dup of the caller's descriptor, or -1 */
 	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
-	bool adopt;	/* put: fd is a spool() file to link, not to copy */
-	bool if_absent; /* put: only where the name is free (ERR_EXISTS) */
+	bool adopt;	 /* put: fd is a spool() file to link, not to copy */
+	bool if_absent;	 /* put: only where the name is free (ERR_EXISTS) */
+	char if_tag[80]; /* put: only over the file with this tag (ERR_EXISTS) */
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
 	store_done_fn done;
@@ -373,6 +374,27 @@ static bool exists(struct fs_store *st, struct store_req *r, int dirfd, const ch
 		       st->base.cfg->root);
 }
 
+/* A put that may only replace the file looked at (if_tag): whether NAME
+ * is that file still; ERR_EXISTS when it was written again or removed
+ * since.  Looked at just before the rename: a writer slipping in between
+ * (microseconds) goes unnoticed. */
+static bool still_tagged(struct fs_store *st, struct store_req *r, int dirfd, const char *name,
+			 struct err *e)
+{
+	struct stat sb;
+	char tag[sizeof(r->if_tag)];
+
+	if (fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode)) {
+		store_file_tag(&sb, tag, sizeof(tag));
+		if (strcmp(tag, r->if_tag) == 0)
+			return true;
+	}
+	return err_set(e, ERR_EXISTS,
+		       "\"%s\" under %s changed since it was looked at (written again, or "
+		       "removed); not replaced",
+		       r->key, st->base.cfg->root);
+}
+
 /* Give a complete O_TMPFILE its name.  A new image is linked in place (it
  * appears whole); where a file (or anything else) has the name already, the
  * file is linked to a temporary name in TMP instead, for the caller to
@@ -383,7 +405,11 @@ static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int d
 	char proc[64];
 
 	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
-	if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
+	/* (one that may only replace the file looked at never takes a free
+	 * name: that file is gone, and the rename's look says so) */
+	if (r->if_tag[0])
+		errno = EEXIST;
+	else if (linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) == 0)
 		return true;
 	if (errno == EEXIST && r->if_absent) {
 		tmp[0] = '\0';
@@ -511,6 +537,8 @@ again:
 		}
 		r->if_absent = false;
 	}
+	if (r->if_tag[0] && !still_tagged(st, r, dirfd, name, e))
+		goto out;
 	if (adopted)
 		copied = r->size; /* adoptable() checked its size */
 	else if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
@@ -602,6 +630,8 @@ again:
 					r->key, st->base.cfg->root);
 			goto out;
 		}
+	} else if (r->if_tag[0] && !still_tagged(st, r, dirfd, name, e)) {
+		goto out;
 	} else if (renameat(dirfd, tmp, dirfd, name) < 0) {
 		if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
 			err_sys(
@@ -1189,6 +1219,9 @@ static bool put_start(struct store *s, const char *key, int fd, uint64_t size, b
 	r->size = size;
 	r->adopt = adopt;
 	r->if_absent = known && known->if_absent;
+	if (known)
+		memcpy(r->if_tag, known->if_tag, sizeof(r->if_tag));
+	r->if_tag[sizeof(r->if_tag) - 1] = '\0';
 	r->info_out = out;
 	req_submit(st, r);
 	return true;

@@ -84,6 +84,9 @@ struct s3_store {
 	struct sigv4_creds creds;
 	uint64_t threshold, part_size;
 	size_t live; /* requests allocated and not freed yet */
+	/* If-Match is sent with the bare ETag: the server compares the
+	 * header's bytes with it (radosgw), learnt from a refusal (put_done) */
+	bool if_match_bare;
 };
 
 enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
@@ -125,8 +128,14 @@ struct store_req {
 	 * multipart upload or a copy, which radosgw does not check it for,
 	 * looks first) */
 	bool if_absent;
-	bool looked;	/* ... and found nothing there */
-	bool src_given; /* copy: src_info was given */
+	/* ... or only over the object stat() reported with this tag, "ETAG:SIZE"
+	 * (If-Match: "ETAG"; a multipart upload or a copy looks first too) */
+	char if_tag[80];
+	char if_match_etag[76]; /* of if_tag, quoted, for the header */
+	bool looked;		/* ... and found what it may write over */
+	bool begun;		/* put: put_begin() chose its way */
+	bool rechecked;		/* put: a refused If-Match was looked into */
+	bool src_given;		/* copy: src_info was given */
 
 	/* multipart */
 	char *upload_id;
@@ -207,6 +216,7 @@ struct s3_call {
 
 static void req_finish(struct store_req *r, const struct err *e);
 static bool mpu_start(struct store_req *r, struct err *e);
+static bool put_begin(struct store_req *r, struct err *e);
 
 /* --- helpers --- */
 
@@ -347,6 +357,14 @@ static void explain_error(struct store_req *r, struct s3_call *c, const struct s
 			"bucket \"%s\" does not exist at %s (NoSuchBucket): create it, or fix "
 			"bucket in store \"%s\"",
 			bcfg->bucket, st->endpoint, bcfg->name);
+	else if ((IS("NoSuchKey") || IS("PreconditionFailed") || c->status == 412) &&
+		 r->if_tag[0] && !c->copy && c->at_key == NULL &&
+		 (strcmp(c->method, "PUT") == 0 || strcmp(c->method, "POST") == 0))
+		/* If-Match: AWS answers NoSuchKey where the key holds nothing */
+		err_set(e, ERR_EXISTS,
+			"%s %s: the key no longer holds the object looked at (written again, or "
+			"removed: %s); not replaced",
+			c->method, keyesc, code);
 	else if (IS("NoSuchKey") && c->copy)
 		err_set(e, ERR_NOTFOUND, "%s %s: the source object does not exist (NoSuchKey)",
 			c->method, keyesc);
@@ -968,6 +986,41 @@ static void drop_written(struct store_req *r, const struct err *e)
 
 /* single PUT */
 
+static bool head(struct store_req *r, struct s3_store *at, const char *key, call_done_fn on_done,
+		 struct err *e);
+static void set_if_tag(struct store_req *r, const struct obj_info *known);
+static bool put_single(struct store_req *r, struct err *e);
+
+/* A PUT refused by its If-Match, the key looked at again: where it still
+ * holds the object the condition named, the server compared the header's
+ * bytes with its bare ETag (radosgw 16 does, where AWS and RFC 9110 quote
+ * it): the PUT goes again with the ETag bare, as the store's later ones
+ * will.  Otherwise the object changed, and the refusal stands. */
+static void if_match_rechecked(struct s3_call *c, const struct err *e)
+{
+	struct store_req *r = c->r;
+	struct obj_info now = {0};
+	struct err pe = {0};
+
+	if (e == NULL)
+		fill_info(c, &now);
+	call_free(c);
+	if (e == NULL && strcmp(now.tag, r->if_tag) == 0) {
+		snprintf(now.if_tag, sizeof(now.if_tag), "%s", r->if_tag);
+		r->st->if_match_bare = true;
+		set_if_tag(r, &now);
+		if (put_single(r, &pe))
+			return;
+	} else
+		err_set(&pe, ERR_EXISTS,
+			"PUT \"%s\": the key no longer holds the object looked at (written again, "
+			"or removed); not replaced",
+			r->key);
+	req_finish(r, &pe);
+}
+
+static void if_match_rechecked(struct s3_call *c, const struct err *e);
+
 static void put_done(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
@@ -979,6 +1032,14 @@ static void put_done(struct s3_call *c, const struct err *e)
 		struct err copy = *e;
 
 		call_free(c);
+		/* refused by If-Match: the object changed, or the server wants
+		 * the ETag bare; a look tells (if_match_rechecked) */
+		if (e->code == ERR_EXISTS && r->if_tag[0] && !r->st->if_match_bare &&
+		    !r->rechecked) {
+			r->rechecked = true;
+			if (head(r, NULL, NULL, if_match_rechecked, &ie))
+				return;
+		}
 		req_finish(r, &copy);
 		return;
 	}
@@ -1054,6 +1115,8 @@ static bool put_single(struct store_req *r, struct err *e)
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
 	if (r->if_absent)
 		extra[nx++] = (struct sigv4_pair){"if-none-match", "*"};
+	else if (r->if_tag[0])
+		extra[nx++] = (struct sigv4_pair){"if-match", r->if_match_etag};
 	c->mem = r->mem;
 	c->in_fd = r->fd;
 	c->len = r->size;
@@ -1156,7 +1219,21 @@ static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e
 
 static bool abort_start(struct store_req *r, struct err *e);
 static bool copy_begin(struct store_req *r, struct err *e);
-static bool mpu_start(struct store_req *r, struct err *e);
+
+/* The write's condition: only over the object with the tag the caller
+ * looked at ("ETAG:SIZE", set_tag()). */
+static void set_if_tag(struct store_req *r, const struct obj_info *known)
+{
+	const char *colon;
+
+	if (known == NULL || known->if_tag[0] == '\0' ||
+	    (colon = strrchr(known->if_tag, ':')) == NULL)
+		return;
+	snprintf(r->if_tag, sizeof(r->if_tag), "%s", known->if_tag);
+	snprintf(r->if_match_etag, sizeof(r->if_match_etag),
+		 r->st->if_match_bare ? "%.*s" : "\"%.*s\"", (int)(colon - known->if_tag),
+		 known->if_tag);
+}
 
 /* A HEAD of key in store at (NULL, NULL: the request's own object). */
 static bool head(struct store_req *r, struct s3_store *at, const char *key, call_done_fn on_done,
@@ -1175,7 +1252,8 @@ static bool head(struct store_req *r, struct s3_store *at, const char *key, call
 	return true;
 }
 
-/* The key was looked at before a write that may only create it. */
+/* The key was looked at before a write that may only create it, or only
+ * replace the object looked at earlier (if_tag). */
 static void target_looked(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
@@ -1191,15 +1269,28 @@ static void target_looked(struct s3_call *c, const struct err *e)
 		req_finish(r, &pe);
 		return;
 	}
-	call_free(c);
-	if (e == NULL) {
+	if (e == NULL && r->if_tag[0]) {
+		struct obj_info now;
+
+		fill_info(c, &now);
+		if (strcmp(now.tag, r->if_tag) != 0)
+			err_set(&pe, ERR_EXISTS,
+				"\"%s\" changed since it was looked at (written again); not "
+				"replaced",
+				r->key);
+	} else if (e == NULL)
 		err_set(&pe, ERR_EXISTS, "\"%s\" exists already; not replaced", r->key);
+	else if (e->code == ERR_NOTFOUND && r->if_tag[0])
+		err_set(&pe, ERR_EXISTS, "\"%s\" was removed since it was looked at; not replaced",
+			r->key);
+	call_free(c);
+	if (pe.code) {
 		req_finish(r, &pe);
 		return;
 	}
 	r->looked = true;
 	if (r->kind == S3_PUT)
-		ok = mpu_start(r, &pe);
+		ok = r->begun ? mpu_start(r, &pe) : put_begin(r, &pe);
 	else
 		ok = r->src_given ? copy_begin(r, &pe) : head_source(r, copy_head_done, &pe);
 	if (!ok)
@@ -1218,7 +1309,7 @@ static bool look_first(struct store_req *r, struct err *e)
 
 static bool mpu_put_start(struct store_req *r, struct err *e)
 {
-	return r->if_absent && !r->looked ? look_first(r, e) : mpu_start(r, e);
+	return (r->if_absent || r->if_tag[0]) && !r->looked ? look_first(r, e) : mpu_start(r, e);
 }
 
 /* The abort is over, done or given up; the request with it. */
@@ -1409,7 +1500,10 @@ static void mpu_complete(struct store_req *r)
 	sigv4_sha256_hex(c->post, strlen(c->post), hash);
 	q[0] = (struct qparam){"uploadId", r->upload_id};
 	r->inflight++;
-	if (!call_start(r, c, "POST", q, 1, hash, extra, r->if_absent ? 2 : 1, &e)) {
+	if (r->if_tag[0])
+		extra[1] = (struct sigv4_pair){"if-match", r->if_match_etag};
+	if (!call_start(r, c, "POST", q, 1, hash, extra, r->if_absent || r->if_tag[0] ? 2 : 1,
+			&e)) {
 		r->inflight--;
 		call_free(c);
 		mpu_fail(r, &e);
@@ -1648,6 +1742,30 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	return true;
 }
 
+/* A put's way: one request or parts, streamed or read first. */
+static bool put_begin(struct store_req *r, struct err *e)
+{
+	struct s3_store *st = r->st;
+
+	r->begun = true;
+	if (r->size > st->threshold && r->have_md5)
+		return mpu_put_start(r, e);
+	if (r->size <= st->threshold &&
+	    (r->have_md5 || (r->size > S3_BUFFER_MAX && !r->if_absent && !r->if_tag[0])))
+		return put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
+	/* small: read and hashed; in parts: hashed first (read_done starts
+	 * it); one that may only create its object (or replace the one looked
+	 * at) is hashed first too: with Content-MD5 the server refuses bytes
+	 * damaged on the way, where a check of the ETag afterwards leaves a
+	 * bad object that a retry would find in its way should deleting it
+	 * fail */
+	r->job.work = read_work;
+	r->job.done = read_done;
+	r->in_pool = true;
+	workq_submit(st->base.env.wq, &r->job);
+	return true;
+}
+
 static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		   void *arg, struct store_req **req, struct err *e)
@@ -1672,22 +1790,10 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		r->have_md5 = true;
 	}
 	r->if_absent = known && known->if_absent;
-	if (size > st->threshold && r->have_md5)
-		started = mpu_put_start(r, e);
-	else if (size <= st->threshold && (r->have_md5 || (size > S3_BUFFER_MAX && !r->if_absent)))
-		started =
-		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
-	else { /* small: read and hashed; in parts: hashed first (read_done starts it);
-		* one that may only create its object is hashed first too: with
-		* Content-MD5 the server refuses bytes damaged on the way, where a
-		* check of the ETag afterwards leaves a bad object that a retry
-		* would find in its way should deleting it fail */
-		r->job.work = read_work;
-		r->job.done = read_done;
-		r->in_pool = true;
-		workq_submit(s->env.wq, &r->job);
-		started = true;
-	}
+	set_if_tag(r, known);
+	/* one that may only replace the object looked at looks again first:
+	 * not every server checks If-Match (AWS does since 2024) */
+	started = r->if_tag[0] ? look_first(r, e) : put_begin(r, e);
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", s->cfg->name);
@@ -1987,9 +2093,10 @@ static bool s3_copy(struct store *dst, struct store *src, const char *src_key, c
 	}
 	r->src_given = src_info != NULL;
 	r->if_absent = src_info && src_info->if_absent;
-	started = r->if_absent ? look_first(r, e)
-		  : src_info   ? copy_begin(r, e)
-			       : head_source(r, copy_head_done, e);
+	set_if_tag(r, src_info);
+	started = r->if_absent || r->if_tag[0] ? look_first(r, e)
+		  : src_info		       ? copy_begin(r, e)
+					       : head_source(r, copy_head_done, e);
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", dst->cfg->name);

@@ -63,6 +63,14 @@ struct obj_info {
 	 * S3: If-None-Match: * (a multipart upload or a server-side copy, which
 	 * not every server checks, looks first as well). */
 	bool if_absent;
+	/* put, adopt and copy, in known/src_info: replace only the object
+	 * stat() reported with this tag, or fail with ERR_EXISTS (also where
+	 * the key holds nothing now) and leave what is there: a copy that
+	 * replaces an earlier version must not land over a newer one written
+	 * since it looked.  fs: looked at again just before the rename;
+	 * S3: If-Match on a PUT and on CompleteMultipartUpload (a multipart
+	 * upload or a server-side copy looks first as well).  "" for none. */
+	char if_tag[80];
 };
 
 /* get(): the caller will fsync fd (it becomes an object of a filesystem

@@ -6,7 +6,8 @@
 # is still the copy that attempt wrote: no orphan stays in the target.
 # faultproxy holds the answer to the copy's PUT (the object is on the server
 # already) for a few seconds while the application acts.  Then a mirror's
-# copy of a new image, finding the key taken.
+# copy of a new image, finding the key taken, and of a rewritten one,
+# finding the mirror's earlier version replaced meanwhile.
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -98,5 +99,37 @@ check "once the application's put commits, its version is the image, in the mirr
 check "... with its bytes" test "$(s3_cat mir/newer.png)" = "the application, on S3 now"
 check "... the queue empties" wait_sql "SELECT count(*) FROM imgsync.work" 0 20
 check "... and the earlier version on disk is gone" test ! -e "$D_ROOT/mir/newer.png"
+
+# A mirror holding an earlier version is looked at first, and only that
+# object replaced: the copy of a rewritten image is held on its way while
+# the application writes a newer version into the mirror itself and puts
+# it there.  The held copy must not land over it (If-Match refuses it).
+held() { awk '$1 == "stall_request" { n = $2 } END { print n + 0 }' "$PROXY_STATS" 2>/dev/null; }
+printf 'version one of rewritten' >"$D_ROOT/mir/rewritten.png"
+d_sql "SELECT imgsync.put('mir/rewritten.png', 'local', 'image/png')" >/dev/null
+check "an image is mirrored" \
+	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'mir/rewritten.png'" cloud,local 20
+printf 'stall_request 1\nonly /mir/rewritten\nexcept HEAD |GET \n' >"$D_DIR/proxy.control.new"
+mv "$D_DIR/proxy.control.new" "$D_DIR/proxy.control"
+sleep 0.3
+printf 'version two of rewritten, longer' >"$D_ROOT/mir/rewritten.png"
+d_sql "SELECT imgsync.put('mir/rewritten.png', 'local', 'image/png')" >/dev/null
+for _ in $(seq 100); do [ "$(held)" -ge 1 ] && break; sleep 0.1; done
+check "it is rewritten, and the copy of the new version to the mirror is held" test "$(held)" -ge 1
+: >"$D_DIR/proxy.control"
+printf 'version three, the application wrote it to S3' | oracle_rgw put "$D_BUCKET" "$(hex mir/rewritten.png)" - >/dev/null
+d_sql "SELECT imgsync.put('mir/rewritten.png', 'cloud', 'image/png')" >/dev/null
+check "... the application's put into the mirror commits meanwhile" \
+	test "$(d_sql "SELECT origin FROM imgsync.images WHERE key = 'mir/rewritten.png'")" = cloud
+check "the queue empties" wait_sql "SELECT count(*) FROM imgsync.work" 0 30
+check "the held copy was refused, the mirror's object having changed" \
+	grep -q 'mir/rewritten.png.*the key no longer holds the object looked at' "$D_LOG"
+check "... the application's version is the image, in the mirror" \
+	test "$(s3_cat mir/rewritten.png)" = "version three, the application wrote it to S3"
+check "... the catalog says so" \
+	test "$(d_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'mir/rewritten.png'")" = cloud
+check "... and the earlier version on disk is gone" test ! -e "$D_ROOT/mir/rewritten.png"
+check "no item failed" \
+	test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
 d_stop
 done_testing

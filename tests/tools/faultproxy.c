@@ -29,6 +29,7 @@
  *   huge_error        answer 500 with an error body of huge_bytes (default 50 MB)
  *   no_etag           drop the ETag header of a PUT's answer
  *   wrong_etag        change one digit of the ETag of a PUT's or GET's answer
+ *   stall_request     hold the request for stall_seconds before sending it on
  *
  * A fault that does not apply to a request (a body fault on a request with
  * no body, say) is not injected and not counted.  --only TEXT limits faults
@@ -85,6 +86,7 @@ enum fault {
 	F_HUGE_ERROR,
 	F_NO_ETAG,
 	F_WRONG_ETAG,
+	F_STALL_REQ,
 	F_COUNT,
 	F_NONE = F_COUNT,
 };
@@ -92,7 +94,7 @@ enum fault {
 static const char *const fault_names[F_COUNT] = {
     "error500",	     "error503",	 "reset_request",   "reset_response", "stall",
     "truncate",	     "corrupt_response", "corrupt_request", "garbage_list",   "garbage_xml",
-    "garbage_error", "huge_error",	 "no_etag",	    "wrong_etag",
+    "garbage_error", "huge_error",	 "no_etag",	    "wrong_etag",     "stall_request",
 };
 
 struct settings {
@@ -699,6 +701,11 @@ static bool serve_one(struct conn *c)
 		       !q.close;
 	}
 
+	if (f == F_STALL_REQ) { /* the request arrives late: a writer may come first */
+		count(F_STALL_REQ, q.reqline);
+		if (!stall(cfd, s.stall_s))
+			return false;
+	}
 	if (!upstream_ready(c) || !send_all(c->ufd, c->head, (size_t)hl)) {
 		/* the server closed a kept-alive connection: once more on a new one */
 		upstream_close(c);

@@ -1046,6 +1046,118 @@ static void test_if_absent(void)
 	}
 }
 
+/* A put (or adopt, or copy) given if_tag replaces only the object stat()
+ * reported with that tag: ERR_EXISTS where the key was written again since,
+ * or holds nothing, and what is there stays. */
+static bool put_if_tag(bool adopt, const char *key, int fd, uint64_t size, const char *tag,
+		       struct err *e)
+{
+	struct obj_info known = {0};
+
+	snprintf(known.if_tag, sizeof(known.if_tag), "%s", tag);
+	if (adopt) {
+		int sp = S->ops->spool(S);
+		bool r;
+
+		if (sp < 0)
+			return err_set(e, ERR_IO, "no spool file");
+		r = copy_all(fd, sp) && put_known(S, true, key, sp, size, &known, e);
+		close(sp);
+		return r;
+	}
+	return put_known(S, false, key, fd, size, &known, e);
+}
+
+static void if_tag_check(const char *name, bool adopt, uint64_t size, unsigned seed)
+{
+	char key[4096];
+	int v1 = make_content(size, seed), v2 = make_content(size + 1, seed + 1),
+	    v3 = make_content(size + 2, seed + 2);
+	struct obj_info a = {0}, b = {0};
+	struct err e = {0};
+	bool r;
+
+	snprintf(key, sizeof(key), "%s", pkey("iftag/"));
+	snprintf(key + strlen(key), sizeof(key) - strlen(key), "%u.jpg", seed);
+	if (!store_put_sync(S, key, v1, size, NULL, &e) || !store_stat_sync(S, key, &a, &e) ||
+	    !a.tag[0]) {
+		ok(false, "%s: set-up (%s)", name, e.msg[0] ? e.msg : "no tag");
+		goto out;
+	}
+	r = put_if_tag(adopt, key, v2, size + 1, a.tag, &e);
+	ok(r, "%s: over the object looked at (%s)", name, r ? "replaced" : e.msg);
+	ok(holds_content(key, v2), "%s: the new object is byte-exact", name);
+	r = put_if_tag(adopt, key, v3, size + 2, a.tag, &e);
+	ok(!r && e.code == ERR_EXISTS, "%s: over an object written since: ERR_EXISTS (%s)", name,
+	   r ? "replaced it!" : e.msg);
+	ok(holds_content(key, v2), "%s: the object written since is left as it was", name);
+	if (store_stat_sync(S, key, &b, &e) && store_del_sync(S, key, &e)) {
+		r = put_if_tag(adopt, key, v3, size + 2, b.tag, &e);
+		ok(!r && e.code == ERR_EXISTS, "%s: where the object was removed: ERR_EXISTS (%s)",
+		   name, r ? "created it!" : e.msg);
+		ok(!store_stat_sync(S, key, &b, &e) && e.code == ERR_NOTFOUND,
+		   "%s: ... and the key still holds nothing", name);
+	} else
+		ok(false, "%s: set-up (%s)", name, e.msg);
+out:
+	close(v1);
+	close(v2);
+	close(v3);
+}
+
+static void test_if_tag(void)
+{
+	uint64_t big = S->cfg->multipart_threshold + 12345;
+
+	if_tag_check("if_tag put, 50 KiB", false, 50 * 1024, 1400);
+	if_tag_check("if_tag put, 1 MiB + 1", false, 1024 * 1024 + 1, 1403);
+	if (!fs_backend)
+		if_tag_check("if_tag put, multipart", false, big, 1406);
+	if (S->ops->spool && S->ops->adopt) {
+		int sp = S->ops->spool(S);
+
+		if (sp >= 0) {
+			close(sp);
+			if_tag_check("if_tag adopt", true, 70 * 1024, 1409);
+		}
+	}
+	if (SRC && store_can_copy(S, SRC)) {
+		int src = make_content(20 * 1024, 1412), old = make_content(10, 1413),
+		    newer = make_content(11, 1414);
+		struct obj_info si, known, out, a;
+		struct err e = {0};
+		char skey[4096], dkey[4096];
+		bool r;
+
+		snprintf(skey, sizeof(skey), "%s", pkey("iftag/copysrc.jpg"));
+		snprintf(dkey, sizeof(dkey), "%s", pkey("iftag/copydst.jpg"));
+		if (copy_source(skey, src, NULL, &si) &&
+		    store_put_sync(S, dkey, old, 10, NULL, &e) &&
+		    store_stat_sync(S, dkey, &a, &e) &&
+		    store_put_sync(S, dkey, newer, 11, NULL, &e)) {
+			known = si;
+			snprintf(known.if_tag, sizeof(known.if_tag), "%s", a.tag);
+			r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
+			ok(!r && e.code == ERR_EXISTS,
+			   "if_tag copy over an object written since: ERR_EXISTS (%s)",
+			   r ? "replaced it!" : e.msg);
+			ok(holds_content(dkey, newer), "if_tag copy: the object there is left");
+			if (store_stat_sync(S, dkey, &a, &e)) {
+				snprintf(known.if_tag, sizeof(known.if_tag), "%s", a.tag);
+				r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
+				ok(r, "if_tag copy over the object looked at (%s)",
+				   r ? "copied" : e.msg);
+				ok(holds_content(dkey, src), "if_tag copy: byte-exact");
+			}
+			record(dkey, src);
+		} else
+			ok(false, "if_tag copy: set-up (%s)", e.msg);
+		close(src);
+		close(old);
+		close(newer);
+	}
+}
+
 /* fs: puts into fresh directories while deletes prune emptied siblings. */
 /* spool() and adopt(): a download written once, straight where it lands. */
 static void adopt_check(const char *name, const char *key, uint64_t size, uint64_t fill,
@@ -1377,6 +1489,7 @@ int main(int argc, char **argv)
 		test_cancel();
 		test_copy();
 		test_if_absent();
+		test_if_tag();
 		if (fs_backend) {
 			test_fs_containment();
 			test_spool();
