@@ -127,7 +127,7 @@ deps:
 check:
 	@tests/harness/install-deps
 	@$(MAKE) --no-print-directory tests
-	@BUILD=$(BUILD) $(if $(filter 1,$(VALGRIND)),IMGSYNC_VALGRIND=1 IMGSYNC_TEST_TIMEOUT=1800) tests/run $(TESTS)
+	@BUILD=$(BUILD) $(if $(filter 1,$(VALGRIND)),IMGSYNC_VALGRIND=1 IMGSYNC_TEST_TIMEOUT=1800) $(if $(filter 1,$(SANITIZE)),IMGSYNC_SANITIZE=1) tests/run $(TESTS)
 
 # libFuzzer harnesses (tests/fuzz/), built with clang in $(BUILD)/fuzz.
 FUZZ_SECONDS ?= 60
