@@ -743,10 +743,14 @@ static enum taken taken_verdict(const struct item *it, int i, const struct obj_i
 	 * multipart object, which says what was meant to arrive */
 	bool plain = o->has_md5 && strlen(o->etag) == 32 && strchr(o->etag, '-') == NULL;
 	bool same = compared == 1;
+	bool older = o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0;
 	double now = (double)time(NULL);
 
 	if (is_stray(it, i, o))
 		return TAKEN_REPLACE; /* of a version written again meanwhile */
+	if (older && listed(it->stale, name))
+		return TAKEN_REPLACE; /* the earlier version the catalog knows is there:
+				       * not worth reading back */
 	if (compared < 0 && o->size == it->got.size) {
 		if (read && (verify || !(plain && it->got.has_md5)))
 			return TAKEN_COMPARE;
@@ -763,9 +767,7 @@ static enum taken taken_verdict(const struct item *it, int i, const struct obj_i
 			name, it->key);
 		return TAKEN_KEEP;
 	}
-	if (o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0) {
-		if (listed(it->stale, name))
-			return TAKEN_REPLACE; /* the version the catalog knows is there */
+	if (older) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .store = name},
 			"store \"%s\" holds an earlier \"%s\" (%llu bytes) that the catalog does "
 			"not record there: replacing it with the current version",

@@ -131,9 +131,8 @@ struct store_req {
 	/* ... or only over the object stat() reported with this tag, "ETAG:SIZE"
 	 * (If-Match: "ETAG"; a multipart upload or a copy looks first too) */
 	char if_tag[80];
-	char if_match_etag[76]; /* of if_tag, quoted, for the header */
+	char if_match_etag[76]; /* of if_tag, for the header (set_if_match) */
 	bool looked;		/* ... and found what it may write over */
-	bool begun;		/* put: put_begin() chose its way */
 	bool rechecked;		/* put: a refused If-Match was looked into */
 	bool src_given;		/* copy: src_info was given */
 
@@ -216,7 +215,6 @@ struct s3_call {
 
 static void req_finish(struct store_req *r, const struct err *e);
 static bool mpu_start(struct store_req *r, struct err *e);
-static bool put_begin(struct store_req *r, struct err *e);
 
 /* --- helpers --- */
 
@@ -988,7 +986,7 @@ static void drop_written(struct store_req *r, const struct err *e)
 
 static bool head(struct store_req *r, struct s3_store *at, const char *key, call_done_fn on_done,
 		 struct err *e);
-static void set_if_tag(struct store_req *r, const struct obj_info *known);
+static void set_if_match(struct store_req *r);
 static bool put_single(struct store_req *r, struct err *e);
 
 /* A PUT refused by its If-Match, the key looked at again: where it still
@@ -1006,9 +1004,8 @@ static void if_match_rechecked(struct s3_call *c, const struct err *e)
 		fill_info(c, &now);
 	call_free(c);
 	if (e == NULL && strcmp(now.tag, r->if_tag) == 0) {
-		snprintf(now.if_tag, sizeof(now.if_tag), "%s", r->if_tag);
 		r->st->if_match_bare = true;
-		set_if_tag(r, &now);
+		set_if_match(r);
 		if (put_single(r, &pe))
 			return;
 	} else
@@ -1018,8 +1015,6 @@ static void if_match_rechecked(struct s3_call *c, const struct err *e)
 			r->key);
 	req_finish(r, &pe);
 }
-
-static void if_match_rechecked(struct s3_call *c, const struct err *e);
 
 static void put_done(struct s3_call *c, const struct err *e)
 {
@@ -1220,19 +1215,24 @@ static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e
 static bool abort_start(struct store_req *r, struct err *e);
 static bool copy_begin(struct store_req *r, struct err *e);
 
+/* If-Match's value for r->if_tag ("ETAG:SIZE", set_tag()): the ETag,
+ * quoted unless the store learnt otherwise (if_match_rechecked). */
+static void set_if_match(struct store_req *r)
+{
+	const char *colon = strrchr(r->if_tag, ':');
+
+	snprintf(r->if_match_etag, sizeof(r->if_match_etag),
+		 r->st->if_match_bare ? "%.*s" : "\"%.*s\"", (int)(colon - r->if_tag), r->if_tag);
+}
+
 /* The write's condition: only over the object with the tag the caller
- * looked at ("ETAG:SIZE", set_tag()). */
+ * looked at. */
 static void set_if_tag(struct store_req *r, const struct obj_info *known)
 {
-	const char *colon;
-
-	if (known == NULL || known->if_tag[0] == '\0' ||
-	    (colon = strrchr(known->if_tag, ':')) == NULL)
+	if (known == NULL || strrchr(known->if_tag, ':') == NULL)
 		return;
 	snprintf(r->if_tag, sizeof(r->if_tag), "%s", known->if_tag);
-	snprintf(r->if_match_etag, sizeof(r->if_match_etag),
-		 r->st->if_match_bare ? "%.*s" : "\"%.*s\"", (int)(colon - known->if_tag),
-		 known->if_tag);
+	set_if_match(r);
 }
 
 /* A HEAD of key in store at (NULL, NULL: the request's own object). */
@@ -1290,7 +1290,7 @@ static void target_looked(struct s3_call *c, const struct err *e)
 	}
 	r->looked = true;
 	if (r->kind == S3_PUT)
-		ok = r->begun ? mpu_start(r, &pe) : put_begin(r, &pe);
+		ok = mpu_start(r, &pe);
 	else
 		ok = r->src_given ? copy_begin(r, &pe) : head_source(r, copy_head_done, &pe);
 	if (!ok)
@@ -1298,10 +1298,12 @@ static void target_looked(struct s3_call *c, const struct err *e)
 }
 
 /* A multipart upload or a server-side copy that may only create the
- * object looks first: radosgw does not check If-None-Match on
- * CompleteMultipartUpload or CopyObject (AWS does on the former, where it
- * is sent as well).  Only a writer slipping in between the look and the
- * write goes unnoticed there. */
+ * object, or only replace the one looked at, looks first: radosgw 16 does
+ * not check If-None-Match on CompleteMultipartUpload (AWS does, and
+ * If-Match; both are sent), and CopyObject takes no condition on its
+ * target.  Only a writer slipping in between the look and the write goes
+ * unnoticed there.  A single PUT needs no look: its condition is checked
+ * (If-Match by radosgw, moto and AWS alike; see if_match_rechecked). */
 static bool look_first(struct store_req *r, struct err *e)
 {
 	return head(r, NULL, NULL, target_looked, e);
@@ -1742,30 +1744,6 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	return true;
 }
 
-/* A put's way: one request or parts, streamed or read first. */
-static bool put_begin(struct store_req *r, struct err *e)
-{
-	struct s3_store *st = r->st;
-
-	r->begun = true;
-	if (r->size > st->threshold && r->have_md5)
-		return mpu_put_start(r, e);
-	if (r->size <= st->threshold &&
-	    (r->have_md5 || (r->size > S3_BUFFER_MAX && !r->if_absent && !r->if_tag[0])))
-		return put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
-	/* small: read and hashed; in parts: hashed first (read_done starts
-	 * it); one that may only create its object (or replace the one looked
-	 * at) is hashed first too: with Content-MD5 the server refuses bytes
-	 * damaged on the way, where a check of the ETag afterwards leaves a
-	 * bad object that a retry would find in its way should deleting it
-	 * fail */
-	r->job.work = read_work;
-	r->job.done = read_done;
-	r->in_pool = true;
-	workq_submit(st->base.env.wq, &r->job);
-	return true;
-}
-
 static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		   const struct obj_info *known, struct obj_info *out, store_done_fn done,
 		   void *arg, struct store_req **req, struct err *e)
@@ -1791,9 +1769,24 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 	}
 	r->if_absent = known && known->if_absent;
 	set_if_tag(r, known);
-	/* one that may only replace the object looked at looks again first:
-	 * not every server checks If-Match (AWS does since 2024) */
-	started = r->if_tag[0] ? look_first(r, e) : put_begin(r, e);
+	if (size > st->threshold && r->have_md5)
+		started = mpu_put_start(r, e);
+	else if (size <= st->threshold &&
+		 (r->have_md5 || (size > S3_BUFFER_MAX && !r->if_absent && !r->if_tag[0])))
+		started =
+		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
+	else { /* small: read and hashed; in parts: hashed first (read_done starts it);
+		* one that may only create its object, or only replace the one looked
+		* at, is hashed first too: with Content-MD5 the server refuses bytes
+		* damaged on the way, where a check of the ETag afterwards leaves a
+		* bad object that a retry would find in its way should deleting it
+		* fail */
+		r->job.work = read_work;
+		r->job.done = read_done;
+		r->in_pool = true;
+		workq_submit(s->env.wq, &r->job);
+		started = true;
+	}
 	if (!started) {
 		req_free(r);
 		err_prefix(e, "store \"%s\": ", s->cfg->name);

@@ -131,5 +131,20 @@ check "... the catalog says so" \
 check "... and the earlier version on disk is gone" test ! -e "$D_ROOT/mir/rewritten.png"
 check "no item failed" \
 	test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
+
+# a rewrite of the same size: the mirror's earlier version is replaced
+# without being read back first
+printf 'version two of samesize' >"$D_ROOT/mir/samesize.png"
+d_sql "SELECT imgsync.put('mir/samesize.png', 'local', 'image/png')" >/dev/null
+check "an image of the same size as the next is mirrored" \
+	wait_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'mir/samesize.png'" cloud,local 20
+sleep 1.1
+printf 'version six of samesize' >"$D_ROOT/mir/samesize.png"
+d_sql "SELECT imgsync.put('mir/samesize.png', 'local', 'image/png')" >/dev/null
+check "rewritten with as many bytes, it is mirrored again" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key = 'mir/samesize.png'" 0 20
+check "... the mirror holds the new bytes" test "$(s3_cat mir/samesize.png)" = "version six of samesize"
+check "... and the catalog has it in both stores" \
+	test "$(d_sql "SELECT array_to_string(stores, ',') FROM imgsync.images WHERE key = 'mir/samesize.png'")" = cloud,local
 d_stop
 done_testing

@@ -997,22 +997,35 @@ static void if_absent_check(const char *name, bool adopt, uint64_t size, unsigne
 	close(second);
 }
 
+/* CHECK(name, adopt, size, seed) for each way a write goes: small (read
+ * whole), above 1 MiB (streamed where allowed), multipart (S3), adopt
+ * (where the store lends spool files); seeds from SEED on, 3 apart. */
+static void each_write_way(const char *what,
+			   void (*check)(const char *name, bool adopt, uint64_t size,
+					 unsigned seed),
+			   unsigned seed)
+{
+	char name[128];
+	int sp;
+
+	snprintf(name, sizeof(name), "%s put, 50 KiB", what);
+	check(name, false, 50 * 1024, seed);
+	snprintf(name, sizeof(name), "%s put, 1 MiB + 1", what);
+	check(name, false, 1024 * 1024 + 1, seed + 3);
+	if (!fs_backend) {
+		snprintf(name, sizeof(name), "%s put, multipart", what);
+		check(name, false, S->cfg->multipart_threshold + 12345, seed + 6);
+	}
+	if (S->ops->spool && S->ops->adopt && (sp = S->ops->spool(S)) >= 0) {
+		close(sp);
+		snprintf(name, sizeof(name), "%s adopt", what);
+		check(name, true, 70 * 1024, seed + 9);
+	}
+}
+
 static void test_if_absent(void)
 {
-	uint64_t big = S->cfg->multipart_threshold + 12345;
-
-	if_absent_check("if_absent put, 50 KiB", false, 50 * 1024, 1300);
-	if_absent_check("if_absent put, 1 MiB + 1 (streamed)", false, 1024 * 1024 + 1, 1302);
-	if (!fs_backend)
-		if_absent_check("if_absent put, multipart", false, big, 1304);
-	if (S->ops->spool && S->ops->adopt) {
-		int sp = S->ops->spool(S);
-
-		if (sp >= 0) {
-			close(sp);
-			if_absent_check("if_absent adopt", true, 70 * 1024, 1306);
-		}
-	}
+	each_write_way("if_absent", if_absent_check, 1300);
 	if (SRC && store_can_copy(S, SRC)) {
 		int src = make_content(20 * 1024, 1308), old = make_content(10, 1309);
 		struct obj_info si, known, out;
@@ -1107,20 +1120,7 @@ out:
 
 static void test_if_tag(void)
 {
-	uint64_t big = S->cfg->multipart_threshold + 12345;
-
-	if_tag_check("if_tag put, 50 KiB", false, 50 * 1024, 1400);
-	if_tag_check("if_tag put, 1 MiB + 1", false, 1024 * 1024 + 1, 1403);
-	if (!fs_backend)
-		if_tag_check("if_tag put, multipart", false, big, 1406);
-	if (S->ops->spool && S->ops->adopt) {
-		int sp = S->ops->spool(S);
-
-		if (sp >= 0) {
-			close(sp);
-			if_tag_check("if_tag adopt", true, 70 * 1024, 1409);
-		}
-	}
+	each_write_way("if_tag", if_tag_check, 1400);
 	if (SRC && store_can_copy(S, SRC)) {
 		int src = make_content(20 * 1024, 1412), old = make_content(10, 1413),
 		    newer = make_content(11, 1414);
