@@ -1103,25 +1103,38 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
 	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
 	       stale_until double precision, strays text)
-LANGUAGE plpgsql VOLATILE AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
-BEGIN
-	RETURN QUERY
-	WITH c AS (
+DECLARE
+	-- the ready rows, oldest first, fetched and locked one at a time: a
+	-- plan made once per session, for a fast start, where a LIMIT n made
+	-- PostgreSQL plan the query anew for each claim (a third of its cost)
+	ready CURSOR FOR
 		SELECT w.key FROM imgsync.work w
 		  LEFT JOIN imgsync.migrations m ON m.id = w.migration
 		 WHERE w.state = 'pending' AND w.not_before <= now()
 		   AND (w.lease_until IS NULL OR w.lease_until < now())
 		   AND (m.id IS NULL OR m.state <> 'paused')
 		 ORDER BY w.not_before
-		 LIMIT n
-		 FOR UPDATE OF w SKIP LOCKED),
-	u AS (
+		 FOR UPDATE OF w SKIP LOCKED;
+	ks text[] := '{}';
+BEGIN
+	IF n > 0 THEN
+		FOR r IN ready LOOP
+			ks := ks || r.key;
+			EXIT WHEN cardinality(ks) >= n;
+		END LOOP;
+	END IF;
+	IF cardinality(ks) = 0 THEN
+		RETURN;
+	END IF;
+	RETURN QUERY
+	WITH u AS (
 		UPDATE imgsync.work w
 		   SET lease_owner = daemon, lease_until = now() + lease,
 		       lease_token = nextval('imgsync.lease_tokens'),
 		       attempts = w.attempts + 1, updated_at = now()
-		  FROM c WHERE w.key = c.key
+		 WHERE w.key = ANY (ks)
 		RETURNING w.key, w.op, w.gen, w.attempts, w.lease_token, w.migration, w.step,
 			  w.source_tag, w.stale, w.stale_until, w.strays)
 	SELECT u.key, u.op, u.gen, u.attempts, u.lease_token, i.origin, i.mimetype, i.attrs,
@@ -1223,9 +1236,12 @@ $$;
 -- Raises lock_not_available when the application holds one of its rows
 -- (NOWAIT: see complete()), and an error on a batch it cannot take as a
 -- set (a key twice, a malformed result): complete() then goes result by
--- result.  Returns true when a key became ready again.
+-- result.  Returns true when a key became ready again.  Its statements
+-- are planned once per session (force_generic_plan): each touches the
+-- batch's rows by key, and the plans PostgreSQL otherwise made anew for
+-- each batch cost more than carrying them out.
 CREATE FUNCTION imgsync.complete_all(daemon bigint, results jsonb, max_attempts int)
-RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+RETURNS boolean LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
 	keys text[];
 	acts text[];
@@ -1276,14 +1292,13 @@ BEGIN
 	WITH j AS (
 		SELECT r.*
 		  FROM unnest(keys, acts) AS a(key, act)
-		  JOIN jsonb_to_recordset(results) AS r(key text, op text, version bigint, stores jsonb,
+		  JOIN jsonb_to_recordset(results) AS r(key text, op text, version bigint, stores text[],
 							unstore text, home text, size bigint,
 							checksum text, url text) ON r.key = a.key
 		 WHERE a.act <> 'lost' AND r.op IN ('put', 'migrate')),
 	u AS (
 		UPDATE imgsync.images i
-		   SET stores = ARRAY(SELECT DISTINCT s FROM unnest(i.stores || ARRAY(
-				SELECT jsonb_array_elements_text(j.stores))) s
+		   SET stores = ARRAY(SELECT DISTINCT s FROM unnest(i.stores || j.stores) s
 			      WHERE s IS DISTINCT FROM j.unstore ORDER BY s),
 		       origin = coalesce(j.home, i.origin),
 		       home_at = CASE WHEN j.home IS NOT NULL THEN now() ELSE i.home_at END,
