@@ -1246,13 +1246,20 @@ DECLARE
 	keys text[];
 	acts text[];
 	moved text[];
+	distinct_keys bigint;
+	removes boolean; -- a removal's result in the batch
+	migrating boolean; -- a result with migration bookkeeping
 BEGIN
-	SELECT array_agg(j.key) INTO keys FROM jsonb_to_recordset(results) AS j(key text);
+	-- what the batch holds: the statements that could not touch a row of
+	-- it are skipped (each costs its executor's start-up)
+	SELECT array_agg(j.key), count(DISTINCT j.key), bool_or(j.op = 'remove'),
+	       bool_or(j.migration IS NOT NULL)
+	  INTO keys, distinct_keys, removes, migrating
+	  FROM jsonb_to_recordset(results) AS j(key text, op text, migration bigint);
 	IF keys IS NULL THEN
 		RETURN false;
 	END IF;
-	IF EXISTS (SELECT 1 FROM unnest(keys) k GROUP BY k HAVING count(*) > 1)
-	   OR array_position(keys, NULL) IS NOT NULL THEN
+	IF distinct_keys <> cardinality(keys) OR array_position(keys, NULL) IS NOT NULL THEN
 		RAISE EXCEPTION 'a batch naming a key twice goes result by result'
 			USING ERRCODE = 'cardinality_violation';
 	END IF;
@@ -1310,72 +1317,80 @@ BEGIN
 		 WHERE i.key = j.key AND i.version = j.version AND NOT i.deleted
 		RETURNING i.key, j.home IS NOT NULL AND j.url IS NOT NULL AS moved)
 	SELECT array_agg(u.key) FILTER (WHERE u.moved) INTO moved FROM u;
-	DELETE FROM imgsync.images i
-	 USING unnest(keys, acts) AS a(key, act),
-	       jsonb_to_recordset(results) AS r(key text, op text, ok boolean, version bigint)
-	 WHERE r.key = a.key AND a.act <> 'lost' AND r.op = 'remove' AND r.ok
-	   AND i.key = a.key AND i.version = r.version AND i.deleted;
+	IF removes THEN
+		DELETE FROM imgsync.images i
+		 USING unnest(keys, acts) AS a(key, act),
+		       jsonb_to_recordset(results) AS r(key text, op text, ok boolean, version bigint)
+		 WHERE r.key = a.key AND a.act <> 'lost' AND r.op = 'remove' AND r.ok
+		   AND i.key = a.key AND i.version = r.version AND i.deleted;
+	END IF;
 	-- a move gave images a new home: the application's links follow
 	IF moved IS NOT NULL AND EXISTS (SELECT 1 FROM imgsync.watched WHERE url_column IS NOT NULL) THEN
 		PERFORM imgsync.apply_url(k) FROM unnest(moved) k;
 	END IF;
 
 	-- the queue
-	DELETE FROM imgsync.work w
-	 USING unnest(keys, acts) AS a(key, act)
-	 WHERE w.key = a.key AND a.act = 'done';
-	UPDATE imgsync.work w
-	   SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
-	       step = CASE a.act WHEN 'restart' THEN CASE WHEN w.migration IS NOT NULL THEN 'copy' END
-				 WHEN 'takeover' THEN 'copy' WHEN 'next' THEN r.next_step
-				 ELSE w.step END,
-	       source_tag = CASE a.act WHEN 'next' THEN r.src_tag
-				       WHEN 'restart' THEN NULL WHEN 'takeover' THEN NULL
-				       ELSE w.source_tag END,
-	       -- the superseded copies are gone once the put's stage succeeded
-	       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
-	       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-				  ELSE w.stale_until END,
-	       -- what an attempt wrote for a version written again meanwhile
-	       -- (the catalog looked at for restarts only: not on the hot path)
-	       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-			     WHEN a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
-				  OR r.wrote = '{}' THEN w.strays
-			     WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
-				  IS DISTINCT FROM r.version
-			     THEN coalesce(w.strays, '{}') || r.wrote
-			     ELSE w.strays END,
-	       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
-	       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
-			       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
-			       THEN greatest(w.attempts - 1, 0)
-			       ELSE w.attempts END,
-	       not_before = CASE WHEN a.act IN ('takeover', 'next') THEN now()
-				 WHEN a.act IN ('retry', 'dead')
-				 THEN now() + make_interval(secs => coalesce(r.delay, 1))
-				 ELSE w.not_before END,
-	       last_error = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-				 WHEN a.act IN ('retry', 'dead') THEN r.error
-				 ELSE w.last_error END,
-	       state = CASE a.act WHEN 'dead' THEN 'dead' WHEN 'retry' THEN 'pending' ELSE w.state END,
-	       updated_at = CASE WHEN a.act = 'restart' THEN w.updated_at ELSE now() END
-	  FROM unnest(keys, acts) AS a(key, act)
-	  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
-						delay float8, error text, version bigint,
-						wrote jsonb) ON r.key = a.key
-	 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
+	IF 'done' = ANY (acts) THEN
+		DELETE FROM imgsync.work w
+		 USING unnest(keys, acts) AS a(key, act)
+		 WHERE w.key = a.key AND a.act = 'done';
+	END IF;
+	IF acts && ARRAY['restart', 'takeover', 'next', 'retry', 'dead'] THEN
+		UPDATE imgsync.work w
+		   SET lease_owner = NULL, lease_until = NULL, lease_token = NULL,
+		       step = CASE a.act WHEN 'restart' THEN CASE WHEN w.migration IS NOT NULL THEN 'copy' END
+					 WHEN 'takeover' THEN 'copy' WHEN 'next' THEN r.next_step
+					 ELSE w.step END,
+		       source_tag = CASE a.act WHEN 'next' THEN r.src_tag
+					       WHEN 'restart' THEN NULL WHEN 'takeover' THEN NULL
+					       ELSE w.source_tag END,
+		       -- the superseded copies are gone once the put's stage succeeded
+		       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
+		       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+					  ELSE w.stale_until END,
+		       -- what an attempt wrote for a version written again meanwhile
+		       -- (the catalog looked at for restarts only: not on the hot path)
+		       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+				     WHEN a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
+					  OR r.wrote = '{}' THEN w.strays
+				     WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
+					  IS DISTINCT FROM r.version
+				     THEN coalesce(w.strays, '{}') || r.wrote
+				     ELSE w.strays END,
+		       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
+		       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
+				       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
+				       THEN greatest(w.attempts - 1, 0)
+				       ELSE w.attempts END,
+		       not_before = CASE WHEN a.act IN ('takeover', 'next') THEN now()
+					 WHEN a.act IN ('retry', 'dead')
+					 THEN now() + make_interval(secs => coalesce(r.delay, 1))
+					 ELSE w.not_before END,
+		       last_error = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
+					 WHEN a.act IN ('retry', 'dead') THEN r.error
+					 ELSE w.last_error END,
+		       state = CASE a.act WHEN 'dead' THEN 'dead' WHEN 'retry' THEN 'pending' ELSE w.state END,
+		       updated_at = CASE WHEN a.act = 'restart' THEN w.updated_at ELSE now() END
+		  FROM unnest(keys, acts) AS a(key, act)
+		  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
+							delay float8, error text, version bigint,
+							wrote jsonb) ON r.key = a.key
+		 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
+	END IF;
 
 	-- the attempt log and the migrations' counters
 	INSERT INTO imgsync.attempts (key, gen, daemon, started_at, ok, error)
 	SELECT r.key, r.gen, daemon, r.started_at, r.ok, r.error
 	  FROM jsonb_to_recordset(results) AS r(key text, gen bigint, started_at timestamptz,
 						ok boolean, error text);
-	PERFORM imgsync.migration_results(
-		array_agg(e.x ORDER BY a.n), array_agg(a.act = 'dead' ORDER BY a.n))
-	  FROM unnest(keys, acts) WITH ORDINALITY AS a(key, act, n)
-	  JOIN jsonb_array_elements(results) AS e(x) ON e.x ->> 'key' = a.key
-	 WHERE a.act IN ('takeover', 'next', 'done', 'dead')
-	HAVING count(*) > 0;
+	IF migrating THEN
+		PERFORM imgsync.migration_results(
+			array_agg(e.x ORDER BY a.n), array_agg(a.act = 'dead' ORDER BY a.n))
+		  FROM unnest(keys, acts) WITH ORDINALITY AS a(key, act, n)
+		  JOIN jsonb_array_elements(results) AS e(x) ON e.x ->> 'key' = a.key
+		 WHERE a.act IN ('takeover', 'next', 'done', 'dead')
+		HAVING count(*) > 0;
+	END IF;
 	RETURN 'restart' = ANY (acts) OR 'takeover' = ANY (acts) OR 'next' = ANY (acts);
 END
 $$;
