@@ -87,9 +87,9 @@ struct store_req {
 	int fd;		     /* our dup of the caller's descriptor, or -1 */
 	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
-	bool adopt;	 /* put: fd is a spool() file to link, not to copy */
-	bool if_absent;	 /* put: only where the name is free (ERR_EXISTS) */
-	char if_tag[80]; /* put: only over the file with this tag (ERR_EXISTS) */
+	bool adopt;		    /* put: fd is a spool() file to link, not to copy */
+	bool if_absent;		    /* put: only where the name is free (ERR_EXISTS) */
+	char if_tag[STORE_TAG_MAX]; /* put: only over the file with this tag (ERR_EXISTS) */
 	struct obj_info info, *info_out;
 	struct store_list list, *list_out;
 	store_done_fn done;

@@ -130,11 +130,11 @@ struct store_req {
 	bool if_absent;
 	/* ... or only over the object stat() reported with this tag, "ETAG:SIZE"
 	 * (If-Match: "ETAG"; a multipart upload or a copy looks first too) */
-	char if_tag[80];
-	char if_match_etag[76]; /* of if_tag, for the header (set_if_match) */
-	bool looked;		/* ... and found what it may write over */
-	bool rechecked;		/* put: a refused If-Match was looked into */
-	bool src_given;		/* copy: src_info was given */
+	char if_tag[STORE_TAG_MAX];
+	char if_match_etag[STORE_TAG_MAX + 2]; /* of if_tag, quoted: the header (set_if_match) */
+	bool looked;			       /* ... and found what it may write over */
+	bool rechecked;			       /* put: a refused If-Match was looked into */
+	bool src_given;			       /* copy: src_info was given */
 
 	/* multipart */
 	char *upload_id;

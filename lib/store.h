@@ -42,6 +42,9 @@ struct store_env {
 	struct workq *wq;
 };
 
+/* room for obj_info's tag and if_tag, their NUL included */
+#define STORE_TAG_MAX 80
+
 struct obj_info {
 	uint64_t size;
 	bool has_md5; /* md5 is the MD5 of the whole content */
@@ -55,7 +58,7 @@ struct obj_info {
 	 * time, size; S3: the ETag and size); "" if the store cannot say.
 	 * A move deletes a source copy only while it still has the tag it had
 	 * when it was copied. */
-	char tag[80];
+	char tag[STORE_TAG_MAX];
 	/* put, adopt and copy, in known/src_info: create the object only where
 	 * the key holds none, or fail with ERR_EXISTS and leave what is there
 	 * (a copy in flight must not replace what the application wrote
@@ -70,7 +73,7 @@ struct obj_info {
 	 * since it looked.  fs: looked at again just before the rename;
 	 * S3: If-Match on a PUT and on CompleteMultipartUpload (a multipart
 	 * upload or a server-side copy looks first as well).  "" for none. */
-	char if_tag[80];
+	char if_tag[STORE_TAG_MAX];
 };
 
 /* get(): the caller will fsync fd (it becomes an object of a filesystem

@@ -1246,20 +1246,20 @@ DECLARE
 	keys text[];
 	acts text[];
 	moved text[];
-	distinct_keys bigint;
+	twice boolean; -- a key named twice, or none
 	removes boolean; -- a removal's result in the batch
 	migrating boolean; -- a result with migration bookkeeping
 BEGIN
 	-- what the batch holds: the statements that could not touch a row of
 	-- it are skipped (each costs its executor's start-up)
-	SELECT array_agg(j.key), count(DISTINCT j.key), bool_or(j.op = 'remove'),
+	SELECT array_agg(j.key), count(DISTINCT j.key) <> count(*), bool_or(j.op = 'remove'),
 	       bool_or(j.migration IS NOT NULL)
-	  INTO keys, distinct_keys, removes, migrating
+	  INTO keys, twice, removes, migrating
 	  FROM jsonb_to_recordset(results) AS j(key text, op text, migration bigint);
 	IF keys IS NULL THEN
 		RETURN false;
 	END IF;
-	IF distinct_keys <> cardinality(keys) OR array_position(keys, NULL) IS NOT NULL THEN
+	IF twice THEN
 		RAISE EXCEPTION 'a batch naming a key twice goes result by result'
 			USING ERRCODE = 'cardinality_violation';
 	END IF;

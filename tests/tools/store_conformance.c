@@ -1023,6 +1023,21 @@ static void each_write_way(const char *what,
 	}
 }
 
+/* A conditional copy's set-up: SRC's DIR/copysrc.jpg holds SRC_FD (*si),
+ * S's DIR/copydst.jpg holds OLD (10 bytes); their keys in skey and dkey
+ * (4096 bytes each).  A failure is a failed check. */
+static bool copy_over_setup(const char *dir, int src_fd, int old, char *skey, char *dkey,
+			    struct obj_info *si)
+{
+	struct err e = {0};
+	bool r;
+
+	snprintf(skey, 4096, "%s%s/copysrc.jpg", PREFIX, dir);
+	snprintf(dkey, 4096, "%s%s/copydst.jpg", PREFIX, dir);
+	r = copy_source(skey, src_fd, NULL, si) && store_put_sync(S, dkey, old, 10, NULL, &e);
+	return ok(r, "%s copy: set-up (%s)", dir, r ? "done" : e.msg[0] ? e.msg : "the source");
+}
+
 static void test_if_absent(void)
 {
 	each_write_way("if_absent", if_absent_check, 1300);
@@ -1033,10 +1048,7 @@ static void test_if_absent(void)
 		char skey[4096], dkey[4096];
 		bool r;
 
-		snprintf(skey, sizeof(skey), "%s", pkey("absent/copysrc.jpg"));
-		snprintf(dkey, sizeof(dkey), "%s", pkey("absent/copydst.jpg"));
-		if (copy_source(skey, src, NULL, &si) &&
-		    store_put_sync(S, dkey, old, 10, NULL, &e)) {
+		if (copy_over_setup("absent", src, old, skey, dkey, &si)) {
 			known = si;
 			known.if_absent = true;
 			r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
@@ -1129,12 +1141,11 @@ static void test_if_tag(void)
 		char skey[4096], dkey[4096];
 		bool r;
 
-		snprintf(skey, sizeof(skey), "%s", pkey("iftag/copysrc.jpg"));
-		snprintf(dkey, sizeof(dkey), "%s", pkey("iftag/copydst.jpg"));
-		if (copy_source(skey, src, NULL, &si) &&
-		    store_put_sync(S, dkey, old, 10, NULL, &e) &&
-		    store_stat_sync(S, dkey, &a, &e) &&
-		    store_put_sync(S, dkey, newer, 11, NULL, &e)) {
+		if (copy_over_setup("iftag", src, old, skey, dkey, &si) &&
+		    ok(store_stat_sync(S, dkey, &a, &e) &&
+			   store_put_sync(S, dkey, newer, 11, NULL, &e),
+		       "if_tag copy: the destination written again (%s)",
+		       e.msg[0] ? e.msg : "done")) {
 			known = si;
 			snprintf(known.if_tag, sizeof(known.if_tag), "%s", a.tag);
 			r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
@@ -1142,7 +1153,8 @@ static void test_if_tag(void)
 			   "if_tag copy over an object written since: ERR_EXISTS (%s)",
 			   r ? "replaced it!" : e.msg);
 			ok(holds_content(dkey, newer), "if_tag copy: the object there is left");
-			if (store_stat_sync(S, dkey, &a, &e)) {
+			if (ok(store_stat_sync(S, dkey, &a, &e), "if_tag copy: stat (%s)",
+			       e.msg[0] ? e.msg : "done")) {
 				snprintf(known.if_tag, sizeof(known.if_tag), "%s", a.tag);
 				r = store_copy_sync(S, SRC, skey, dkey, &known, &out, &e);
 				ok(r, "if_tag copy over the object looked at (%s)",
@@ -1150,15 +1162,13 @@ static void test_if_tag(void)
 				ok(holds_content(dkey, src), "if_tag copy: byte-exact");
 			}
 			record(dkey, src);
-		} else
-			ok(false, "if_tag copy: set-up (%s)", e.msg);
+		}
 		close(src);
 		close(old);
 		close(newer);
 	}
 }
 
-/* fs: puts into fresh directories while deletes prune emptied siblings. */
 /* spool() and adopt(): a download written once, straight where it lands. */
 static void adopt_check(const char *name, const char *key, uint64_t size, uint64_t fill,
 			unsigned seed)
@@ -1254,6 +1264,7 @@ static void test_spool(void)
 	}
 }
 
+/* fs: puts into fresh directories while deletes prune emptied siblings. */
 static void test_put_delete_race(void)
 {
 	struct batch b = {0};
