@@ -554,6 +554,18 @@ static bool signals_init(struct service *sv, struct err *e)
 	return loop_io_set(sv->env.loop, &sv->sigio, EPOLLIN, e);
 }
 
+/* Threads for the blocking disk work.  A put with fsync = true waits on
+ * the disk three times (the data, the link, the directory), so a thread
+ * spends most of a small image asleep: a quarter of the transfers in flight
+ * keeps the disk and the CPU busy (bench/README.md, workload 4), within
+ * 4..16.  Fixed at start: a reload's new concurrency keeps the pool. */
+static int pool_threads(int concurrency)
+{
+	int n = concurrency / 4;
+
+	return n < 4 ? 4 : n > 16 ? 16 : n;
+}
+
 /* Build the service in dependency order, run it, take it down in reverse.
  * Takes conf over. */
 static int service_run(struct conf *conf, const char *path)
@@ -577,7 +589,7 @@ static int service_run(struct conf *conf, const char *path)
 	 * SIGTERM reaches the signalfd, not a pool thread's default action */
 	if (!loop_new(&sv.env.loop, &e) || !signals_init(&sv, &e) ||
 	    !http_new(sv.env.loop, &sv.env.http, &e) ||
-	    !workq_new(sv.env.loop, 4, &sv.env.wq, &e)) {
+	    !workq_new(sv.env.loop, pool_threads(conf->concurrency), &sv.env.wq, &e)) {
 		log_error("%s", e.msg);
 		conf_free(conf);
 		rc = EX_OSERR;

@@ -2,7 +2,8 @@
  * workq.c - thread pool whose completions come back through an eventfd.
  *
  * Two singly linked FIFO lists under one mutex: "todo" (taken by threads)
- * and "finished" (drained by the loop when the eventfd fires).
+ * and "finished" (drained by the loop when the eventfd fires; a thread
+ * signals it only when it makes that list non-empty).
  */
 #include "workq.h"
 
@@ -70,9 +71,18 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&wq->mu);
 		j->work(j);
 		pthread_mutex_lock(&wq->mu);
+		/* Only the first of a run of completions wakes the loop: it takes
+		 * the whole list at once (under the mutex, so none is missed),
+		 * and a wake-up per job cost the loop a turn each. */
+		bool wake = wq->finished.head == NULL;
+
 		jobq_push(&wq->finished, j);
-		/* A full eventfd counter cannot happen: it holds 2^64-2. */
-		if (write(wq->efd, &one, sizeof(one)) < 0) {
+		if (wake) {
+			pthread_mutex_unlock(&wq->mu);
+			/* A full eventfd counter cannot happen: it holds 2^64-2. */
+			if (write(wq->efd, &one, sizeof(one)) < 0) {
+			}
+			pthread_mutex_lock(&wq->mu);
 		}
 	}
 	pthread_mutex_unlock(&wq->mu);
