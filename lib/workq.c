@@ -59,34 +59,31 @@ static void *worker(void *arg)
 	struct workq *wq = arg;
 	uint64_t one = 1;
 
-	pthread_mutex_lock(&wq->mu);
 	for (;;) {
 		struct workq_job *j;
+		bool wake;
 
+		pthread_mutex_lock(&wq->mu);
 		while (!wq->stop && wq->todo.head == NULL)
 			pthread_cond_wait(&wq->cv, &wq->mu);
-		if (wq->stop)
-			break;
+		if (wq->stop) {
+			pthread_mutex_unlock(&wq->mu);
+			return NULL;
+		}
 		j = jobq_pop(&wq->todo);
 		pthread_mutex_unlock(&wq->mu);
 		j->work(j);
-		pthread_mutex_lock(&wq->mu);
 		/* Only the first of a run of completions wakes the loop: it takes
 		 * the whole list at once (under the mutex, so none is missed),
 		 * and a wake-up per job cost the loop a turn each. */
-		bool wake = wq->finished.head == NULL;
-
+		pthread_mutex_lock(&wq->mu);
+		wake = wq->finished.head == NULL;
 		jobq_push(&wq->finished, j);
-		if (wake) {
-			pthread_mutex_unlock(&wq->mu);
-			/* A full eventfd counter cannot happen: it holds 2^64-2. */
-			if (write(wq->efd, &one, sizeof(one)) < 0) {
-			}
-			pthread_mutex_lock(&wq->mu);
+		pthread_mutex_unlock(&wq->mu);
+		/* A full eventfd counter cannot happen: it holds 2^64-2. */
+		if (wake && write(wq->efd, &one, sizeof(one)) < 0) {
 		}
 	}
-	pthread_mutex_unlock(&wq->mu);
-	return NULL;
 }
 
 static void on_event(void *arg, int fd, uint32_t events)

@@ -1246,7 +1246,7 @@ DECLARE
 	keys text[];
 	acts text[];
 	moved text[];
-	twice boolean; -- a key named twice, or none
+	twice boolean; -- a key named twice, or a result with none
 	removes boolean; -- a removal's result in the batch
 	migrating boolean; -- a result with migration bookkeeping
 BEGIN

@@ -236,7 +236,44 @@ second_set() {
 }
 check "servers_stop stops every process of a second server set, and only those" second_set
 
-# 8. a set interrupted while it starts
+# 8. PostgreSQL alone (IMGSYNC_TEST_SERVERS=postgres, as bench/queue-sql starts it)
+pg_only_set() {
+	local d4=$work/pgonly out before left
+	mkdir "$d4"
+	out=$(
+		trap 'servers_stop "$d4"' EXIT
+		IMGSYNC_TEST_SERVERS=postgres servers_start "$d4" >&2 || exit 1
+		head -n 1 "$d4/pg/data/postmaster.pid" >"$d4/.servers/postmaster"
+		[ "$(psql -X -A -t -c 'select 1')" = 1 ] || exit 1
+		[ -z "$IMGSYNC_TEST_RGW_ENDPOINT" ] && [ -z "$IMGSYNC_TEST_MOTO_ENDPOINT" ] || exit 1
+		if ps -e -o args= | grep -F "$d4" | grep -Eq 'radosgw|ceph-(mon|osd)|moto_server'; then
+			echo "# an S3 server was started:" >&2
+			exit 1
+		fi
+		set_processes "$d4" | sort -u >"$d4/before"
+		servers_stop
+		echo stopped
+	) 2>"$work/pgonly.err"
+	if [ "$out" != stopped ]; then
+		echo "# the PostgreSQL-only set did not start, held more, or did not stop:"
+		diag "$work/pgonly.err"
+		return 1
+	fi
+	before=$(cat "$d4/before")
+	# shellcheck disable=SC2086,SC2046
+	left=$(still_running $before $(set_processes "$d4"))
+	[ -z "$left" ] || { echo "# still running: $left"; return 1; }
+}
+check "IMGSYNC_TEST_SERVERS=postgres starts PostgreSQL alone, no S3 server, and stops it" pg_only_set
+bad_knob() {
+	local d5=$work/badknob rc=0
+	mkdir "$d5"
+	(IMGSYNC_TEST_SERVERS=minio servers_start "$d5") 2>"$work/badknob.err" || rc=$?
+	[ "$rc" = 2 ] && grep -q 'IMGSYNC_TEST_SERVERS' "$work/badknob.err" && [ ! -d "$d5/pg/data" ]
+}
+check "an unknown IMGSYNC_TEST_SERVERS is refused before anything starts" bad_knob
+
+# 9. a set interrupted while it starts
 interrupted_set() {
 	local d3=$work/third pid left
 	mkdir "$d3"

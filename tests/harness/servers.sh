@@ -23,7 +23,9 @@
 # servers_pg_stop / servers_pg_start [DIR]    stop / start Postgres again (same socket and port)
 # servers_rgw_stop / servers_rgw_start [DIR]  stop / start radosgw again (same port and user)
 #
-# Knobs: IMGSYNC_TEST_START_TIMEOUT (seconds per server, default 60),
+# Knobs: IMGSYNC_TEST_SERVERS=postgres (start PostgreSQL alone: the S3 variables are then
+#          empty; for what needs no store, such as bench/queue-sql),
+#        IMGSYNC_TEST_START_TIMEOUT (seconds per server, default 60),
 #        IMGSYNC_TEST_RGW_MEMSTORE_BYTES (OSD capacity in RAM, default 4 GiB),
 #        IMGSYNC_TEST_PG_OSUSER (who runs Postgres when we are root, default postgres).
 #
@@ -429,7 +431,15 @@ _srv_fail() { # DIR WHAT LOG...: report a failed start, stop the set
 
 servers_start() {
 	local dir=${1:-} ports pgport monport rgwport motoport ak sk bindir py
-	local pgjob cephjob motopid='' t0 n rc
+	local pgjob cephjob='' motopid='' t0 n rc s3=1
+	case ${IMGSYNC_TEST_SERVERS:-} in
+	'') ;;
+	postgres) s3= ;;
+	*)
+		_srv_log "IMGSYNC_TEST_SERVERS is empty (all) or \"postgres\", not \"$IMGSYNC_TEST_SERVERS\""
+		return 2
+		;;
+	esac
 	if [ -z "$dir" ] || [ ! -d "$dir" ]; then
 		_srv_log "usage: servers_start DIR (an existing empty directory)"
 		return 2
@@ -471,15 +481,17 @@ servers_start() {
 	echo "starter $pgjob" >>"$dir/.servers/pids"
 
 	# Ceph radosgw (background)
-	echo "$rgwport" >"$dir/ceph/rgwport"
-	(echo "starter $BASHPID" >>"$dir/.servers/pids" &&
-		_srv_rgw_setup "$dir" "$monport" "$rgwport" "$ak" "$sk") </dev/null \
-		>"$dir/ceph/setup.log" 2>&1 &
-	cephjob=$!
-	echo "starter $cephjob" >>"$dir/.servers/pids"
+	if [ -n "$s3" ]; then
+		echo "$rgwport" >"$dir/ceph/rgwport"
+		(echo "starter $BASHPID" >>"$dir/.servers/pids" &&
+			_srv_rgw_setup "$dir" "$monport" "$rgwport" "$ak" "$sk") </dev/null \
+			>"$dir/ceph/setup.log" 2>&1 &
+		cephjob=$!
+		echo "starter $cephjob" >>"$dir/.servers/pids"
+	fi
 
 	# moto_server (here)
-	if command -v moto_server >/dev/null 2>&1; then
+	if [ -n "$s3" ] && command -v moto_server >/dev/null 2>&1; then
 		if ! _srv_spawn "$dir" moto_server "$dir/moto/moto.log" \
 			moto_server -H 127.0.0.1 -p "$motoport"; then
 			_srv_fail "$dir" "moto_server" "$dir/moto/moto.log"
@@ -508,7 +520,7 @@ servers_start() {
 		return 1
 	fi
 	rc=0
-	wait "$cephjob" || rc=$?
+	[ -z "$cephjob" ] || wait "$cephjob" || rc=$?
 	if [ "$rc" -ne 0 ]; then
 		_srv_fail "$dir" "radosgw (ceph)" "$dir/ceph/setup.log" "$dir/ceph/log/daemons.log" \
 			"$dir/ceph/log/mon.a.log" "$dir/ceph/log/osd.0.log" "$dir/ceph/log/client.rgw.test.log"
@@ -520,14 +532,16 @@ servers_start() {
 	export IMGSYNC_TEST_SERVERS_DIR="$dir"
 	export IMGSYNC_TEST_PG_DATA="$dir/pg/data" IMGSYNC_TEST_PG_BINDIR="$bindir"
 	export IMGSYNC_TEST_CEPH_CONF="$dir/ceph/ceph.conf"
-	export IMGSYNC_TEST_RGW_ENDPOINT="http://127.0.0.1:$rgwport"
+	export IMGSYNC_TEST_RGW_ENDPOINT="${s3:+http://127.0.0.1:$rgwport}"
 	export IMGSYNC_TEST_RGW_ACCESS_KEY="$ak" IMGSYNC_TEST_RGW_SECRET_KEY="$sk"
 	export IMGSYNC_TEST_RGW_REGION=us-east-1
 	export IMGSYNC_TEST_MOTO_REGION=us-east-1
 	if [ -n "$motopid" ]; then
 		export IMGSYNC_TEST_MOTO_ENDPOINT="http://127.0.0.1:$motoport" IMGSYNC_TEST_MOTO_SKIP=
-	else
+	elif [ -n "$s3" ]; then
 		export IMGSYNC_TEST_MOTO_ENDPOINT='' IMGSYNC_TEST_MOTO_SKIP="moto_server not installed"
+	else
+		export IMGSYNC_TEST_MOTO_ENDPOINT='' IMGSYNC_TEST_MOTO_SKIP="not started (IMGSYNC_TEST_SERVERS=postgres)"
 	fi
 	export IMGSYNC_TEST_PYTHON="$py"
 	echo "$(($(($(date +%s%N) - t0)) / 1000000))" >"$dir/.servers/start_ms"
