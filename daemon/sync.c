@@ -169,6 +169,7 @@ struct item {
 	struct err err;
 	uint64_t lease_deadline;
 	uint64_t t0;
+	uint64_t hb_seq; /* the last heartbeat that named its token */
 	struct mig mig;
 };
 
@@ -194,7 +195,8 @@ struct sync {
 	double batch_delay, sent_delay; /* soonest retry among them, seconds */
 	bool completing;
 	bool heartbeating;
-	uint64_t hb_sent_at;
+	uint64_t hb_sent_at, hb_seq;
+	int hb_ms; /* SYNC_HEARTBEAT_MS, or IMGSYNC_HEARTBEAT_MS's (tests) */
 	struct loop_timer poll, heartbeat, stop_timer, flush_retry, batch_wait;
 	struct sync_gen *retired; /* old generations to release (release_timer) */
 	struct loop_timer release_timer;
@@ -265,12 +267,15 @@ static void json_str(struct buf *b, const char *v)
 	buf_putc(b, '"');
 }
 
-/* A bigint[] literal of the claim tokens in hand: {1,2,3}. */
-static void token_array(struct buf *b, struct item *items)
+/* A bigint[] literal of the claim tokens in hand, {1,2,3}, for the
+ * heartbeat SEQ; each item named remembers it. */
+static void token_array(struct buf *b, struct item *items, uint64_t seq)
 {
 	buf_putc(b, '{');
-	for (struct item *it = items; it; it = it->next)
+	for (struct item *it = items; it; it = it->next) {
 		buf_printf(b, "%lld%s", it->token, it->next ? "," : "");
+		it->hb_seq = seq;
+	}
 	buf_putc(b, '}');
 }
 
@@ -2407,15 +2412,17 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 			log_error("heartbeat failed: %s", error ? error : "unexpected answer");
 		return;
 	}
-	/* Claims sent before the heartbeat and missing from its answer lost
-	 * their lease: another daemon may hold the key now. */
+	/* Items the heartbeat named and missing from its answer lost their
+	 * lease: another daemon may hold the key now.  The others were
+	 * claimed after it left, even in the same millisecond: their claims'
+	 * answers came later, so they are not in its tokens. */
 	n = PQntuples(res);
 	for (struct item *it = s->items, *next; it; it = next) {
 		int row = -1;
 
 		next = it->next;
-		if (it->t0 > s->hb_sent_at)
-			continue; /* claimed after the heartbeat left */
+		if (it->hb_seq != s->hb_seq)
+			continue;
 		for (int i = 0; i < n && row < 0; i++)
 			if (strtoll(PQgetvalue(res, i, 0), NULL, 10) == it->token)
 				row = i;
@@ -2436,18 +2443,18 @@ static void on_heartbeat(void *arg)
 	char in_flight[16], objects[24], bytes[24];
 	const char *p[7];
 
-	loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
+	loop_timer_set(s->loop, &s->heartbeat, s->hb_ms);
 	/* Drop what cannot be renewed before the next heartbeat: once a lease
 	 * runs out another daemon may take the key. */
 	for (struct item *it = s->items, *next; it; it = next) {
 		next = it->next;
-		if (now + SYNC_HEARTBEAT_MS + 5000 >= it->lease_deadline)
+		if (now + (uint64_t)s->hb_ms + 5000 >= it->lease_deadline)
 			abandon(it, "its lease could not be renewed in time (database "
 				    "unreachable)");
 	}
 	if (s->daemon == 0 || !pg_ready(s->pg) || s->heartbeating)
 		return;
-	token_array(&tokens, s->items);
+	token_array(&tokens, s->items, ++s->hb_seq);
 	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
 	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)s->bytes_done);
@@ -2550,7 +2557,7 @@ void sync_set_daemon(struct sync *s, long long id)
 void sync_connected(struct sync *s)
 {
 	if (!loop_timer_armed(&s->heartbeat))
-		loop_timer_set(s->loop, &s->heartbeat, SYNC_HEARTBEAT_MS);
+		loop_timer_set(s->loop, &s->heartbeat, s->hb_ms);
 	if (!s->stopping && !loop_timer_armed(&s->poll))
 		loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
 	s->advance_due = true;
@@ -2591,6 +2598,26 @@ void sync_stats(const struct sync *s, struct sync_stats *out)
 	out->bytes_done = s->bytes_done;
 }
 
+/* The heartbeat's period: IMGSYNC_HEARTBEAT_MS (1 to SYNC_HEARTBEAT_MS)
+ * makes it shorter, so that tests meet its races often. */
+static int heartbeat_ms(void)
+{
+	const char *v = getenv("IMGSYNC_HEARTBEAT_MS");
+	char *end;
+	long ms;
+
+	if (v == NULL || v[0] == '\0')
+		return SYNC_HEARTBEAT_MS;
+	errno = 0;
+	ms = strtol(v, &end, 10);
+	if (errno || *end || ms < 1 || ms > SYNC_HEARTBEAT_MS) {
+		log_warn("IMGSYNC_HEARTBEAT_MS=%s ignored: milliseconds from 1 to %d expected", v,
+			 SYNC_HEARTBEAT_MS);
+		return SYNC_HEARTBEAT_MS;
+	}
+	return (int)ms;
+}
+
 bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
 	      void (*release)(void *arg), void *release_arg, struct pgconn *pg, struct sync **out,
 	      struct err *e)
@@ -2611,6 +2638,7 @@ bool sync_new(struct loop *l, const struct conf *conf, struct store **stores,
 	s->g->release_arg = release_arg;
 	s->pg = pg;
 	s->spool_dir = tmp && tmp[0] == '/' ? tmp : "/var/tmp";
+	s->hb_ms = heartbeat_ms();
 	loop_timer_init(&s->poll, on_poll, s);
 	loop_timer_init(&s->heartbeat, on_heartbeat, s);
 	loop_timer_init(&s->stop_timer, on_stop_deadline, s);
