@@ -197,7 +197,8 @@ def targets(wl):
     t = []
     by = lambda w, rid: next((r for r in wl.get(w, []) if r["id"] == rid and ok(r)), None)
     rd, rt = by("1", "w1-rclone"), by("1", "w1-rclone-tuned")
-    ceil = [rate(r) for r in wl.get("5", []) if ok(r)]
+    # the ceiling: plain PUTs (not the row shaped as imgsync's)
+    ceil = [rate(r) for r in wl.get("5", []) if ok(r) and not r.get("extras")]
     ceiling = max(ceil) if ceil else None
     for r in wl.get("1", []):
         if r["tool"] != "imgsync":

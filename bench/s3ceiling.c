@@ -1,7 +1,7 @@
 /*
  * s3ceiling - the PUT rate an S3 server sustains for a minimal client.
  *
- *   s3ceiling ENDPOINT BUCKET CONNECTIONS SECONDS [SIZE]
+ *   s3ceiling ENDPOINT BUCKET CONNECTIONS SECONDS [SIZE [EXTRAS]]
  *   (credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, region in
  *    AWS_REGION, default us-east-1)
  *
@@ -16,6 +16,12 @@
  *
  * (MB = 10^6 bytes; cpu_s is this process's user+system time).  Exits 1 if
  * any PUT failed.
+ *
+ * EXTRAS, a comma-separated list, adds what an imgsync PUT carries, to see
+ * what each costs the server: md5 (Content-MD5), sha256 (the payload's
+ * SHA-256 signed instead of UNSIGNED-PAYLOAD), type (Content-Type), absent
+ * (If-None-Match: *, each key new: ceiling/<pid>-<n>).  The hashes are of
+ * the one body, computed once.
  */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -23,6 +29,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+
+#include <openssl/evp.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "sigv4.h"
@@ -39,6 +48,8 @@ static struct sigv4_creds creds;
 static char *body;
 static size_t body_len;
 static unsigned long next_key;
+static bool x_md5, x_sha256, x_type, x_absent;
+static char md5_b64[32], sha256_hex[65];
 
 static double now_s(void)
 {
@@ -68,26 +79,41 @@ static void start(CURLM *multi, struct conn *c)
 	struct buf auth = BUF_INIT;
 	struct err e;
 
-	snprintf(path, sizeof(path), "/%s/ceiling/%05lu", bucket, next_key++ % NKEYS);
+	const char *ph = x_sha256 ? sha256_hex : SIGV4_UNSIGNED_PAYLOAD;
+	size_t nh = 0;
+
+	if (x_absent)
+		snprintf(path, sizeof(path), "/%s/ceiling/%ld-%lu", bucket, (long)getpid(),
+			 next_key++);
+	else
+		snprintf(path, sizeof(path), "/%s/ceiling/%05lu", bucket, next_key++ % NKEYS);
 	snprintf(url, sizeof(url), "%s%s", endpoint, path);
 	sigv4_amz_date(time(NULL), date);
-	struct sigv4_pair hdrs[] = {
-	    {"host", host},
-	    {"x-amz-content-sha256", SIGV4_UNSIGNED_PAYLOAD},
-	    {"x-amz-date", date},
-	};
+	/* sorted by name, as SigV4 wants them */
+	struct sigv4_pair hdrs[7];
+	if (x_md5)
+		hdrs[nh++] = (struct sigv4_pair){"content-md5", md5_b64};
+	if (x_type)
+		hdrs[nh++] = (struct sigv4_pair){"content-type", "image/jpeg"};
+	hdrs[nh++] = (struct sigv4_pair){"host", host};
+	if (x_absent)
+		hdrs[nh++] = (struct sigv4_pair){"if-none-match", "*"};
+	hdrs[nh++] = (struct sigv4_pair){"x-amz-content-sha256", ph};
+	hdrs[nh++] = (struct sigv4_pair){"x-amz-date", date};
 	struct sigv4_request req = {
 	    .method = "PUT",
 	    .path = path,
 	    .headers = hdrs,
-	    .nheaders = sizeof(hdrs) / sizeof(hdrs[0]),
-	    .payload_hash = SIGV4_UNSIGNED_PAYLOAD,
+	    .nheaders = nh,
+	    .payload_hash = ph,
 	};
 	if (!sigv4_authorization(&req, &creds, date, &auth, &e))
 		die(e.msg);
 	curl_slist_free_all(c->hdrs);
 	c->hdrs = NULL;
-	for (size_t i = 1; i < sizeof(hdrs) / sizeof(hdrs[0]); i++) {
+	for (size_t i = 0; i < nh; i++) {
+		if (strcmp(hdrs[i].name, "host") == 0)
+			continue;
 		snprintf(line, sizeof(line), "%s: %s", hdrs[i].name, hdrs[i].value);
 		c->hdrs = curl_slist_append(c->hdrs, line);
 	}
@@ -95,7 +121,8 @@ static void start(CURLM *multi, struct conn *c)
 	buf_free(&auth);
 	c->hdrs = curl_slist_append(c->hdrs, line);
 	c->hdrs = curl_slist_append(c->hdrs, "Expect:");
-	c->hdrs = curl_slist_append(c->hdrs, "Content-Type:");
+	if (!x_type)
+		c->hdrs = curl_slist_append(c->hdrs, "Content-Type:");
 	c->hdrs = curl_slist_append(c->hdrs, "Accept:");
 	if (c->hdrs == NULL)
 		die("out of memory");
@@ -114,8 +141,9 @@ static void start(CURLM *multi, struct conn *c)
 
 int main(int argc, char **argv)
 {
-	if (argc < 5 || argc > 6) {
-		fprintf(stderr, "usage: s3ceiling ENDPOINT BUCKET CONNECTIONS SECONDS [SIZE]\n");
+	if (argc < 5 || argc > 7) {
+		fprintf(stderr,
+			"usage: s3ceiling ENDPOINT BUCKET CONNECTIONS SECONDS [SIZE [EXTRAS]]\n");
 		return 64;
 	}
 	endpoint = argv[1];
@@ -142,6 +170,30 @@ int main(int argc, char **argv)
 	srand(42);
 	for (size_t i = 0; i < body_len; i++)
 		body[i] = (char)rand();
+	if (argc > 6) {
+		char *list = strdup(argv[6]), *save = NULL;
+		unsigned char md[32];
+		unsigned int mdlen;
+
+		for (char *w = strtok_r(list, ",", &save); w; w = strtok_r(NULL, ",", &save)) {
+			if (strcmp(w, "md5") == 0)
+				x_md5 = true;
+			else if (strcmp(w, "sha256") == 0)
+				x_sha256 = true;
+			else if (strcmp(w, "type") == 0)
+				x_type = true;
+			else if (strcmp(w, "absent") == 0)
+				x_absent = true;
+			else
+				die("EXTRAS: md5, sha256, type, absent");
+		}
+		free(list);
+		EVP_Digest(body, body_len, md, &mdlen, EVP_md5(), NULL);
+		EVP_EncodeBlock((unsigned char *)md5_b64, md, 16);
+		EVP_Digest(body, body_len, md, &mdlen, EVP_sha256(), NULL);
+		for (int i = 0; i < 32; i++)
+			snprintf(sha256_hex + 2 * i, 3, "%02x", md[i]);
+	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	CURLM *multi = curl_multi_init();
