@@ -1096,6 +1096,7 @@ SELECT w.migration AS migration, w.key, w.attempts, w.last_error,
 -- gets a fresh token: a result or a renewal for an older claim of the same
 -- key (even one of a deleted and re-created row) never matches it.  With
 -- each item comes its migration duty; a paused migration holds its keys.
+-- Planned once per session, by index (see complete_all()).
 CREATE FUNCTION imgsync.claim(daemon bigint, n int, lease interval)
 RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin text,
 	       mimetype text, attrs jsonb, version bigint, stores text[], deleted boolean,
@@ -1103,7 +1104,8 @@ RETURNS TABLE (key text, op text, gen bigint, attempts int, token bigint, origin
 	       migration bigint, step text, m_source text, m_target text, m_mode text,
 	       m_dry_run boolean, m_verify boolean, source_tag text, stale text[],
 	       stale_until double precision, strays text)
-LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan SET enable_seqscan = off
+SET jit = off AS $$
 #variable_conflict use_column
 DECLARE
 	-- the ready rows, oldest first, fetched and locked one at a time: a
@@ -1239,9 +1241,17 @@ $$;
 -- result.  Returns true when a key became ready again.  Its statements
 -- are planned once per session (force_generic_plan): each touches the
 -- batch's rows by key, and the plans PostgreSQL otherwise made anew for
--- each batch cost more than carrying them out.
+-- each batch cost more than carrying them out.  Planned once, a plan must
+-- also suit the tables as they grow: one made while they were nearly empty
+-- (a new installation, a queue drained) scans them whole, and keeps doing
+-- so at every batch until an ANALYZE; enable_seqscan = off makes it look
+-- rows up by key, which is right at any size.  A table with no index to
+-- use (imgsync.watched) is still scanned, at a cost the planner then puts
+-- so high that it would compile the statement (JIT) at every call: jit =
+-- off.
 CREATE FUNCTION imgsync.complete_all(daemon bigint, results jsonb, max_attempts int)
-RETURNS boolean LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $$
+RETURNS boolean LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off SET jit = off AS $$
 DECLARE
 	keys text[];
 	acts text[];

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The queue's statements are planned once per session (claim() and
+# complete_all()); a daemon that started on empty tables must still find
+# rows by key once the tables have grown, before any ANALYZE: no batch
+# reads imgsync.images or imgsync.work whole.  (Planned on empty tables, a
+# plan PostgreSQL keeps scans them whole, a cost that grows with the
+# catalog at every batch.)
+. "$(dirname "$0")/../harness/e2e.sh"
+e2e_need_servers
+
+DB="imgsync_plans_$$"
+psql -qX -d postgres -c "CREATE DATABASE \"$DB\"" >/dev/null || { fail "set-up"; done_testing; exit 1; }
+mkdir -p "$T/local"
+cat >"$T/imgsyncd.conf" <<CONF
+database { conninfo = "host=$PGHOST port=$PGPORT dbname=$DB" }
+store "local" { type = "fs"  root = "$T/local" }
+CONF
+check "imgsyncctl init" "$BUILD/imgsyncctl" -c "$T/imgsyncd.conf" init
+
+# One session, as a daemon's: a claim and a result on nearly empty tables
+# (the plans are made then), 5,000 puts with autovacuum kept away (no ANALYZE
+# to replan), then a claim of 8 and their results, counting the tables'
+# whole scans in that transaction.
+psql -qXtA -v ON_ERROR_STOP=1 -d "$DB" >"$T/plans.out" 2>&1 <<'SQL'
+ALTER TABLE imgsync.images SET (autovacuum_enabled = off);
+ALTER TABLE imgsync.work SET (autovacuum_enabled = off);
+SELECT imgsync.register_daemon('test', 1, 'plans') AS d \gset
+-- a round on tables holding one image: claim it, write its result back
+SELECT count(imgsync.put('first.jpg', 'local'));
+CREATE TEMP TABLE claimed AS
+	SELECT * FROM imgsync.exchange(:d, NULL, 5, 8, '60 s', 0) WHERE key IS NOT NULL;
+PREPARE results AS SELECT count(*) FROM imgsync.exchange(:d,
+	(SELECT jsonb_agg(jsonb_build_object('key', key, 'gen', gen, 'token', token, 'op', 'put',
+		'ok', true, 'version', version, 'started_at', claimed_at, 'stores', '[]'::jsonb))
+	   FROM claimed), 5, 8, '60 s', 0);
+EXECUTE results;
+SELECT 'first ' || count(*) FROM claimed;
+SELECT count(imgsync.put('p/' || i || '.jpg', 'local')) FROM generate_series(1, 5000) i;
+BEGIN;
+CREATE TEMP TABLE before AS
+	SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'imgsync';
+TRUNCATE claimed;
+INSERT INTO claimed SELECT * FROM imgsync.exchange(:d, NULL, 5, 8, '60 s', 0) WHERE key IS NOT NULL;
+EXECUTE results;
+SELECT 'claimed ' || count(*) FROM claimed;
+SELECT 'scans ' || a.relname || ' ' || (a.seq_scan - coalesce(b.seq_scan, 0))
+  FROM pg_stat_xact_user_tables a LEFT JOIN before b USING (relname)
+ WHERE a.schemaname = 'imgsync' AND a.relname IN ('images', 'work')
+ ORDER BY a.relname;
+COMMIT;
+SELECT 'left ' || count(*) FROM imgsync.work;
+SQL
+rc=$?
+check "the session ran (exit $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || sed 's/^/# /' "$T/plans.out"
+check "the first round claimed the one image" grep -qx 'first 1' "$T/plans.out"
+check "the claim took 8 of the 5,000 puts" grep -qx 'claimed 8' "$T/plans.out"
+check "their results took them off the queue" grep -qx 'left 4992' "$T/plans.out"
+for t in images work; do
+	n=$(sed -n "s/^scans $t //p" "$T/plans.out")
+	check "no whole scan of imgsync.$t in the claim and the results (${n:-?})" test "${n:-x}" = 0
+done
+done_testing
