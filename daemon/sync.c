@@ -2176,6 +2176,10 @@ static void claim(struct sync *s)
 
 	if (room == 0)
 		return;
+	/* the claim in flight asked for these slots already (it may have just
+	 * left with the results that freed them) */
+	if (s->claiming && !s->in_claimed && room <= s->claim_asked)
+		return;
 	if (s->claiming || s->in_claimed || s->completing) {
 		/* a completion in flight: its answer claims (with its results) */
 		s->claim_again = true;
@@ -2232,8 +2236,9 @@ static void requeue_sent(struct sync *s)
 	s->nsent = 0;
 }
 
-/* The answer to a batch of results; COL holds the results to send again. */
-static void results_back(struct sync *s, PGresult *res, int col, const char *error)
+/* The answer to a batch of results; COL holds the results to send again.
+ * CLAIMED: the batch went with a claim, which saw the rows it made ready. */
+static void results_back(struct sync *s, PGresult *res, int col, bool claimed, const char *error)
 {
 	int deferred = 0;
 
@@ -2273,13 +2278,18 @@ static void results_back(struct sync *s, PGresult *res, int col, const char *err
 		loop_timer_set(s->loop, &s->flush_retry, 200);
 	} else
 		flush_results(s);
-	claim(s); /* rows released as "written again" are ready now */
+	/* rows released as "written again" are ready now; after a claim in the
+	 * same transaction, only if it asked for too few (claims_back) or a
+	 * notification came meanwhile: at a steady trickle of puts, each
+	 * result would otherwise cost an empty claim */
+	if (!claimed || s->claim_again)
+		claim(s);
 	maybe_stopped(s);
 }
 
 static void completed(void *arg, PGresult *res, const char *error)
 {
-	results_back(arg, res, 0, error);
+	results_back(arg, res, 0, false, error);
 }
 
 /* An exchange: the claimed items first (so that the claim the results'
@@ -2298,7 +2308,7 @@ static void exchanged(void *arg, PGresult *res, const char *error)
 			s->advancing = false;
 			s->advance_due = true;
 		}
-		results_back(s, res, SQL_EXCHANGE_DEFERRED, error);
+		results_back(s, res, SQL_EXCHANGE_DEFERRED, false, error);
 		return;
 	}
 	claims_back(s, res, error);
@@ -2308,7 +2318,7 @@ static void exchanged(void *arg, PGresult *res, const char *error)
 				running = i;
 		advance_back(s, res, running, SQL_EXCHANGE_RUNNING, error);
 	}
-	results_back(s, res, SQL_EXCHANGE_DEFERRED, error);
+	results_back(s, res, SQL_EXCHANGE_DEFERRED, true, error);
 }
 
 static void on_flush_retry(void *arg)
@@ -2569,6 +2579,9 @@ void sync_connected(struct sync *s)
 void sync_wake(struct sync *s)
 {
 	s->advance_due = true; /* a migration may have been started or resumed */
+	/* new work may have come after the claim in flight looked */
+	if (s->claiming && claim_room(s) > 0)
+		s->claim_again = true;
 	claim(s);
 }
 
