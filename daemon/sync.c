@@ -2168,6 +2168,16 @@ static int claim_room(const struct sync *s)
 	return free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
 }
 
+/* Work may have become ready since the claim in flight, if any, looked (a
+ * notification; the poll, for retries falling due and expired leases):
+ * claim, or have that claim's answer claim again. */
+static void claim_fresh(struct sync *s)
+{
+	if (s->claiming && claim_room(s) > 0)
+		s->claim_again = true;
+	claim(s);
+}
+
 static void claim(struct sync *s)
 {
 	char n[16];
@@ -2178,7 +2188,7 @@ static void claim(struct sync *s)
 		return;
 	/* the claim in flight asked for these slots already (it may have just
 	 * left with the results that freed them) */
-	if (s->claiming && !s->in_claimed && room <= s->claim_asked)
+	if (s->claiming && room <= s->claim_asked)
 		return;
 	if (s->claiming || s->in_claimed || s->completing) {
 		/* a completion in flight: its answer claims (with its results) */
@@ -2237,8 +2247,8 @@ static void requeue_sent(struct sync *s)
 }
 
 /* The answer to a batch of results; COL holds the results to send again.
- * CLAIMED: the batch went with a claim, which saw the rows it made ready. */
-static void results_back(struct sync *s, PGresult *res, int col, bool claimed, const char *error)
+ * WITH_CLAIM: the batch went with a claim, which saw the rows it made ready. */
+static void results_back(struct sync *s, PGresult *res, int col, bool with_claim, const char *error)
 {
 	int deferred = 0;
 
@@ -2282,7 +2292,7 @@ static void results_back(struct sync *s, PGresult *res, int col, bool claimed, c
 	 * same transaction, only if it asked for too few (claims_back) or a
 	 * notification came meanwhile: at a steady trickle of puts, each
 	 * result would otherwise cost an empty claim */
-	if (!claimed || s->claim_again)
+	if (!with_claim || s->claim_again)
 		claim(s);
 	maybe_stopped(s);
 }
@@ -2414,7 +2424,7 @@ static void abandon(struct item *it, const char *why)
 static void heartbeat_done(void *arg, PGresult *res, const char *error)
 {
 	struct sync *s = arg;
-	int n;
+	int n, lost = 0;
 
 	s->heartbeating = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -2438,32 +2448,24 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 				row = i;
 		/* held but not renewed: the application holds its row; the lease
 		 * runs on, and the deadline with it */
-		if (row < 0)
+		if (row < 0) {
 			abandon(it, "its lease was lost (expired and taken, or released)");
-		else if (PQgetvalue(res, row, 1)[0] == 't')
+			lost++;
+		} else if (PQgetvalue(res, row, 1)[0] == 't')
 			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
+	}
+	if (lost > 0) {
+		claim(s); /* their slots are free */
+		maybe_stopped(s);
 	}
 }
 
-static void on_heartbeat(void *arg)
+static void send_heartbeat(struct sync *s, uint64_t now)
 {
-	struct sync *s = arg;
-	uint64_t now = loop_now(s->loop);
 	struct buf tokens = BUF_INIT;
 	char in_flight[16], objects[24], bytes[24];
 	const char *p[7];
 
-	loop_timer_set(s->loop, &s->heartbeat, s->hb_ms);
-	/* Drop what cannot be renewed before the next heartbeat: once a lease
-	 * runs out another daemon may take the key. */
-	for (struct item *it = s->items, *next; it; it = next) {
-		next = it->next;
-		if (now + (uint64_t)s->hb_ms + 5000 >= it->lease_deadline)
-			abandon(it, "its lease could not be renewed in time (database "
-				    "unreachable)");
-	}
-	if (s->daemon == 0 || !pg_ready(s->pg) || s->heartbeating)
-		return;
 	token_array(&tokens, s->items, ++s->hb_seq);
 	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
 	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
@@ -2482,13 +2484,36 @@ static void on_heartbeat(void *arg)
 	buf_free(&tokens);
 }
 
+static void on_heartbeat(void *arg)
+{
+	struct sync *s = arg;
+	uint64_t now = loop_now(s->loop);
+	bool dropped = false;
+
+	loop_timer_set(s->loop, &s->heartbeat, s->hb_ms);
+	/* Drop what cannot be renewed before the next heartbeat: once a lease
+	 * runs out another daemon may take the key. */
+	for (struct item *it = s->items, *next; it; it = next) {
+		next = it->next;
+		if (now + (uint64_t)s->hb_ms + 5000 >= it->lease_deadline) {
+			abandon(it, "its lease could not be renewed in time (database "
+				    "unreachable)");
+			dropped = true;
+		}
+	}
+	if (s->daemon != 0 && pg_ready(s->pg) && !s->heartbeating)
+		send_heartbeat(s, now);
+	if (dropped)
+		maybe_stopped(s); /* a stop waiting for them goes on */
+}
+
 static void on_poll(void *arg)
 {
 	struct sync *s = arg;
 
 	loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
 	s->advance_due = true;
-	claim(s);
+	claim_fresh(s);
 }
 
 /* --- stopping --- */
@@ -2572,17 +2597,14 @@ void sync_connected(struct sync *s)
 		loop_timer_set(s->loop, &s->poll, SYNC_POLL_MS);
 	s->advance_due = true;
 	flush_results(s);
-	claim(s);
+	claim_fresh(s);
 	maybe_stopped(s);
 }
 
 void sync_wake(struct sync *s)
 {
 	s->advance_due = true; /* a migration may have been started or resumed */
-	/* new work may have come after the claim in flight looked */
-	if (s->claiming && claim_room(s) > 0)
-		s->claim_again = true;
-	claim(s);
+	claim_fresh(s);
 }
 
 bool sync_reconfigure(struct sync *s, const struct conf *conf, struct store **stores,
