@@ -2424,7 +2424,8 @@ static void abandon(struct item *it, const char *why)
 static void heartbeat_done(void *arg, PGresult *res, const char *error)
 {
 	struct sync *s = arg;
-	int n, lost = 0;
+	int n;
+	bool lost = false;
 
 	s->heartbeating = false;
 	if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -2450,11 +2451,11 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 		 * runs on, and the deadline with it */
 		if (row < 0) {
 			abandon(it, "its lease was lost (expired and taken, or released)");
-			lost++;
+			lost = true;
 		} else if (PQgetvalue(res, row, 1)[0] == 't')
 			it->lease_deadline = s->hb_sent_at + SYNC_LEASE_MS;
 	}
-	if (lost > 0) {
+	if (lost) {
 		claim(s); /* their slots are free */
 		maybe_stopped(s);
 	}

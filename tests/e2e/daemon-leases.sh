@@ -50,7 +50,8 @@ d_stop
 check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
 
 # a lease taken over while its put is held up (the proxy holds every
-# request 20 s) is given up at the next heartbeat
+# request 20 s) is given up at the next heartbeat; a stop that was waiting
+# for that item (transfer.stop_timeout, 20 s) goes on at once
 d_init stolen || { fail "set-up"; done_testing; exit 1; }
 fp_start --stall_request 1 --stall-seconds 20
 fp_stores ""
@@ -59,11 +60,24 @@ check "imgsyncd starts (heartbeat every millisecond)" d_start
 d_sql "SELECT imgsync.put('slow.jpg', 'local')" >/dev/null
 check "the put is claimed" \
 	wait_sql "SELECT lease_token IS NOT NULL FROM imgsync.work WHERE key = 'slow.jpg'" t 10
+kill -TERM "$D_PID"
+check "SIGTERM: imgsyncd waits for the item in flight" \
+	wait_for_log 'stopping: waiting up to 20000 ms for 1 item(s) in flight' 5
 d_sql "UPDATE imgsync.work SET lease_token = nextval('imgsync.lease_tokens') WHERE key = 'slow.jpg'" >/dev/null
 check "another claim of the key: imgsyncd gives the item up while its request is held" \
 	wait_for_log 'abandoning "slow.jpg": its lease was lost' 5
+gone() {
+	local i
+	for i in $(seq 50); do
+		kill -0 "$D_PID" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	return 1
+}
+check "... and the stop goes on: imgsyncd has exited within 5 s" gone
 kill $PROXY_PID 2>/dev/null
 d_stop
+check "... cleanly (exit $D_RC)" test "$D_RC" = 0
 
 # a setting out of range is said once and the default used
 IMGSYNC_HEARTBEAT_MS=0 d_start

@@ -4,8 +4,11 @@
 # rows by key once the tables have grown, before any ANALYZE: no batch
 # reads imgsync.images or imgsync.work whole.  (Planned on empty tables, a
 # plan PostgreSQL keeps scans them whole, a cost that grows with the
-# catalog at every batch.)
+# catalog at every batch.)  And at a trickle of puts a daemon claims once
+# per notification: the exchange that writes a result back claims with it,
+# so no empty claim follows each result.
 . "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
 e2e_need_servers
 
 DB="imgsync_plans_$$"
@@ -60,4 +63,29 @@ for t in images work; do
 	n=$(sed -n "s/^scans $t //p" "$T/plans.out")
 	check "no whole scan of imgsync.$t in the claim and the results (${n:-?})" test "${n:-x}" = 0
 done
+
+# A trickle: 30 puts a fifth of a second apart, each mirrored before the
+# next.  The daemon's session counts its calls of imgsync.claim() (those
+# inside imgsync.exchange() included); its statistics reach the server
+# when the daemon stops.
+d_init trickle || { fail "set-up"; done_testing; exit 1; }
+d_sql "ALTER DATABASE \"$D_DB\" SET track_functions = 'all'" >/dev/null
+check "imgsyncd starts" d_start
+for i in $(seq 30); do
+	printf 'image %d' "$i" >"$D_ROOT/t$i.jpg"
+	d_sql "SELECT imgsync.put('t$i.jpg', 'local')" >/dev/null
+	sleep 0.2
+done
+check "the 30 puts reach the mirror" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'cloud' = ANY (stores)" 30 30
+d_stop
+check "imgsyncd stops (exit $D_RC)" test "$D_RC" = 0
+calls() { d_sql "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions WHERE schemaname = 'imgsync' AND funcname = '$1'"; }
+claims=$(calls claim)
+exchanges=$(calls exchange)
+alone=$((claims - exchanges))
+# one per put's notification, and a few at start and from the poll; an
+# empty claim after each result would make it 60 or more
+check "claims of their own: $alone for 30 puts ($claims claims, $exchanges exchanges)" \
+	test "$claims" -gt 0 -a "$alone" -le 40
 done_testing
