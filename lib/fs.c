@@ -31,7 +31,9 @@
  * is written once.
  *
  * Every operation runs on the worker pool (workq.h); the loop only sees
- * completions.  Listing walks directories in the byte order of the keys
+ * completions.  One exception: open_fd() of a path the kernel resolves from
+ * its caches alone (RESOLVE_CACHED) opens on the loop, which cannot wait
+ * on the disk that way (open_cached()).  Listing walks directories in the byte order of the keys
  * they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
  * token with no state kept between calls.
  */
@@ -60,6 +62,7 @@ struct fs_store {
 	int rootfd;
 	bool fsync;
 	bool no_openat2; /* decided once at open, read-only afterwards */
+	bool no_cached;	 /* no RESOLVE_CACHED here (open_cached; loop thread only) */
 	bool tmpfile;	 /* puts write an O_TMPFILE and link it (/proc/self/fd is there) */
 	/* set once a spool file could not be linked (EXDEV: a mount inside
 	 * the root): spool() hands out no more */
@@ -1291,6 +1294,49 @@ static bool fs_del(struct store *s, const char *key, store_done_fn done, void *a
 	return true;
 }
 
+static void open_cached_done(void *arg)
+{
+	req_done(arg);
+}
+
+/*
+ * An open whose path the kernel can resolve from its caches alone
+ * (openat2's RESOLVE_CACHED fails with EAGAIN rather than read a
+ * directory from the disk) is done on the loop, and its answer delivered
+ * on the next turn: a migration opens thousands of sources a second, most
+ * of them in directories just listed or written, and a trip through the
+ * pool costs two thread wake-ups each.  Anything else, failures included,
+ * goes to the pool, which opens it again and says what went wrong.
+ */
+static bool open_cached(struct fs_store *st, struct store_req *r)
+{
+	struct open_how how = {
+	    .flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED,
+	};
+	struct stat sb;
+	struct err e = {0};
+	int fd;
+
+	if (st->no_openat2 || st->no_cached)
+		return false;
+	fd = (int)syscall(SYS_openat2, st->rootfd, r->key, &how, sizeof(how));
+	if (fd < 0) {
+		if (errno == EINVAL) /* a kernel before 5.12 */
+			st->no_cached = true;
+		return false;
+	}
+	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || fcntl(fd, F_SETFL, O_RDONLY) < 0 ||
+	    !loop_defer(st->base.env.loop, open_cached_done, r, &e)) {
+		close(fd);
+		return false;
+	}
+	info_from_stat(&r->info, &sb);
+	r->opened = fd;
+	r->ok = true;
+	return true;
+}
+
 static bool fs_open_fd(struct store *s, const char *key, int *fd, struct obj_info *out,
 		       store_done_fn done, void *arg, struct store_req **req, struct err *e)
 {
@@ -1301,7 +1347,8 @@ static bool fs_open_fd(struct store *s, const char *key, int *fd, struct obj_inf
 		return false;
 	r->info_out = out;
 	r->fd_out = fd;
-	req_submit(st, r);
+	if (!open_cached(st, r))
+		req_submit(st, r);
 	return true;
 }
 

@@ -205,24 +205,26 @@ bool loop_defer(struct loop *l, loop_fn fn, void *arg, struct err *e)
 	return true;
 }
 
-static void run_deferred(struct loop *l)
+/* Whether it ran any. */
+static bool run_deferred(struct loop *l)
 {
 	struct deferred *d;
 	size_t n, cap;
 
 	/* Swap queues once: calls deferred by these run on the next turn. */
-	if (l->ndefer) {
-		d = l->running;
-		cap = l->caprunning;
-		l->running = l->defer;
-		l->caprunning = l->capdefer;
-		n = l->ndefer;
-		l->defer = d;
-		l->capdefer = cap;
-		l->ndefer = 0;
-		for (size_t i = 0; i < n; i++)
-			l->running[i].fn(l->running[i].arg);
-	}
+	if (l->ndefer == 0)
+		return false;
+	d = l->running;
+	cap = l->caprunning;
+	l->running = l->defer;
+	l->caprunning = l->capdefer;
+	n = l->ndefer;
+	l->defer = d;
+	l->capdefer = cap;
+	l->ndefer = 0;
+	for (size_t i = 0; i < n; i++)
+		l->running[i].fn(l->running[i].arg);
+	return true;
 }
 
 static void run_timers(struct loop *l)
@@ -239,10 +241,13 @@ static void run_timers(struct loop *l)
 bool loop_run_once(struct loop *l, int max_wait_ms, struct err *e)
 {
 	int timeout = max_wait_ms, n;
+	bool ran;
 
-	run_deferred(l);
+	/* A deferred call may be what the caller waits for (loop_run_until's
+	 * flag): having run one, the turn only looks, it does not wait. */
+	ran = run_deferred(l);
 	l->now = loop_clock_ms();
-	if (l->ndefer)
+	if (ran || l->ndefer)
 		timeout = 0;
 	else if (l->nheap) {
 		uint64_t due = l->heap[0]->due_ms;

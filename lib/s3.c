@@ -28,9 +28,11 @@
  * come in; below: hashed while written) are checked against a plain-MD5 ETag
  * or, for objects uploaded in parts, x-amz-meta-imgsync-md5: a byte
  * changed on the way is caught whatever the object's size.
- * Reading small objects into memory runs on the worker pool; the
- * streaming reads and writes inside curl's callbacks run on the loop (page
- * cache speed on local disks; a slow network file system slows the loop).
+ * Reading small objects into memory runs on the worker pool, unless the
+ * page cache holds them whole (read_cached(): on the loop, up to 256 KiB);
+ * the streaming reads and writes inside curl's callbacks run on the loop
+ * (page cache speed on local disks; a slow network file system slows the
+ * loop).
  *
  * Keys are encoded once, by sigv4_uri_encode, for both the URL and the
  * signature, and curl is told not to touch the path (PATH_AS_IS).
@@ -49,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +61,8 @@
 #include "sigv4.h"
 
 #define S3_BUFFER_MAX (1024 * 1024)
+/* read and hashed on the loop when cached (read_cached) */
+#define S3_LOOP_READ_MAX (256 * 1024)
 /* A GET asks for the first range_size bytes; a bigger object comes in
  * ranges of that size, S3_GET_STREAMS of them in flight at once, each
  * written at its offset (one connection gives a fraction of what a server
@@ -87,6 +92,7 @@ struct s3_store {
 	/* If-Match is sent with the bare ETag: the server compares the
 	 * header's bytes with it (radosgw), learnt from a refusal (put_done) */
 	bool if_match_bare;
+	bool no_nowait; /* preadv2(RWF_NOWAIT) unsupported here (read_cached) */
 };
 
 enum s3_kind { S3_PUT, S3_GET, S3_STAT, S3_DEL, S3_LIST, S3_ABORT, S3_COPY };
@@ -1184,6 +1190,56 @@ out:
 	free(buf);
 }
 
+/*
+ * The same, on the loop, for a small source the page cache holds whole
+ * (preadv2 with RWF_NOWAIT fails rather than wait for the disk): a
+ * migration's sources were mostly written or read moments ago, and a trip
+ * through the pool costs two thread wake-ups per image, a fair part of the
+ * daemon's CPU at a thousand images a second.  Up to S3_LOOP_READ_MAX, so
+ * hashing keeps the loop from its other transfers for at most a fraction of
+ * a millisecond.  Anything else (not cached, short, an error, a file system
+ * without RWF_NOWAIT) goes to the pool, which reads it again and says what
+ * went wrong.
+ */
+static bool read_cached(struct store_req *r)
+{
+#ifdef RWF_NOWAIT
+	unsigned char digest[32];
+	unsigned int n = 32;
+	uint64_t off = 0;
+
+	if (r->size > S3_LOOP_READ_MAX || r->st->no_nowait)
+		return false;
+	r->mem = malloc(r->size ? r->size : 1);
+	if (r->mem == NULL)
+		return false;
+	while (off < r->size) {
+		struct iovec iov = {r->mem + off, (size_t)(r->size - off)};
+		ssize_t k = preadv2(r->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0) {
+			if (k < 0 && errno == EOPNOTSUPP)
+				r->st->no_nowait = true;
+			free(r->mem);
+			r->mem = NULL;
+			return false;
+		}
+		off += (uint64_t)k;
+	}
+	EVP_Digest(r->mem, (size_t)r->size, r->md5, &n, EVP_md5(), NULL);
+	n = 32;
+	EVP_Digest(r->mem, (size_t)r->size, digest, &n, EVP_sha256(), NULL);
+	hex_encode(digest, 32, r->sha256);
+	r->have_md5 = true;
+	return true;
+#else
+	(void)r;
+	return false;
+#endif
+}
+
 static bool mpu_put_start(struct store_req *r, struct err *e);
 
 static void read_done(struct workq_job *job)
@@ -1775,6 +1831,8 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		 (r->have_md5 || (size > S3_BUFFER_MAX && !r->if_absent && !r->if_tag[0])))
 		started =
 		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
+	else if (read_cached(r))      /* as read_done() goes on */
+		started = size > st->threshold ? mpu_put_start(r, e) : put_single(r, e);
 	else { /* small: read and hashed; in parts: hashed first (read_done starts it);
 		* one that may only create its object, or only replace the one looked
 		* at, is hashed first too: with Content-MD5 the server refuses bytes

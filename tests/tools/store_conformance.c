@@ -32,7 +32,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/openat2.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "../unit/tap.h"
@@ -141,10 +144,18 @@ static char *pkey(const char *key)
 	return b;
 }
 
+static int round_trip_fd(const char *name, const char *key, int src, uint64_t size, int keep);
+
 /* Put, stat, get and compare; returns whether all held. */
 static int round_trip(const char *name, const char *key, uint64_t size, unsigned seed, int keep)
 {
-	int src = make_content(size, seed), dst = tmpfile_fd(), good = 1;
+	return round_trip_fd(name, key, make_content(size, seed), size, keep);
+}
+
+/* The same from src, which it closes. */
+static int round_trip_fd(const char *name, const char *key, int src, uint64_t size, int keep)
+{
+	int dst = tmpfile_fd(), good = 1;
 	struct obj_info pi, si, gi;
 	struct err e = {0};
 	char a[65], b[65];
@@ -194,6 +205,9 @@ static void test_sizes(void)
 	round_trip("empty object", pkey("sizes/empty"), 0, 1, 1);
 	round_trip("one byte", pkey("sizes/one"), 1, 2, 1);
 	round_trip("50 KiB image", pkey("sizes/img.jpg"), 50 * 1024, 3, 1);
+	/* the largest read and hashed on the loop when cached, and one more */
+	round_trip("256 KiB image", pkey("sizes/256k.jpg"), 256 * 1024, 10, 1);
+	round_trip("256 KiB + 1", pkey("sizes/256k+1.jpg"), 256 * 1024 + 1, 11, 1);
 	round_trip("exactly 1 MiB", pkey("sizes/1mib"), mib, 4, 1);
 	round_trip("1 MiB + 1 (streamed)", pkey("sizes/1mib+1"), mib + 1, 5, 1);
 	round_trip("multipart-sized", pkey("sizes/big"), big, 6, 1);
@@ -204,6 +218,90 @@ static void test_sizes(void)
 		round_trip("exactly one download range", pkey("sizes/range"), range, 7, 1);
 		round_trip("one download range + 1", pkey("sizes/range+1"), range + 1, 8, 1);
 		round_trip("six download ranges", pkey("sizes/6ranges"), 5 * range + 7, 9, 1);
+	}
+}
+
+/* Whether no page of fd's first size bytes is in the page cache. */
+static bool evict(int fd, uint64_t size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t npages = (size_t)((size + (uint64_t)page - 1) / (uint64_t)page);
+	unsigned char vec[512];
+	void *map;
+	bool cold = true;
+
+	if (size == 0 || npages > sizeof(vec) || fdatasync(fd) < 0 ||
+	    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) != 0)
+		return false;
+	map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		return false;
+	if (mincore(map, (size_t)size, vec) < 0)
+		cold = false;
+	for (size_t i = 0; cold && i < npages; i++)
+		cold = !(vec[i] & 1);
+	munmap(map, (size_t)size);
+	return cold;
+}
+
+/*
+ * Sources the caches do not hold: stores may serve cached sources on the
+ * loop (s3.c read_cached(), fs.c open_cached()) and must fall back to the
+ * pool for the rest.  The page cache is emptied for one file with
+ * posix_fadvise; the kernel's name caches only as a whole (drop_caches,
+ * root only), which is cheap enough once.
+ */
+static void test_cold(void)
+{
+	const uint64_t size = 50 * 1024;
+	int src = make_content(size, 31);
+
+	if (evict(src, size))
+		round_trip_fd("50 KiB image read from the disk, not the page cache",
+			      pkey("cold/img.jpg"), src, size, 1);
+	else {
+		tap_skip("the page cache kept the source (a tmpfs under /tmp?)");
+		close(src);
+	}
+	if (S->ops->open_fd && S->cfg->root) {
+		const char *k = pkey("cold/open.jpg");
+		struct open_how how = {.flags = O_RDONLY | O_CLOEXEC,
+				       .resolve = RESOLVE_BENEATH | RESOLVE_CACHED};
+		struct obj_info o;
+		struct err e = {0};
+		int rootfd = open(S->cfg->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), dc, fd = -1;
+		bool dropped = false;
+		char x[65], y[65];
+
+		round_trip("open_fd's object, written", k, size, 32, 0);
+		dc = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
+		if (dc >= 0 && rootfd >= 0 && write(dc, "2", 1) == 1) {
+			fd = (int)syscall(SYS_openat2, rootfd, k, &how, sizeof(how));
+			dropped = fd < 0 && errno == EAGAIN;
+			if (fd >= 0)
+				close(fd);
+			fd = -1;
+		}
+		if (dc >= 0)
+			close(dc);
+		if (rootfd >= 0)
+			close(rootfd);
+		if (!dropped) {
+			tap_skip(
+			    "could not empty the kernel's name caches (drop_caches needs root)");
+			return;
+		}
+		ok(store_open_fd_sync(S, k, &fd, &o, &e),
+		   "open_fd of an object whose path is in no cache");
+		src = make_content(size, 32);
+		if (fd >= 0) {
+			sha256_fd(fd, x);
+			sha256_fd(src, y);
+			is_str(x, y, "... gives its bytes");
+			close(fd);
+		} else
+			tap_diag("%s", e.msg);
+		close(src);
 	}
 }
 
@@ -1494,6 +1592,7 @@ int main(int argc, char **argv)
 		test_keys();
 		test_overwrite_delete();
 		test_tags();
+		test_cold();
 		test_listing();
 		test_short_source();
 		test_url();
