@@ -24,4 +24,7 @@ bool digest_md5_fd(int fd, unsigned char out[DIGEST_MD5_LEN], struct err *e) WUR
  * early), ERR_NOMEM. */
 bool digest_update_fd(void *ctx, int fd, uint64_t off, uint64_t len, struct err *e) WUR;
 
+/* The same for a CRC-32C in progress (crc32c.h; *crc starts at 0). */
+bool digest_crc32c_fd(uint32_t *crc, int fd, uint64_t off, uint64_t len, struct err *e) WUR;
+
 #endif

@@ -49,6 +49,10 @@ struct obj_info {
 	uint64_t size;
 	bool has_md5; /* md5 is the MD5 of the whole content */
 	unsigned char md5[16];
+	/* crc32c is the CRC-32C of the whole content (crc32c.h): S3 objects
+	 * imgsync uploaded in parts (x-amz-meta-imgsync-crc32c) */
+	bool has_crc32c;
+	uint32_t crc32c;
 	char etag[72];		/* as the store reports it, without quotes; "" if none */
 	int64_t mtime;		/* seconds since the epoch, 0 if unknown */
 	uint32_t mtime_ns;	/* and nanoseconds, if mtime_fine */

@@ -40,6 +40,7 @@
 
 #include "../unit/tap.h"
 #include "conf.h"
+#include "crc32c.h"
 #include "store.h"
 
 static struct store *S;
@@ -108,6 +109,20 @@ static void sha256_fd(int fd, char out[65])
 	EVP_DigestFinal_ex(ctx, md, &mdlen);
 	EVP_MD_CTX_free(ctx);
 	hex_encode(md, 32, out);
+}
+
+static uint32_t crc_fd(int fd)
+{
+	unsigned char buf[65536];
+	uint32_t crc = 0;
+	off_t off = 0;
+	ssize_t n;
+
+	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
+		crc = crc32c(crc, buf, (size_t)n);
+		off += n;
+	}
+	return crc;
 }
 
 static uint64_t fd_size(int fd)
@@ -180,6 +195,10 @@ static int round_trip_fd(const char *name, const char *key, int src, uint64_t si
 	is_str(b, a, "%s: content byte-exact", name);
 	if (pi.has_md5 && si.has_md5)
 		ok(memcmp(pi.md5, si.md5, 16) == 0, "%s: checksum reported by stat matches", name);
+	/* uploaded in parts: a CRC-32C goes with it, which downloads check */
+	if (good && !fs_backend && size > S->cfg->multipart_threshold)
+		ok(si.has_crc32c && si.crc32c == crc_fd(src),
+		   "%s: stat reports the CRC-32C of the content (%08x)", name, (unsigned)si.crc32c);
 	if (good && si.tag[0]) {
 		is_str(gi.tag, si.tag, "%s: get and stat give the same tag", name);
 		/* what a put reports is what a later look finds: a copy left
@@ -790,6 +809,30 @@ static void test_copy_unsupported(void)
 	ok(!r && e.code == ERR_INVALID, "store_copy_sync refuses: %s", r ? "copied!" : e.msg);
 }
 
+/* A copy of src_key given a CRC-32C that does not match its bytes (the
+ * metadata replaced): a download of it refuses them. */
+static void bad_crc_check(const char *name, const char *src_key, const char *dst_key, int src_fd,
+			  const struct obj_info *si)
+{
+	struct obj_info bad = *si, ci, gi;
+	struct err e = {0};
+	int dst = tmpfile_fd();
+
+	bad.has_crc32c = true;
+	bad.crc32c = crc_fd(src_fd) ^ 1;
+	snprintf(bad.content_type, sizeof(bad.content_type), "image/png");
+	if (ok(store_copy_sync(S, SRC, src_key, dst_key, &bad, &ci, &e),
+	       "%s: copy with a wrong CRC-32C stored", name))
+		ok(!store_get_sync(S, dst_key, dst, &gi, &e) && e.code == ERR_INTEGRITY &&
+		       strstr(e.msg, "CRC-32C"),
+		   "%s: a download of it fails: the bytes do not match the CRC-32C (%s)", name,
+		   e.msg);
+	else
+		tap_diag("%s", e.msg);
+	close(dst);
+	ok(store_del_sync(S, dst_key, &e), "%s: delete it", name);
+}
+
 static void test_copy_basic(void)
 {
 	struct obj_info si, x;
@@ -821,6 +864,8 @@ static void test_copy_basic(void)
 			   &repl, "image/webp");
 		copy_check("copy without src_info (a HEAD first)", SRC, skey,
 			   pkey("copy/no-info.jpg"), src, NULL, "image/jpeg");
+		if (!fs_backend)
+			bad_crc_check("50 KiB", skey, pkey("copy/bad-crc.jpg"), src, &si);
 		{
 			/* within one bucket, and the same object again (a copy onto itself
 			 * with the type replaced is allowed) */
@@ -940,6 +985,8 @@ static void test_copy_multipart(void)
 			   pkey("copy/big+repl.tiff"), src, &repl, "image/x-tiff");
 		copy_check("multipart copy without src_info", SRC, skey,
 			   pkey("copy/big+noinfo.tiff"), src, NULL, "image/tiff");
+		/* in parts, downloaded in ranges: the CRC-32C carried across them */
+		bad_crc_check("multipart", skey, pkey("copy/big-bad-crc.tiff"), src, &si);
 	}
 	if (store_put_sync(SRC, skey, v2, big, NULL, &e)) {
 		r = store_copy_sync(S, SRC, skey, pkey("copy/big-changed.tiff"), &si, &out, &e);
