@@ -240,7 +240,9 @@ def targets(wl):
         if not ok(im):
             t.append([name, "run failed", "**missed**"])
             continue
-        peers = [r for r in wl.get("2", []) if r["tool"] == "rclone" and r.get("dir") == d and ok(r)]
+        # the plain runs (not the one timed until its files are on the disk)
+        peers = [r for r in wl.get("2", []) if r["tool"] == "rclone" and r.get("dir") == d and ok(r)
+                 and not r["id"].endswith("-sync")]
         if peers:
             best = max(peers, key=mbps)
             x = mbps(im) / mbps(best)
