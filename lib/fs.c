@@ -31,10 +31,10 @@
  * is written once.
  *
  * Every operation runs on the worker pool (workq.h); the loop only sees
- * completions.  One exception: open_fd() of a path the kernel resolves from
- * its caches alone (RESOLVE_CACHED) opens on the loop, which cannot wait
- * on the disk that way (open_cached()).  Listing walks directories in the byte order of the keys
- * they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
+ * completions.  One exception: open_fd() of a path the kernel resolves
+ * from its caches alone (RESOLVE_CACHED) opens on the loop, which cannot
+ * wait on the disk that way (open_cached()).  Listing walks directories in
+ * the byte order of the keys they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
  * token with no state kept between calls.
  */
 #include "store.h"
@@ -106,12 +106,13 @@ struct store_req {
 
 /* --- resolution beneath the root --- */
 
-static int fs_openat2(int dirfd, const char *path, int flags, mode_t mode)
+/* RESOLVE: more RESOLVE_* flags (RESOLVE_CACHED), or 0. */
+static int fs_openat2(int dirfd, const char *path, int flags, mode_t mode, uint64_t resolve)
 {
 	struct open_how how = {
 	    .flags = (uint64_t)flags | O_CLOEXEC,
 	    .mode = mode,
-	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS,
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | resolve,
 	};
 
 	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
@@ -185,7 +186,7 @@ fail:
 static int fs_open(struct fs_store *st, const char *path, int flags, mode_t mode)
 {
 	if (!st->no_openat2)
-		return fs_openat2(st->rootfd, path, flags, mode);
+		return fs_openat2(st->rootfd, path, flags, mode, 0);
 	return fs_walk(st->rootfd, path, flags, mode);
 }
 
@@ -1310,17 +1311,14 @@ static void open_cached_done(void *arg)
  */
 static bool open_cached(struct fs_store *st, struct store_req *r)
 {
-	struct open_how how = {
-	    .flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC,
-	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_CACHED,
-	};
 	struct stat sb;
 	struct err e = {0};
 	int fd;
 
 	if (st->no_openat2 || st->no_cached)
 		return false;
-	fd = (int)syscall(SYS_openat2, st->rootfd, r->key, &how, sizeof(how));
+	/* O_NONBLOCK: as open_object() */
+	fd = fs_openat2(st->rootfd, r->key, O_RDONLY | O_NONBLOCK, 0, RESOLVE_CACHED);
 	if (fd < 0) {
 		if (errno == EINVAL) /* a kernel before 5.12 */
 			st->no_cached = true;
@@ -1441,7 +1439,7 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	if (!st->no_openat2) {
 		/* Kernels before 5.6 lack openat2; seccomp filters that predate it
 		 * refuse it with EPERM: walk instead, decided once. */
-		int probe = fs_openat2(fd, ".", O_PATH | O_DIRECTORY, 0);
+		int probe = fs_openat2(fd, ".", O_PATH | O_DIRECTORY, 0, 0);
 
 		if (probe >= 0)
 			close(probe);

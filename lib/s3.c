@@ -186,7 +186,7 @@ struct store_req {
 	 * on the pool adds [hashed_to, hash_to), the ranges in before any
 	 * still in flight (it alone writes hash_failed and hash_err) */
 	EVP_MD_CTX *gmd5;
-	bool gcrc_mode; /* the object has a CRC-32C: gcrc instead (get_crc_mode) */
+	bool gcrc_mode; /* the object has a CRC-32C: gcrc instead (s3_call.crc_mode) */
 	uint32_t gcrc;
 	uint64_t hashed_to, hash_to;
 	bool hash_failed;
@@ -217,7 +217,7 @@ struct s3_call {
 	uint64_t received;
 	EVP_MD_CTX *md5; /* MD5 of the body sent or received */
 	/* a download of an object with a CRC-32C: crc instead of md5 */
-	bool crc_checked, crc_mode;
+	bool crc_mode;
 	uint32_t crc;
 	uint32_t part;
 	/* the object addressed, when not the operation's (a copy's source) */
@@ -307,7 +307,7 @@ static void set_tag(struct obj_info *info)
 			 (unsigned long long)info->size);
 }
 
-/* x-amz-meta-imgsync-crc32c: eight hex digits. */
+/* x-amz-meta-imgsync-crc32c: eight hex digits (into OUT, unless NULL). */
 static bool meta_crc(CURL *easy, uint32_t *out)
 {
 	char v[16];
@@ -316,7 +316,8 @@ static bool meta_crc(CURL *easy, uint32_t *out)
 	header_value(easy, S3_META_CRC, v, sizeof(v));
 	if (strlen(v) != 8 || !hex_decode(v, 8, b))
 		return false;
-	*out = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	if (out)
+		*out = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 	return true;
 }
 
@@ -602,12 +603,10 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
 			}
 			done += (size_t)w;
 		}
-		if (c->md5 && !c->crc_checked) {
-			/* the headers are in: a CRC-32C stored with the object is
-			 * checked at memory speed, where MD5 runs at 0.75 GB/s */
-			c->crc_checked = true;
-			c->crc_mode = meta_crc(c->easy, &(uint32_t){0});
-		}
+		/* the headers are in: a CRC-32C stored with the object is
+		 * checked at memory speed, where MD5 runs at 0.75 GB/s */
+		if (c->md5 && c->received == 0)
+			c->crc_mode = meta_crc(c->easy, NULL);
 		if (c->crc_mode)
 			c->crc = crc32c(c->crc, data, n);
 		else if (c->md5)
@@ -1170,33 +1169,44 @@ static bool put_single(struct store_req *r, struct err *e)
 	return true;
 }
 
+/* The sums a small source, read whole into r->mem, is sent with:
+ * Content-MD5 and the signed payload's SHA-256. */
+static void hash_mem(struct store_req *r)
+{
+	unsigned char digest[32];
+	unsigned int n = 16;
+
+	EVP_Digest(r->mem, (size_t)r->size, r->md5, &n, EVP_md5(), NULL);
+	n = 32;
+	EVP_Digest(r->mem, (size_t)r->size, digest, &n, EVP_sha256(), NULL);
+	hex_encode(digest, 32, r->sha256);
+	r->have_md5 = true;
+}
+
 /*
  * Reading the source on the worker pool, off the loop: small objects are
- * read whole and hashed (MD5 and SHA-256) in the same pass; larger ones
- * are hashed (MD5) to get a Content-MD5 and then streamed.
+ * read whole, then hashed (MD5 and SHA-256: hash_mem()); larger ones are
+ * hashed (MD5 and CRC-32C) for the multipart upload's metadata, then
+ * streamed.
  */
 static void read_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)((char *)job - offsetof(struct store_req, job));
 	size_t chunk = 1 << 20;
-	EVP_MD_CTX *md5 = EVP_MD_CTX_new(), *sha = NULL;
-	unsigned char *buf = NULL, digest[32];
-	unsigned int n = 32;
+	EVP_MD_CTX *md5 = NULL;
+	unsigned char *buf = NULL;
 	uint64_t off = 0;
 
-	if (r->size <= S3_BUFFER_MAX) {
+	if (r->size <= S3_BUFFER_MAX)
 		r->mem = malloc(r->size ? r->size : 1);
-		sha = EVP_MD_CTX_new();
-	} else
+	else if ((md5 = EVP_MD_CTX_new()) != NULL)
 		buf = malloc(chunk);
-	if (md5 == NULL ||
-	    (r->size <= S3_BUFFER_MAX ? r->mem == NULL || sha == NULL : buf == NULL)) {
+	if (r->size <= S3_BUFFER_MAX ? r->mem == NULL : buf == NULL) {
 		err_set(&r->err, ERR_NOMEM, "out of memory");
 		goto out;
 	}
-	EVP_DigestInit_ex(md5, EVP_md5(), NULL);
-	if (sha)
-		EVP_DigestInit_ex(sha, EVP_sha256(), NULL);
+	if (md5)
+		EVP_DigestInit_ex(md5, EVP_md5(), NULL);
 	while (off < r->size) {
 		unsigned char *dst = r->mem ? r->mem + off : buf;
 		size_t want = r->size - off < chunk ? (size_t)(r->size - off) : chunk;
@@ -1214,23 +1224,19 @@ static void read_work(struct workq_job *job)
 					r->key, (unsigned long long)r->size);
 			goto out;
 		}
-		EVP_DigestUpdate(md5, dst, (size_t)k);
-		if (sha)
-			EVP_DigestUpdate(sha, dst, (size_t)k);
-		else
+		if (md5) { /* a big one: its MD5 and CRC-32C, for the metadata */
+			EVP_DigestUpdate(md5, dst, (size_t)k);
 			r->crc = crc32c(r->crc, dst, (size_t)k);
+		}
 		off += (uint64_t)k;
 	}
-	r->have_crc = sha == NULL;
-	md5_final(md5, r->md5);
-	if (sha) {
-		EVP_DigestFinal_ex(sha, digest, &n);
-		hex_encode(digest, 32, r->sha256);
-	}
-	r->have_md5 = true;
+	if (md5) {
+		md5_final(md5, r->md5);
+		r->have_md5 = r->have_crc = true;
+	} else
+		hash_mem(r);
 out:
 	EVP_MD_CTX_free(md5);
-	EVP_MD_CTX_free(sha);
 	free(buf);
 }
 
@@ -1248,8 +1254,6 @@ out:
 static bool read_cached(struct store_req *r)
 {
 #ifdef RWF_NOWAIT
-	unsigned char digest[32];
-	unsigned int n = 32;
 	uint64_t off = 0;
 
 	if (r->size > S3_LOOP_READ_MAX || r->st->no_nowait)
@@ -1272,11 +1276,7 @@ static bool read_cached(struct store_req *r)
 		}
 		off += (uint64_t)k;
 	}
-	EVP_Digest(r->mem, (size_t)r->size, r->md5, &n, EVP_md5(), NULL);
-	n = 32;
-	EVP_Digest(r->mem, (size_t)r->size, digest, &n, EVP_sha256(), NULL);
-	hex_encode(digest, 32, r->sha256);
-	r->have_md5 = true;
+	hash_mem(r);
 	return true;
 #else
 	(void)r;
@@ -1285,6 +1285,12 @@ static bool read_cached(struct store_req *r)
 }
 
 static bool mpu_put_start(struct store_req *r, struct err *e);
+
+/* A source hashed (read_work(), read_cached()): its upload. */
+static bool put_hashed(struct store_req *r, struct err *e)
+{
+	return r->size > r->st->threshold ? mpu_put_start(r, e) : put_single(r, e);
+}
 
 static void read_done(struct workq_job *job)
 {
@@ -1301,7 +1307,7 @@ static void read_done(struct workq_job *job)
 		req_finish(r, &e);
 		return;
 	}
-	if (!(r->size > r->st->threshold ? mpu_put_start(r, &e) : put_single(r, &e)))
+	if (!put_hashed(r, &e))
 		req_finish(r, &e);
 }
 
@@ -1884,8 +1890,8 @@ static bool s3_put(struct store *s, const char *key, int fd, uint64_t size,
 		 (r->have_md5 || (size > S3_BUFFER_MAX && !r->if_absent && !r->if_tag[0])))
 		started =
 		    put_single(r, e); /* streamed; Content-MD5 if known, else the ETag checks */
-	else if (read_cached(r))      /* as read_done() goes on */
-		started = size > st->threshold ? mpu_put_start(r, e) : put_single(r, e);
+	else if (read_cached(r))
+		started = put_hashed(r, e);
 	else { /* small: read and hashed; in parts: hashed first (read_done starts it);
 		* one that may only create its object, or only replace the one looked
 		* at, is hashed first too: with Content-MD5 the server refuses bytes
@@ -2262,6 +2268,19 @@ static bool get_check_crc(struct store_req *r, uint32_t got, struct obj_info *in
 	return true;
 }
 
+/* The bytes received, hashed by CRC (in CRC-32C mode) or MD5 (else),
+ * against the object's sums. */
+static bool get_verify(struct store_req *r, bool crc_mode, uint32_t crc, EVP_MD_CTX *md5,
+		       struct obj_info *info, struct err *e)
+{
+	unsigned char got[16];
+
+	if (crc_mode)
+		return get_check_crc(r, crc, info, e);
+	md5_final(md5, got);
+	return get_check(r, got, info, e);
+}
+
 /* A ranged download's MD5 (or CRC-32C) goes on with the ranges that are
  * in, read back from the file (the page cache), off the loop. */
 static void get_hash_work(struct workq_job *job)
@@ -2305,11 +2324,9 @@ static void get_hash_done(struct workq_job *job)
 /* Every range in and hashed: the check, and the end. */
 static void get_ranged_end(struct store_req *r)
 {
-	unsigned char got[16];
 	struct err e = {0};
 
-	if (r->gcrc_mode ? !get_check_crc(r, r->gcrc, &r->ginfo, &e)
-			 : (md5_final(r->gmd5, got), !get_check(r, got, &r->ginfo, &e))) {
+	if (!get_verify(r, r->gcrc_mode, r->gcrc, r->gmd5, &r->ginfo, &e)) {
 		req_finish(r, &e);
 		return;
 	}
@@ -2492,7 +2509,6 @@ static void get_done(struct s3_call *c, const struct err *e)
 {
 	struct store_req *r = c->r;
 	struct obj_info info;
-	unsigned char got[16];
 	uint64_t a, b, total;
 	struct err ie;
 
@@ -2534,8 +2550,6 @@ static void get_done(struct s3_call *c, const struct err *e)
 		}
 	}
 	fill_info(c, &info);
-	if (!c->crc_mode)
-		md5_final(c->md5, got);
 	if (c->status == 206)
 		info.size = c->received; /* the whole object came as the first range */
 	if (info.size == 0 && c->received > 0) {
@@ -2552,7 +2566,7 @@ static void get_done(struct s3_call *c, const struct err *e)
 		req_finish(r, &ie);
 		return;
 	}
-	if (c->crc_mode ? !get_check_crc(r, c->crc, &info, &ie) : !get_check(r, got, &info, &ie)) {
+	if (!get_verify(r, c->crc_mode, c->crc, c->md5, &info, &ie)) {
 		call_free(c);
 		req_finish(r, &ie);
 		return;
