@@ -274,7 +274,7 @@ def env_block(env, which):
         ["disk (fs stores)", e.get("disk", "?")],
         ["load average at start", e.get("loadavg", "?")],
         ["S3 server", "%s, one memstore OSD, on loopback; a fresh PostgreSQL and radosgw "
-                      "for each workload" % e.get("radosgw")],
+                      "for each tool's run in workloads 1 and 2, for each workload otherwise" % e.get("radosgw")],
         ["PostgreSQL", "%s (tests/harness/servers.sh: fsync off, synchronous_commit off)" % e.get("postgres")],
         ["imgsync", "%s (%s), built with -O2; libcurl %s" % (e.get("imgsync"), e.get("imgsync_rev"),
                                                           e.get("curl", "").replace("curl ", ""))],
