@@ -34,8 +34,8 @@
  * completions.  One exception: open_fd() of a path the kernel resolves
  * from its caches alone (RESOLVE_CACHED) opens on the loop, which cannot
  * wait on the disk that way (open_cached()).  Listing walks directories in
- * the byte order of the keys they hold ("a-b" < "a/b" because '-' < '/'), so pages continue after a
- * token with no state kept between calls.
+ * the byte order of the keys they hold ("a-b" < "a/b" because '-' < '/'),
+ * so pages continue after a token with no state kept between calls.
  */
 #include "store.h"
 
@@ -666,13 +666,35 @@ out:
 	return ok;
 }
 
+/* The regular file of key opened with flags (O_RDONLY or O_PATH) beneath
+ * the root, and its stat: -1 when the open failed (errno says why), -2
+ * when it is no regular file.  RESOLVE (RESOLVE_CACHED) needs openat2:
+ * callers check no_openat2. */
+static int open_regular(struct fs_store *st, const char *key, int flags, uint64_t resolve,
+			struct stat *sb)
+{
+	/* O_NONBLOCK: opening a FIFO planted under the root must not block */
+	int oflags = flags | (flags == O_PATH ? 0 : O_NONBLOCK);
+	int fd =
+	    resolve ? fs_openat2(st->rootfd, key, oflags, 0, resolve) : fs_open(st, key, oflags, 0);
+
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, sb) < 0 || !S_ISREG(sb->st_mode)) {
+		close(fd);
+		return -2;
+	}
+	if (flags != O_PATH)
+		(void)fcntl(fd, F_SETFL, flags);
+	return fd;
+}
+
 static int open_object(struct store_req *r, int flags)
 {
 	struct stat sb;
-	/* O_NONBLOCK: opening a FIFO planted under the root must not block */
-	int fd = fs_open(r->st, r->key, flags | (flags == O_PATH ? 0 : O_NONBLOCK), 0);
+	int fd = open_regular(r->st, r->key, flags, 0, &sb);
 
-	if (fd < 0) {
+	if (fd == -1) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			err_set(&r->err, ERR_NOTFOUND, "\"%s\" does not exist under %s", r->key,
 				r->st->base.cfg->root);
@@ -683,14 +705,11 @@ static int open_object(struct store_req *r, int flags)
 				r->st->base.cfg->root);
 		return -1;
 	}
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-		close(fd);
+	if (fd == -2) {
 		err_set(&r->err, ERR_NOTFOUND, "\"%s\" under %s is not a regular file", r->key,
 			r->st->base.cfg->root);
 		return -1;
 	}
-	if (flags != O_PATH)
-		(void)fcntl(fd, F_SETFL, flags);
 	info_from_stat(&r->info, &sb);
 	return fd;
 }
@@ -1317,15 +1336,13 @@ static bool open_cached(struct fs_store *st, struct store_req *r)
 
 	if (st->no_openat2 || st->no_cached)
 		return false;
-	/* O_NONBLOCK: as open_object() */
-	fd = fs_openat2(st->rootfd, r->key, O_RDONLY | O_NONBLOCK, 0, RESOLVE_CACHED);
+	fd = open_regular(st, r->key, O_RDONLY, RESOLVE_CACHED, &sb);
 	if (fd < 0) {
-		if (errno == EINVAL) /* a kernel before 5.12 */
+		if (fd == -1 && errno == EINVAL) /* a kernel before 5.12 */
 			st->no_cached = true;
 		return false;
 	}
-	if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode) || fcntl(fd, F_SETFL, O_RDONLY) < 0 ||
-	    !loop_defer(st->base.env.loop, open_cached_done, r, &e)) {
+	if (!loop_defer(st->base.env.loop, open_cached_done, r, &e)) {
 		close(fd);
 		return false;
 	}

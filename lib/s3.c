@@ -326,6 +326,27 @@ static void crc_hex(uint32_t crc, char out[9])
 	snprintf(out, 9, "%08x", (unsigned)crc);
 }
 
+/* What a download checks a whole object against, as metadata of an
+ * upload in parts or a copy that replaces the source's: the MD5 and the
+ * CRC-32C given (NULL: not known), written as hex into HEX. */
+struct sums_hex {
+	char md5[33], crc[9];
+};
+
+static size_t add_sums(struct sigv4_pair *extra, size_t nx, const unsigned char *md5,
+		       const uint32_t *crc, struct sums_hex *hex)
+{
+	if (md5) {
+		hex_encode(md5, 16, hex->md5);
+		extra[nx++] = (struct sigv4_pair){S3_META_MD5, hex->md5};
+	}
+	if (crc) {
+		crc_hex(*crc, hex->crc);
+		extra[nx++] = (struct sigv4_pair){S3_META_CRC, hex->crc};
+	}
+	return nx;
+}
+
 static void fill_info(struct s3_call *c, struct obj_info *info)
 {
 	curl_off_t len = -1;
@@ -1816,7 +1837,7 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	uint64_t part = r->st->part_size;
 	struct qparam q[1] = {{"uploads", ""}};
 	struct sigv4_pair extra[3];
-	char md5hex[33], crchex[9];
+	struct sums_hex hex;
 	size_t nx = 0;
 
 	/* at most 10,000 parts: grow this upload's part size in whole MiB */
@@ -1834,21 +1855,12 @@ static bool mpu_start(struct store_req *r, struct err *e)
 	}
 	if (r->content_type[0])
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
-	/* what a download checks the whole object against */
-	if (r->kind == S3_PUT && r->have_md5) {
-		hex_encode(r->md5, 16, md5hex);
-		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
-	} else if (r->kind == S3_COPY && r->src_etag[0] && r->src_has_md5) {
-		hex_encode(r->src_md5, 16, md5hex);
-		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
-	}
-	if (r->kind == S3_PUT && r->have_crc) {
-		crc_hex(r->crc, crchex);
-		extra[nx++] = (struct sigv4_pair){S3_META_CRC, crchex};
-	} else if (r->kind == S3_COPY && r->src_etag[0] && r->src_has_crc) {
-		crc_hex(r->src_crc, crchex);
-		extra[nx++] = (struct sigv4_pair){S3_META_CRC, crchex};
-	}
+	if (r->kind == S3_PUT)
+		nx = add_sums(extra, nx, r->have_md5 ? r->md5 : NULL, r->have_crc ? &r->crc : NULL,
+			      &hex);
+	else if (r->kind == S3_COPY && r->src_etag[0])
+		nx = add_sums(extra, nx, r->src_has_md5 ? r->src_md5 : NULL,
+			      r->src_has_crc ? &r->src_crc : NULL, &hex);
 	if (!call_start(r, c, "POST", q, 1, SIGV4_EMPTY_SHA256, extra, nx, e)) {
 		call_free(c);
 		return false;
@@ -2058,11 +2070,21 @@ static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e
 }
 
 /* CopyObject; false (nothing started) on failure. */
+/* The sums of the copy's source, as a stat or the caller saw it. */
+static void src_sums(struct store_req *r, const struct obj_info *info)
+{
+	r->src_has_md5 = info->has_md5;
+	memcpy(r->src_md5, info->md5, 16);
+	r->src_has_crc = info->has_crc32c;
+	r->src_crc = info->crc32c;
+}
+
 static bool copy_single(struct store_req *r, struct err *e)
 {
 	struct s3_call *c = call_new(r, copy_done, S3_ERROR_BODY_MAX);
 	struct sigv4_pair extra[6];
-	char ifmatch[80], md5hex[33], crchex[9];
+	struct sums_hex hex;
+	char ifmatch[80];
 	size_t nx = 0;
 
 	if (c == NULL)
@@ -2077,15 +2099,12 @@ static bool copy_single(struct store_req *r, struct err *e)
 	    (struct sigv4_pair){"x-amz-metadata-directive", r->replace_ct ? "REPLACE" : "COPY"};
 	if (r->replace_ct)
 		extra[nx++] = (struct sigv4_pair){"content-type", r->content_type};
-	/* REPLACE drops the source's metadata: its MD5 goes along again */
-	if (r->replace_ct && r->src_etag[0] && r->src_has_md5 && !etag_is_md5(r->src_etag)) {
-		hex_encode(r->src_md5, 16, md5hex);
-		extra[nx++] = (struct sigv4_pair){S3_META_MD5, md5hex};
-	}
-	if (r->replace_ct && r->src_etag[0] && r->src_has_crc) {
-		crc_hex(r->src_crc, crchex);
-		extra[nx++] = (struct sigv4_pair){S3_META_CRC, crchex};
-	}
+	/* REPLACE drops the source's metadata: its sums go along again (the
+	 * MD5 where the ETag is not it) */
+	if (r->replace_ct && r->src_etag[0])
+		nx = add_sums(extra, nx,
+			      r->src_has_md5 && !etag_is_md5(r->src_etag) ? r->src_md5 : NULL,
+			      r->src_has_crc ? &r->src_crc : NULL, &hex);
 	if (!call_start(r, c, "PUT", NULL, 0, SIGV4_EMPTY_SHA256, extra, nx, e)) {
 		call_free(c);
 		return false;
@@ -2129,10 +2148,7 @@ static void copy_head_done(struct s3_call *c, const struct err *e)
 	}
 	if (!r->src_known) {
 		r->size = info.size;
-		r->src_has_md5 = info.has_md5;
-		memcpy(r->src_md5, info.md5, 16);
-		r->src_has_crc = info.has_crc32c;
-		r->src_crc = info.crc32c;
+		src_sums(r, &info);
 	}
 	/* from now on every request names the version seen here */
 	snprintf(r->src_etag, sizeof(r->src_etag), "%s", info.etag);
@@ -2202,10 +2218,7 @@ static bool s3_copy(struct store *dst, struct store *src, const char *src_key, c
 	if (src_info) {
 		r->size = src_info->size;
 		snprintf(r->src_etag, sizeof(r->src_etag), "%s", src_info->etag);
-		r->src_has_md5 = src_info->has_md5;
-		memcpy(r->src_md5, src_info->md5, 16);
-		r->src_has_crc = src_info->has_crc32c;
-		r->src_crc = src_info->crc32c;
+		src_sums(r, src_info);
 		snprintf(r->content_type, sizeof(r->content_type), "%s", src_info->content_type);
 		r->replace_ct = r->content_type[0] != '\0';
 	}

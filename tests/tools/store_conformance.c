@@ -40,7 +40,6 @@
 
 #include "../unit/tap.h"
 #include "conf.h"
-#include "crc32c.h"
 #include "digest.h"
 #include "store.h"
 
@@ -112,25 +111,21 @@ static void sha256_fd(int fd, char out[65])
 	hex_encode(md, 32, out);
 }
 
-static uint32_t crc_fd(int fd)
-{
-	unsigned char buf[65536];
-	uint32_t crc = 0;
-	off_t off = 0;
-	ssize_t n;
-
-	while ((n = pread(fd, buf, sizeof(buf), off)) > 0) {
-		crc = crc32c(crc, buf, (size_t)n);
-		off += n;
-	}
-	return crc;
-}
-
 static uint64_t fd_size(int fd)
 {
 	struct stat sb;
 
 	return fstat(fd, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+}
+
+static uint32_t crc_fd(int fd)
+{
+	uint32_t crc = 0;
+	struct err e = {0};
+
+	if (!digest_crc32c_fd(&crc, fd, 0, fd_size(fd), &e))
+		tap_diag("%s", e.msg);
+	return crc;
 }
 
 static void record(const char *key, int fd)
