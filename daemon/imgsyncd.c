@@ -554,9 +554,10 @@ static bool signals_init(struct service *sv, struct err *e)
 	return loop_io_set(sv->env.loop, &sv->sigio, EPOLLIN, e);
 }
 
-/* Threads for the blocking disk work.  A put with fsync = true waits on
- * the disk three times (the data, the link, the directory), so a thread
- * spends most of a small image asleep: a quarter of the transfers in flight
+/* Threads for the blocking disk work.  A put with fsync = true that syncs
+ * alone waits on the disk three times (the data, the link, the directory),
+ * and a group sync holds a thread while it waits (lib/fs.c), so threads
+ * spend much of a small image asleep: a quarter of the transfers in flight
  * keeps the disk and the CPU busy (bench/README.md, workload 4), within
  * 4..8 (each thread that allocates gets its own malloc arena: 16 of them
  * took the daemon's peak RSS in workload 1 from 25 to 33 MiB).  Fixed at

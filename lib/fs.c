@@ -23,7 +23,9 @@
  * IMGSYNC_FS_NO_TMPFILE=1 asks for it), the temporary file has that name
  * from the start.  Listings skip leftover temporary files.  A put that fails
  * (a full disk, a read error) unlinks its temporary file: nothing
- * half-written stays behind, under the final name or any other.
+ * half-written stays behind, under the final name or any other.  Under
+ * load, small puts make their data and their names durable in groups, with
+ * one syncfs each instead of an fsync per file (group_place()).
  *
  * spool() hands out such an unnamed file on the root's filesystem for a
  * download to land in; adopt() then links that very file into place, the
@@ -40,22 +42,35 @@
 #include "store.h"
 
 #include <dirent.h>
-#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <linux/openat2.h>
+#include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "key.h"
+#include "log.h"
 
 #define FS_TMP_TAG   ".imgsync-"
 #define FS_LIST_PAGE 1000
+/* Group sync: puts up to this size join one; a syncfs that took longer than
+ * FS_GROUP_SLOW_MS (plus a millisecond per FS_GROUP_SLOW_BPMS bytes the
+ * group wrote) had other writers' data to write out with it, and puts sync
+ * one by one for FS_GROUP_SOLO_MS. */
+#define FS_GROUP_MAX_SIZE  (1u << 20)
+#define FS_GROUP_SLOW_MS   1000
+#define FS_GROUP_SLOW_BPMS 32768
+#define FS_GROUP_SOLO_MS   300000
 
 struct fs_store {
 	struct store base;
@@ -71,6 +86,17 @@ struct fs_store {
 	pthread_mutex_t mu;
 	pthread_cond_t idle;
 	int pending;
+	/* Group sync (group_work()): small puts made durable together.  group:
+	 * the file system is one whose syncfs(2) makes writes durable.  Under
+	 * mu: the puts whose data waits for it, and whether group_job runs. */
+	bool group;
+	dev_t root_dev;
+	struct workq_job group_job;
+	struct store_req *staged, **staged_tail;
+	bool syncing;
+	/* CLOCK_MONOTONIC ms: until then puts sync one by one (a syncfs was slow) */
+	_Atomic int64_t solo_until;
+	int64_t slow_ms; /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
 };
 
 enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
@@ -91,6 +117,12 @@ struct store_req {
 	int opened, *fd_out; /* open_fd: the object, for the caller */
 	uint64_t size;
 	bool adopt;		    /* put: fd is a spool() file to link, not to copy */
+	bool adopted;		    /* put: and it is being linked */
+	bool again;		    /* put: it could not be: copy it */
+	int wdir, wfd;		    /* put: the key's directory, the file written */
+	char wtmp[NAME_MAX + 1];    /* put: the file's temporary name, if it has one */
+	struct stat wsb;	    /* put: the file, once written */
+	struct store_req *gnext;    /* put: the next in its group (group_work()) */
 	bool if_absent;		    /* put: only where the name is free (ERR_EXISTS) */
 	char if_tag[STORE_TAG_MAX]; /* put: only over the file with this tag (ERR_EXISTS) */
 	struct obj_info info, *info_out;
@@ -450,19 +482,19 @@ static bool adoptable(struct store_req *r, int dirfd)
 	       f.st_dev == d.st_dev;
 }
 
-static bool do_put(struct store_req *r)
+/* The first half of a put: the data in a file with no name (or a temporary
+ * one, r->wtmp) in the key's directory (r->wdir, r->wfd). */
+static bool put_write(struct store_req *r)
 {
 	struct fs_store *st = r->st;
 	struct err *e = &r->err;
-	char tmp[NAME_MAX + 1];
 	const char *name = strrchr(r->key, '/');
-	int dirfd = -1, fd = -1;
 	uint64_t copied;
 	struct stat sb;
-	bool ok = false, adopted = false;
+	int fd = -1;
 
 	name = name ? name + 1 : r->key;
-	tmp[0] = '\0'; /* the name of a temporary file we created, once we have */
+	r->wtmp[0] = '\0'; /* the name of a temporary file we created, once we have */
 	if (strlen(name) + sizeof(FS_TMP_TAG) + 8 > NAME_MAX)
 		return err_set(e, ERR_INVALID,
 			       "\"%s\": its file name is %zu bytes, too long for the temporary "
@@ -471,42 +503,41 @@ static bool do_put(struct store_req *r)
 	/* A concurrent delete prunes directories it emptied; one we just made
 	 * (or found) may vanish before the temporary file is in it: start the
 	 * resolution again, a few times. */
-again:
 	for (int attempt = 0; fd < 0; attempt++) {
-		dirfd = fs_open_parent(st, r->key, true, e);
-		if (dirfd < 0 && e->code == ERR_NOTFOUND && attempt < 8)
+		r->wdir = fs_open_parent(st, r->key, true, e);
+		if (r->wdir < 0 && e->code == ERR_NOTFOUND && attempt < 8)
 			continue;
-		if (dirfd < 0) {
+		if (r->wdir < 0) {
 			if (e->code == ERR_NOTFOUND)
 				e->code = ERR_TRANSIENT;
 			return false;
 		}
 		/* a spool() file on this directory's filesystem: it is the copy */
-		if (r->adopt && adoptable(r, dirfd)) {
+		if (r->adopt && adoptable(r, r->wdir)) {
 			fd = fcntl(r->fd, F_DUPFD_CLOEXEC, 0);
 			if (fd >= 0) {
-				adopted = true;
+				r->adopted = true;
 				break;
 			}
 		}
 		/* unnamed until complete: nothing to clean up if we die */
 		if (st->tmpfile) {
-			fd = openat(dirfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+			fd = openat(r->wdir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 			if (fd >= 0)
 				break;
 			if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
 				if (errno == ENOENT && attempt < 8) {
-					close(dirfd);
-					dirfd = -1;
+					close(r->wdir);
+					r->wdir = -1;
 					continue;
 				}
 				break;
 			}
 		}
 		for (int i = 0; i < 100 && fd < 0; i++) {
-			snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", name,
+			snprintf(r->wtmp, sizeof(r->wtmp), ".%s" FS_TMP_TAG "%08x", name,
 				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
-			fd = openat(dirfd, tmp,
+			fd = openat(r->wdir, r->wtmp,
 				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 			if (fd < 0 && errno != EEXIST)
 				break;
@@ -514,12 +545,12 @@ again:
 		if (fd < 0) {
 			int saved = errno;
 
-			tmp[0] = '\0'; /* not ours: never unlink it */
+			r->wtmp[0] = '\0'; /* not ours: never unlink it */
 			errno = saved;
 		}
 		if (fd < 0 && errno == ENOENT && attempt < 8) {
-			close(dirfd);
-			dirfd = -1;
+			close(r->wdir);
+			r->wdir = -1;
 			continue;
 		}
 		break;
@@ -529,48 +560,55 @@ again:
 			st->base.cfg->root);
 		if (e->code == ERR_NOTFOUND)
 			e->code = ERR_TRANSIENT;
-		goto out;
+		return false;
 	}
+	r->wfd = fd;
 	/* Taken already: not worth the writing (the link decides, though).  A
 	 * symlink or a FIFO planted there is no image of this store, and is
 	 * replaced (never followed) as by any put. */
-	if (r->if_absent && fstatat(dirfd, name, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
-		if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode)) {
-			exists(st, r, dirfd, name, e);
-			goto out;
-		}
+	if (r->if_absent && fstatat(r->wdir, name, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+		if (S_ISREG(sb.st_mode) || S_ISDIR(sb.st_mode))
+			return exists(st, r, r->wdir, name, e);
 		r->if_absent = false;
 	}
-	if (r->if_tag[0] && !still_tagged(st, r, dirfd, name, e))
-		goto out;
-	if (adopted)
+	if (r->if_tag[0] && !still_tagged(st, r, r->wdir, name, e))
+		return false;
+	if (r->adopted)
 		copied = r->size; /* adoptable() checked its size */
 	else if (!copy_fd(r->fd, fd, r->size, &copied, e)) {
 		err_prefix(e, "writing \"%s\" under %s: ", r->key, st->base.cfg->root);
-		goto out;
+		return false;
 	}
-	if (copied != r->size) {
-		err_set(
+	if (copied != r->size)
+		return err_set(
 		    e, ERR_INTEGRITY,
 		    "the source of \"%s\" ended after %llu of %llu bytes (changed while copying?)",
 		    r->key, (unsigned long long)copied, (unsigned long long)r->size);
-		goto out;
-	}
-	if (st->fsync && fsync(fd) < 0) {
-		err_sys(e, errno, "fsync of \"%s\" under %s", r->key, st->base.cfg->root);
-		goto out;
-	}
-	if (fstat(fd, &sb) < 0) {
-		err_sys(e, errno, "fstat");
-		goto out;
-	}
-	if (r->cancelled) {
-		err_set(e, ERR_TRANSIENT, "cancelled");
-		goto out;
-	}
-	if (tmp[0] == '\0') {
-		if (!link_tmpfile(st, r, fd, dirfd, name, tmp, sizeof(tmp), e)) {
-			if (adopted && e->code != ERR_EXISTS && errno != ENOSPC &&
+	if (fstat(fd, &r->wsb) < 0)
+		return err_sys(e, errno, "fstat");
+	return true;
+}
+
+/* The second half: the file put_write() wrote gets the key's name.  With
+ * SYNC, each step is fsynced as it goes (a new image waits on the disk
+ * three times); without, the caller made the data durable before and makes
+ * the name durable after (group_work()).  Sets r->again where an adopted
+ * file cannot be linked here after all: the put copies instead. */
+static bool put_place(struct store_req *r, bool sync)
+{
+	struct fs_store *st = r->st;
+	struct err *e = &r->err;
+	const char *name = strrchr(r->key, '/');
+	int fd = r->wfd, dirfd = r->wdir;
+
+	name = name ? name + 1 : r->key;
+	if (sync && fsync(fd) < 0)
+		return err_sys(e, errno, "fsync of \"%s\" under %s", r->key, st->base.cfg->root);
+	if (r->cancelled)
+		return err_set(e, ERR_TRANSIENT, "cancelled");
+	if (r->wtmp[0] == '\0') {
+		if (!link_tmpfile(st, r, fd, dirfd, name, r->wtmp, sizeof(r->wtmp), e)) {
+			if (r->adopted && e->code != ERR_EXISTS && errno != ENOSPC &&
 			    errno != EDQUOT && errno != EROFS) {
 				/* not linkable here after all (EXDEV: a mount under
 				 * the root, ENOENT: a file that had a name): copy
@@ -578,92 +616,236 @@ again:
 				 * later one */
 				if (errno == EXDEV)
 					st->no_spool = true;
-				close(fd);
-				close(dirfd);
-				fd = dirfd = -1;
-				adopted = r->adopt = false;
+				r->adopt = false;
+				r->again = true;
 				err_clear(e);
-				goto again;
 			}
-			goto out;
+			return false;
 		}
 		/* The inode's link count changed: a journaling filesystem commits
 		 * it with the directory, one without (ext4 without a journal) only
 		 * when the inode itself is written. */
-		if (st->fsync && fsync(fd) < 0) {
-			err_sys(e, errno, "fsync of \"%s\" under %s", r->key, st->base.cfg->root);
-			goto out;
-		}
+		if (sync && fsync(fd) < 0)
+			return err_sys(e, errno, "fsync of \"%s\" under %s", r->key,
+				       st->base.cfg->root);
 	}
-	if (close(fd) < 0) {
-		fd = -1;
-		err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
-		goto out;
-	}
-	fd = -1;
-	if (tmp[0] == '\0')
-		goto synced; /* a new image: linked in place whole, no rename needed */
-	if (r->cancelled) {
-		err_set(e, ERR_TRANSIENT, "cancelled");
-		goto out;
-	}
+	/* (where the writing reports its errors only now: NFS) */
+	r->wfd = -1;
+	if (close(fd) < 0)
+		return err_sys(e, errno, "writing \"%s\" under %s", r->key, st->base.cfg->root);
+	if (r->wtmp[0] == '\0')
+		goto placed; /* a new image: linked in place whole, no rename needed */
+	if (r->cancelled)
+		return err_set(e, ERR_TRANSIENT, "cancelled");
 	if (r->if_absent) {
 		/* never over a file: a rename that refuses to replace; where the
 		 * file system has none (NFS), a second name, then the temporary
 		 * one goes; where it has no hard links either (vfat), a look
 		 * first, which leaves a short window */
-		int rc = renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE);
+		int rc = renameat2(dirfd, r->wtmp, dirfd, name, RENAME_NOREPLACE);
 
 		if (rc < 0 && (errno == EINVAL || errno == ENOSYS)) {
-			rc = linkat(dirfd, tmp, dirfd, name, 0);
+			rc = linkat(dirfd, r->wtmp, dirfd, name, 0);
 			if (rc == 0)
-				(void)unlinkat(dirfd, tmp, 0);
+				(void)unlinkat(dirfd, r->wtmp, 0);
 			else if (errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK) {
 				rc =
 				    faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ? -1 : 0;
 				errno = EEXIST;
 				if (rc == 0)
-					rc = renameat(dirfd, tmp, dirfd, name);
+					rc = renameat(dirfd, r->wtmp, dirfd, name);
 			}
 		}
 		if (rc < 0) {
 			if (errno == EEXIST)
-				exists(st, r, dirfd, name, e);
-			else
-				err_sys(e, errno, "cannot rename into place \"%s\" under %s",
-					r->key, st->base.cfg->root);
-			goto out;
+				return exists(st, r, dirfd, name, e);
+			return err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
+				       st->base.cfg->root);
 		}
 	} else if (r->if_tag[0] && !still_tagged(st, r, dirfd, name, e)) {
-		goto out;
-	} else if (renameat(dirfd, tmp, dirfd, name) < 0) {
+		return false;
+	} else if (renameat(dirfd, r->wtmp, dirfd, name) < 0) {
 		if (errno == EISDIR || errno == ENOTEMPTY || errno == EEXIST)
-			err_sys(
+			return err_sys(
 			    e, errno,
 			    "cannot rename into place \"%s\" under %s: a directory has its name "
 			    "(move it away, then retry)",
 			    r->key, st->base.cfg->root);
-		else
-			err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
-				st->base.cfg->root);
-		goto out;
+		return err_sys(e, errno, "cannot rename into place \"%s\" under %s", r->key,
+			       st->base.cfg->root);
 	}
-	tmp[0] = '\0';
-synced:
-	if (st->fsync && fsync(dirfd) < 0) {
-		err_sys(e, errno, "fsync of the directory of \"%s\"", r->key);
-		goto out;
+	r->wtmp[0] = '\0';
+placed:
+	if (sync && fsync(dirfd) < 0)
+		return err_sys(e, errno, "fsync of the directory of \"%s\"", r->key);
+	info_from_stat(&r->info, &r->wsb);
+	return true;
+}
+
+/* A put's descriptors closed; a temporary name of a put that failed gone:
+ * nothing half-written stays behind. */
+static void put_release(struct store_req *r, bool ok)
+{
+	if (r->wfd >= 0)
+		close(r->wfd);
+	r->wfd = -1;
+	if (!ok && r->wtmp[0] && r->wdir >= 0)
+		(void)unlinkat(r->wdir, r->wtmp, 0);
+	r->wtmp[0] = '\0';
+	if (r->wdir >= 0)
+		close(r->wdir);
+	r->wdir = -1;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Group sync.  With fsync = true a new image waits on the disk three times
+ * (put_place()), and each wait is a write and a cache flush of its own.
+ * Under load, the puts that wrote their data hand it to one job instead
+ * (stage()), which makes all of it durable with one syncfs(2) of the file
+ * system, names the files, and makes the names durable with a second: two
+ * flushes for the group, and the disk sees the writes together.  The
+ * order is a single put's: no name before its data is on the disk, no
+ * result before its name is.  A put alone in its group syncs alone, as it
+ * would without the group.  syncfs also writes what other programs have
+ * pending on that file system: one found slow for it (a copy of gigabytes
+ * going on) sends the puts back to syncing one by one for a while, so that
+ * they do not wait on it.  Only file systems whose syncfs is known to make
+ * writes durable group (ext2/3/4, XFS, Btrfs; tmpfs, where neither syncs
+ * anything); IMGSYNC_FS_NO_GROUP_SYNC=1 turns it off.
+ */
+static void group_place(struct fs_store *st, struct store_req *list)
+{
+	int64_t t0 = mono_ms(), took;
+	uint64_t bytes = 0;
+	size_t n = 0;
+	bool any = false;
+	int saved;
+
+	for (struct store_req *r = list; r; r = r->gnext) {
+		n++;
+		bytes += r->size;
 	}
-	info_from_stat(&r->info, &sb);
-	ok = true;
-out:
-	if (fd >= 0)
-		close(fd);
-	if (!ok && tmp[0] && dirfd >= 0)
-		(void)unlinkat(dirfd, tmp, 0);
-	if (dirfd >= 0)
-		close(dirfd);
-	return ok;
+	if (n == 1 || mono_ms() < st->solo_until) {
+		/* alone, or since a slow syncfs: one by one */
+		for (struct store_req *r = list; r; r = r->gnext)
+			r->ok = put_place(r, true);
+		return;
+	}
+	if (syncfs(st->rootfd) < 0) {
+		saved = errno;
+		for (struct store_req *r = list; r; r = r->gnext)
+			r->ok = err_sys(&r->err, saved, "syncfs of %s, for \"%s\"",
+					st->base.cfg->root, r->key);
+		return;
+	}
+	for (struct store_req *r = list; r; r = r->gnext)
+		any |= r->ok = put_place(r, false);
+	if (any && syncfs(st->rootfd) < 0) {
+		saved = errno;
+		for (struct store_req *r = list; r; r = r->gnext)
+			if (r->ok)
+				r->ok = err_sys(&r->err, saved, "syncfs of %s, for \"%s\"",
+						st->base.cfg->root, r->key);
+	}
+	took = mono_ms() - t0;
+	log_msg(LOG_DEBUG, &(struct log_fields){.store = st->base.cfg->name},
+		"store \"%s\": %zu puts made durable together in %lld ms", st->base.cfg->name, n,
+		(long long)took);
+	if (took >= st->slow_ms + (int64_t)(bytes / FS_GROUP_SLOW_BPMS)) {
+		st->solo_until = mono_ms() + FS_GROUP_SOLO_MS;
+		log_msg(LOG_NOTICE, &(struct log_fields){.store = st->base.cfg->name},
+			"store \"%s\": syncing %zu puts together took %.1f s (other programs "
+			"had writes pending on the file system of %s): puts sync one by one "
+			"for the next %d minutes",
+			st->base.cfg->name, n, took / 1000.0, st->base.cfg->root,
+			FS_GROUP_SOLO_MS / 60000);
+	}
+}
+
+/* The group job: groups, as long as puts stage more. */
+static void group_work(struct workq_job *job)
+{
+	struct fs_store *st =
+	    (struct fs_store *)((char *)job - offsetof(struct fs_store, group_job));
+
+	for (;;) {
+		struct store_req *list;
+
+		pthread_mutex_lock(&st->mu);
+		list = st->staged;
+		st->staged = NULL;
+		st->staged_tail = &st->staged;
+		if (list == NULL) {
+			st->syncing = false;
+			if (--st->pending == 0)
+				pthread_cond_broadcast(&st->idle);
+			pthread_mutex_unlock(&st->mu);
+			/* never delivered: the store may be closed from now on */
+			workq_keep();
+			return;
+		}
+		pthread_mutex_unlock(&st->mu);
+		group_place(st, list);
+		for (struct store_req *r = list, *next; r; r = next) {
+			next = r->gnext;
+			put_release(r, r->ok);
+			workq_finish(st->base.env.wq, &r->job);
+		}
+	}
+}
+
+/* Hands a put that wrote its data to the group job; R is the job's now. */
+static void stage(struct store_req *r)
+{
+	struct fs_store *st = r->st;
+
+	pthread_mutex_lock(&st->mu);
+	r->gnext = NULL;
+	*st->staged_tail = r;
+	st->staged_tail = &r->gnext;
+	if (!st->syncing) {
+		st->syncing = true;
+		st->pending++;
+		workq_submit(st->base.env.wq, &st->group_job);
+	}
+	pthread_mutex_unlock(&st->mu);
+}
+
+/* Returns true when the put went to the group job (stage()): the caller
+ * must not touch r again.  Otherwise the put is over, r->ok says how. */
+static bool do_put(struct store_req *r)
+{
+	struct fs_store *st = r->st;
+
+	for (;;) {
+		bool ok = put_write(r);
+
+		/* (a file on a mount under the root is not on the file system
+		 * the syncfs would sync) */
+		if (ok && st->fsync && st->group && !r->adopted && r->size <= FS_GROUP_MAX_SIZE &&
+		    r->wsb.st_dev == st->root_dev && mono_ms() >= st->solo_until) {
+			stage(r);
+			return true;
+		}
+		if (ok)
+			ok = put_place(r, st->fsync);
+		put_release(r, ok);
+		if (!ok && r->again) {
+			r->again = r->adopted = false;
+			err_clear(&r->err);
+			continue;
+		}
+		r->ok = ok;
+		return false;
+	}
 }
 
 /* The regular file of key opened with flags (O_RDONLY or O_PATH) beneath
@@ -1127,13 +1309,17 @@ static bool do_list(struct store_req *r)
 static void req_work(struct workq_job *job)
 {
 	struct store_req *r = (struct store_req *)job;
+	struct fs_store *st = r->st;
 
 	if (r->cancelled)
 		r->ok = err_set(&r->err, ERR_TRANSIENT, "cancelled");
 	else
 		switch (r->op) {
 		case FS_PUT:
-			r->ok = do_put(r);
+			if (do_put(r)) {
+				workq_keep(); /* the group job finishes it */
+				goto out;
+			}
 			break;
 		case FS_GET:
 			r->ok = do_get(r);
@@ -1154,10 +1340,11 @@ static void req_work(struct workq_job *job)
 			r->ok = do_list(r);
 			break;
 		}
-	pthread_mutex_lock(&r->st->mu);
-	if (--r->st->pending == 0)
-		pthread_cond_broadcast(&r->st->idle);
-	pthread_mutex_unlock(&r->st->mu);
+out:
+	pthread_mutex_lock(&st->mu);
+	if (--st->pending == 0)
+		pthread_cond_broadcast(&st->idle);
+	pthread_mutex_unlock(&st->mu);
 }
 
 /* On the loop: hand the results over, unless cancelled.  Touches nothing
@@ -1206,6 +1393,7 @@ static bool req_start(struct fs_store *st, enum fs_op op, const char *key, int f
 	}
 	r->fd = -1;
 	r->opened = -1;
+	r->wdir = r->wfd = -1;
 	if (fd >= 0 && (r->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0) {
 		free(r->key);
 		free(r);
@@ -1429,6 +1617,8 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 {
 	struct fs_store *st;
 	const char *no = getenv("IMGSYNC_FS_NO_OPENAT2");
+	struct statfs sfs;
+	struct stat rsb;
 	int fd;
 
 	if (cfg->root == NULL || cfg->root[0] != '/')
@@ -1465,6 +1655,24 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->idle, NULL);
+	st->staged_tail = &st->staged;
+	st->group_job.work = group_work;
+	st->slow_ms = FS_GROUP_SLOW_MS;
+	no = getenv("IMGSYNC_FS_GROUP_SLOW_MS");
+	if (no && no[0] >= '0' && no[0] <= '9')
+		st->slow_ms = strtol(no, NULL, 10);
+	no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
+	if (!(no && strcmp(no, "1") == 0) && fstatfs(fd, &sfs) == 0 && fstat(fd, &rsb) == 0) {
+		st->root_dev = rsb.st_dev;
+		switch ((unsigned long)sfs.f_type) {
+		case EXT4_SUPER_MAGIC: /* = ext2's and ext3's */
+		case XFS_SUPER_MAGIC:
+		case BTRFS_SUPER_MAGIC:
+		case TMPFS_MAGIC:
+			st->group = true;
+			break;
+		}
+	}
 	*out = &st->base;
 	return true;
 }

@@ -54,14 +54,37 @@ static struct workq_job *jobq_pop(struct jobq *q)
 	return j;
 }
 
+/* set by workq_keep() during the work() of this thread's job */
+static _Thread_local bool kept;
+
+void workq_keep(void)
+{
+	kept = true;
+}
+
+void workq_finish(struct workq *wq, struct workq_job *j)
+{
+	uint64_t one = 1;
+	bool wake;
+
+	/* Only the first of a run of completions wakes the loop: it takes the
+	 * whole list at once (under the mutex, so none is missed), and a
+	 * wake-up per job cost the loop a turn each. */
+	pthread_mutex_lock(&wq->mu);
+	wake = wq->finished.head == NULL;
+	jobq_push(&wq->finished, j);
+	pthread_mutex_unlock(&wq->mu);
+	/* A full eventfd counter cannot happen: it holds 2^64-2. */
+	if (wake && write(wq->efd, &one, sizeof(one)) < 0) {
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct workq *wq = arg;
-	uint64_t one = 1;
 
 	for (;;) {
 		struct workq_job *j;
-		bool wake;
 
 		pthread_mutex_lock(&wq->mu);
 		while (!wq->stop && wq->todo.head == NULL)
@@ -72,17 +95,10 @@ static void *worker(void *arg)
 		}
 		j = jobq_pop(&wq->todo);
 		pthread_mutex_unlock(&wq->mu);
+		kept = false;
 		j->work(j);
-		/* Only the first of a run of completions wakes the loop: it takes
-		 * the whole list at once (under the mutex, so none is missed),
-		 * and a wake-up per job cost the loop a turn each. */
-		pthread_mutex_lock(&wq->mu);
-		wake = wq->finished.head == NULL;
-		jobq_push(&wq->finished, j);
-		pthread_mutex_unlock(&wq->mu);
-		/* A full eventfd counter cannot happen: it holds 2^64-2. */
-		if (wake && write(wq->efd, &one, sizeof(one)) < 0) {
-		}
+		if (!kept) /* else another owns it now: not to be touched */
+			workq_finish(wq, j);
 	}
 }
 

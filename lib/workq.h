@@ -33,5 +33,12 @@ bool workq_new(struct loop *l, int nthreads, struct workq **out, struct err *e) 
  * (their discard(), if set, is). */
 void workq_free(struct workq *wq);
 void workq_submit(struct workq *wq, struct workq_job *job);
+/* Called from inside work(): the job is not finished when work() returns;
+ * whoever it was handed to calls workq_finish() for it later, from any
+ * thread (done() then runs on the loop as usual).  Until then the pool
+ * touches it no more: it may be finished (and freed by its done()) before
+ * work() has even returned. */
+void workq_keep(void);
+void workq_finish(struct workq *wq, struct workq_job *job);
 
 #endif

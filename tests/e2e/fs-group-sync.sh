@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Group sync of a filesystem store with fsync = true (lib/fs.c): under load,
+# the small puts that have written their data are made durable together
+# (one syncfs for the data, the names, a second one), and still land
+# byte-exact, whole, and under their names only; new images and rewrites
+# of existing files alike, next to a large image, which syncs alone.
+# A group whose syncfs is slow sends the puts back to syncing one by one;
+# IMGSYNC_FS_NO_GROUP_SYNC=1 turns the groups off; a kill -9 amid the groups
+# leaves nothing half-written and the restart finishes the work.
+. "$(dirname "$0")/../harness/e2e.sh"
+. tests/harness/daemon.sh
+e2e_need_servers
+
+d_init groupsync || { fail "set-up"; done_testing; exit 1; }
+MIRROR="$D_DIR/mirror"
+mkdir -p "$MIRROR"
+sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+cat >>"$D_CONF" <<CONF
+store "mirror" {
+  type = "fs"
+  root = "$MIRROR"
+}
+sync { mirrors = { "mirror" } }
+CONF
+
+fstype=$(stat -f -c %T "$MIRROR")
+case $fstype in
+ext2/ext3 | xfs | btrfs | tmpfs) ;;
+*)
+	skip "group sync" "the test directory is on $fstype, where puts sync one by one"
+	done_testing
+	exit 0
+	;;
+esac
+
+# mk PREFIX N SALT: N images of 1-4 KiB under PREFIX/, in 20 directories
+mk() {
+	py - "$D_ROOT" "$1" "$2" "$3" <<'PY'
+import os, random, sys
+root, prefix, n, salt = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+rnd = random.Random(prefix + salt)
+for i in range(n):
+    d = os.path.join(root, prefix, "d%02d" % (i % 20))
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "%04d.jpg" % i), "wb") as f:
+        f.write(salt.encode() + rnd.randbytes(rnd.randint(1024, 4096)))
+PY
+}
+# puts PREFIX N: one statement putting them all
+puts() {
+	d_sql "SELECT count(imgsync.put('$1/d' || lpad((i % 20)::text, 2, '0') || '/' || lpad(i::text, 4, '0') || '.jpg', 'local'))
+	         FROM generate_series(0, $2 - 1) i" >/dev/null
+}
+mirrored() { # PREFIX: how many of its images the catalog has on the mirror at their version
+	d_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE '$1/%' AND 'mirror' = ANY (stores)"
+}
+same_tree() { # PREFIX: every image of it byte-exact on the mirror, and nothing else there
+	diff -r "$D_ROOT/$1" "$MIRROR/$1" >"$D_DIR/diff.out" 2>&1 && return 0
+	head -5 "$D_DIR/diff.out" | sed 's/^/# /'
+	return 1
+}
+hidden() { find "$MIRROR" -name '.*' -type f | wc -l; }
+# groups LOG: "COUNT MAX", the groups the log reports and the largest
+groups() {
+	grep -o 'store "mirror": [0-9]* puts made durable together' "$1" |
+		awk '{ n++; if ($3 > m) m = $3 } END { print n + 0, m + 0 }'
+}
+
+# --- a burst of new images, a large one among them ---
+mk burst 600 a
+head -c $((3 * 1024 * 1024)) /dev/urandom >"$D_ROOT/large.jpg"
+check "imgsyncd starts" d_start
+puts burst 600
+d_sql "SELECT imgsync.put('large.jpg', 'local')" >/dev/null
+check "600 small images and a large one are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE 'mirror' = ANY (stores)" 601 60
+check "... byte-exact, and nothing else under the mirror's burst/" same_tree burst
+check "... the large one too" cmp -s "$D_ROOT/large.jpg" "$MIRROR/large.jpg"
+check "... no temporary file left ($(hidden))" test "$(hidden)" = 0
+read -r ng mx <<<"$(groups "$D_LOG")"
+check "the puts were made durable in groups ($ng groups, the largest of $mx)" \
+	test "$ng" -ge 1 -a "$mx" -ge 2
+
+# --- rewrites: the new content renamed over the old files, in groups ---
+mk burst 600 b
+before=$ng
+d_sql "SELECT count(imgsync.put(key, 'local')) FROM imgsync.images WHERE key LIKE 'burst/%'" >/dev/null
+check "600 rewrites are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'burst/%' AND 'mirror' = ANY (stores) AND version = 2" 600 60
+check "... the mirror holds the new contents, byte-exact" same_tree burst
+check "... no temporary name left behind by the renames ($(hidden))" test "$(hidden)" = 0
+read -r ng mx <<<"$(groups "$D_LOG")"
+check "... in groups too ($((ng - before)) more)" test "$ng" -gt "$before"
+d_stop
+check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
+
+# --- a slow syncfs: the puts sync one by one ---
+mk slow 300 c
+export IMGSYNC_FS_GROUP_SLOW_MS=0
+check "imgsyncd starts (every group counts as slow)" d_start
+unset IMGSYNC_FS_GROUP_SLOW_MS
+puts slow 300
+check "300 images are mirrored" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'slow/%' AND 'mirror' = ANY (stores)" 300 60
+check "... byte-exact" same_tree slow
+check "the slow group is reported, and what follows" \
+	grep -q 'store "mirror": syncing [0-9]* puts together took .*puts sync one by one for the next 5 minutes' "$D_LOG"
+read -r ng mx <<<"$(groups "$D_LOG")"
+check "... no group after it ($ng in the log)" test "$ng" = 1
+d_stop
+
+# --- turned off ---
+mk off 300 d
+export IMGSYNC_FS_NO_GROUP_SYNC=1
+check "imgsyncd starts (IMGSYNC_FS_NO_GROUP_SYNC=1)" d_start
+unset IMGSYNC_FS_NO_GROUP_SYNC
+puts off 300
+check "IMGSYNC_FS_NO_GROUP_SYNC=1: 300 images are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'off/%' AND 'mirror' = ANY (stores)" 300 60
+check "... byte-exact" same_tree off
+read -r ng mx <<<"$(groups "$D_LOG")"
+check "... each synced alone (no group in the log: $ng)" test "$ng" = 0
+d_stop
+
+# --- kill -9 amid the groups ---
+mk crash 4000 e
+check "imgsyncd starts" d_start
+puts crash 4000
+for _ in $(seq 400); do
+	[ "$(mirrored crash)" -ge 200 ] && break
+	sleep 0.05
+done
+kill -KILL "$D_PID"
+wait "$D_PID" 2>/dev/null
+at=$(mirrored crash)
+check "killed with $at of 4000 mirrored" test "$at" -gt 0 -a "$at" -lt 4000
+bad=0
+while IFS= read -r f; do
+	cmp -s "$D_ROOT/$f" "$MIRROR/$f" || bad=$((bad + 1))
+done < <(cd "$MIRROR" && find crash -type f)
+check "every file under its name on the mirror is whole ($bad differ)" test "$bad" = 0
+d_start
+check "after a restart all 4000 are mirrored" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'crash/%' AND 'mirror' = ANY (stores)" 4000 90
+check "... byte-exact" same_tree crash
+check "... no temporary file left ($(hidden))" test "$(hidden)" = 0
+d_stop
+check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
+done_testing
