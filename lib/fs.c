@@ -55,6 +55,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -594,7 +595,21 @@ static bool put_write(struct store_req *r)
  * three times); without, the caller made the data durable before and makes
  * the name durable after (group_work()).  Sets r->again where an adopted
  * file cannot be linked here after all: the put copies instead. */
+static bool put_place_once(struct store_req *r, bool sync);
+
+/* A directory removed meanwhile (a delete pruning what it emptied, which a
+ * put's unnamed file does not stop) fails the link with ENOENT: the put is
+ * retried, as a resolution that met it is, not dead for a missing source. */
 static bool put_place(struct store_req *r, bool sync)
+{
+	if (put_place_once(r, sync))
+		return true;
+	if (r->err.code == ERR_NOTFOUND)
+		r->err.code = ERR_TRANSIENT;
+	return false;
+}
+
+static bool put_place_once(struct store_req *r, bool sync)
 {
 	struct fs_store *st = r->st;
 	struct err *e = &r->err;
@@ -733,10 +748,10 @@ static void group_place(struct fs_store *st, struct store_req *list)
 		n++;
 		bytes += r->size;
 	}
-	if (n == 1 || mono_ms() < st->solo_until) {
-		/* alone, or since a slow syncfs: one by one */
-		for (struct store_req *r = list; r; r = r->gnext)
-			r->ok = put_place(r, true);
+	if (n == 1) {
+		/* alone (the ones staged before a slow syncfs still group: on
+		 * this one thread, one by one they would wait longer still) */
+		list->ok = put_place(list, true);
 		return;
 	}
 	if (syncfs(st->rootfd) < 0) {
@@ -759,7 +774,8 @@ static void group_place(struct fs_store *st, struct store_req *list)
 	log_msg(LOG_DEBUG, &(struct log_fields){.store = st->base.cfg->name},
 		"store \"%s\": %zu puts made durable together in %lld ms", st->base.cfg->name, n,
 		(long long)took);
-	if (took >= st->slow_ms + (int64_t)(bytes / FS_GROUP_SLOW_BPMS)) {
+	if (took >= st->slow_ms + (int64_t)(bytes / FS_GROUP_SLOW_BPMS) &&
+	    mono_ms() >= st->solo_until) {
 		st->solo_until = mono_ms() + FS_GROUP_SOLO_MS;
 		log_msg(LOG_NOTICE, &(struct log_fields){.store = st->base.cfg->name},
 			"store \"%s\": syncing %zu puts together took %.1f s (other programs "
@@ -1612,6 +1628,19 @@ static bool fs_url(struct store *s, const char *key, struct buf *out, struct err
 	return buf_ok(out, e);
 }
 
+/* Before Linux 5.8 syncfs(2) returned 0 when writing back failed, where an
+ * fsync says EIO: no group sync there.  (The ext4 driver's syncfs flushes
+ * the disk's cache, as its fsync does; it also serves ext2 and ext3.) */
+static bool syncfs_reports_errors(void)
+{
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (uname(&u) < 0 || sscanf(u.release, "%d.%d", &major, &minor) != 2)
+		return false;
+	return major > 5 || (major == 5 && minor >= 8);
+}
+
 static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *env,
 			  struct store **out, struct err *e)
 {
@@ -1659,10 +1688,14 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	st->group_job.work = group_work;
 	st->slow_ms = FS_GROUP_SLOW_MS;
 	no = getenv("IMGSYNC_FS_GROUP_SLOW_MS");
-	if (no && no[0] >= '0' && no[0] <= '9')
-		st->slow_ms = strtol(no, NULL, 10);
+	if (no && no[0] >= '0' && no[0] <= '9') {
+		long v = strtol(no, NULL, 10);
+
+		st->slow_ms = v < 0 || v > 3600000 ? 3600000 : v;
+	}
 	no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
-	if (!(no && strcmp(no, "1") == 0) && fstatfs(fd, &sfs) == 0 && fstat(fd, &rsb) == 0) {
+	if (!(no && strcmp(no, "1") == 0) && syncfs_reports_errors() && fstatfs(fd, &sfs) == 0 &&
+	    fstat(fd, &rsb) == 0) {
 		st->root_dev = rsb.st_dev;
 		switch ((unsigned long)sfs.f_type) {
 		case EXT4_SUPER_MAGIC: /* = ext2's and ext3's */
