@@ -734,7 +734,8 @@ static int64_t mono_ms(void)
  * going on) sends the puts back to syncing one by one for a while, so that
  * they do not wait on it.  Only file systems whose syncfs is known to make
  * writes durable group (ext2/3/4, XFS, Btrfs; tmpfs, where neither syncs
- * anything); IMGSYNC_FS_NO_GROUP_SYNC=1 turns it off.
+ * anything), on kernels whose syncfs reports failed writes (5.8 and
+ * later); IMGSYNC_FS_NO_GROUP_SYNC=1 turns it off.
  */
 static void group_place(struct fs_store *st, struct store_req *list)
 {
