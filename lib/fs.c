@@ -56,7 +56,6 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "key.h"
@@ -88,16 +87,16 @@ struct fs_store {
 	pthread_cond_t idle;
 	int pending;
 	/* Group sync (group_work()): small puts made durable together.  group:
-	 * the file system is one whose syncfs(2) makes writes durable.  Under
+	 * fsync, on a file system whose syncfs(2) makes writes durable.  Under
 	 * mu: the puts whose data waits for it, and whether group_job runs. */
 	bool group;
 	dev_t root_dev;
 	struct workq_job group_job;
 	struct store_req *staged, **staged_tail;
 	bool syncing;
-	/* CLOCK_MONOTONIC ms: until then puts sync one by one (a syncfs was slow) */
-	_Atomic int64_t solo_until;
-	int64_t slow_ms; /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
+	/* loop_clock_ms(): until then puts sync one by one (a syncfs was slow) */
+	_Atomic uint64_t solo_until;
+	uint64_t slow_ms; /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
 };
 
 enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
@@ -595,21 +594,7 @@ static bool put_write(struct store_req *r)
  * three times); without, the caller made the data durable before and makes
  * the name durable after (group_work()).  Sets r->again where an adopted
  * file cannot be linked here after all: the put copies instead. */
-static bool put_place_once(struct store_req *r, bool sync);
-
-/* A directory removed meanwhile (a delete pruning what it emptied, which a
- * put's unnamed file does not stop) fails the link with ENOENT: the put is
- * retried, as a resolution that met it is, not dead for a missing source. */
-static bool put_place(struct store_req *r, bool sync)
-{
-	if (put_place_once(r, sync))
-		return true;
-	if (r->err.code == ERR_NOTFOUND)
-		r->err.code = ERR_TRANSIENT;
-	return false;
-}
-
-static bool put_place_once(struct store_req *r, bool sync)
+static bool place(struct store_req *r, bool sync)
 {
 	struct fs_store *st = r->st;
 	struct err *e = &r->err;
@@ -697,6 +682,19 @@ placed:
 	return true;
 }
 
+/* place(), where a directory removed meanwhile (a delete pruning what it
+ * emptied, which a put's unnamed file does not stop) fails the link with
+ * ENOENT: the put is retried, as a resolution that met it is, not dead for
+ * a missing source. */
+static bool put_place(struct store_req *r, bool sync)
+{
+	if (place(r, sync))
+		return true;
+	if (r->err.code == ERR_NOTFOUND)
+		r->err.code = ERR_TRANSIENT;
+	return false;
+}
+
 /* A put's descriptors closed; a temporary name of a put that failed gone:
  * nothing half-written stays behind. */
 static void put_release(struct store_req *r, bool ok)
@@ -710,14 +708,6 @@ static void put_release(struct store_req *r, bool ok)
 	if (r->wdir >= 0)
 		close(r->wdir);
 	r->wdir = -1;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /*
@@ -737,13 +727,20 @@ static int64_t mono_ms(void)
  * anything), on kernels whose syncfs reports failed writes (5.8 and
  * later); IMGSYNC_FS_NO_GROUP_SYNC=1 turns it off.
  */
+/* A syncfs failed: the puts of LIST that had not failed yet fail with it. */
+static void group_failed(struct fs_store *st, struct store_req *list, int error)
+{
+	for (struct store_req *r = list; r; r = r->gnext)
+		if (r->ok)
+			r->ok = err_sys(&r->err, error, "syncfs of %s, for \"%s\"",
+					st->base.cfg->root, r->key);
+}
+
 static void group_place(struct fs_store *st, struct store_req *list)
 {
-	int64_t t0 = mono_ms(), took;
-	uint64_t bytes = 0;
+	uint64_t t0 = loop_clock_ms(), took, bytes = 0;
 	size_t n = 0;
 	bool any = false;
-	int saved;
 
 	for (struct store_req *r = list; r; r = r->gnext) {
 		n++;
@@ -755,29 +752,22 @@ static void group_place(struct fs_store *st, struct store_req *list)
 		list->ok = put_place(list, true);
 		return;
 	}
+	for (struct store_req *r = list; r; r = r->gnext)
+		r->ok = true; /* each wrote its data */
 	if (syncfs(st->rootfd) < 0) {
-		saved = errno;
-		for (struct store_req *r = list; r; r = r->gnext)
-			r->ok = err_sys(&r->err, saved, "syncfs of %s, for \"%s\"",
-					st->base.cfg->root, r->key);
+		group_failed(st, list, errno);
 		return;
 	}
 	for (struct store_req *r = list; r; r = r->gnext)
 		any |= r->ok = put_place(r, false);
-	if (any && syncfs(st->rootfd) < 0) {
-		saved = errno;
-		for (struct store_req *r = list; r; r = r->gnext)
-			if (r->ok)
-				r->ok = err_sys(&r->err, saved, "syncfs of %s, for \"%s\"",
-						st->base.cfg->root, r->key);
-	}
-	took = mono_ms() - t0;
+	if (any && syncfs(st->rootfd) < 0)
+		group_failed(st, list, errno);
+	took = loop_clock_ms() - t0;
 	log_msg(LOG_DEBUG, &(struct log_fields){.store = st->base.cfg->name},
-		"store \"%s\": %zu puts made durable together in %lld ms", st->base.cfg->name, n,
-		(long long)took);
-	if (took >= st->slow_ms + (int64_t)(bytes / FS_GROUP_SLOW_BPMS) &&
-	    mono_ms() >= st->solo_until) {
-		st->solo_until = mono_ms() + FS_GROUP_SOLO_MS;
+		"store \"%s\": %zu puts made durable together in %llu ms", st->base.cfg->name, n,
+		(unsigned long long)took);
+	if (took >= st->slow_ms + bytes / FS_GROUP_SLOW_BPMS && loop_clock_ms() >= st->solo_until) {
+		st->solo_until = loop_clock_ms() + FS_GROUP_SOLO_MS;
 		log_msg(LOG_NOTICE, &(struct log_fields){.store = st->base.cfg->name},
 			"store \"%s\": syncing %zu puts together took %.1f s (other programs "
 			"had writes pending on the file system of %s): puts sync one by one "
@@ -847,8 +837,8 @@ static bool do_put(struct store_req *r)
 
 		/* (a file on a mount under the root is not on the file system
 		 * the syncfs would sync) */
-		if (ok && st->fsync && st->group && !r->adopted && r->size <= FS_GROUP_MAX_SIZE &&
-		    r->wsb.st_dev == st->root_dev && mono_ms() >= st->solo_until) {
+		if (ok && st->group && !r->adopted && r->size <= FS_GROUP_MAX_SIZE &&
+		    r->wsb.st_dev == st->root_dev && loop_clock_ms() >= st->solo_until) {
 			stage(r);
 			return true;
 		}
@@ -1692,11 +1682,11 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	if (no && no[0] >= '0' && no[0] <= '9') {
 		long v = strtol(no, NULL, 10);
 
-		st->slow_ms = v < 0 || v > 3600000 ? 3600000 : v;
+		st->slow_ms = v < 0 || v > 3600000 ? 3600000 : (uint64_t)v;
 	}
 	no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
-	if (!(no && strcmp(no, "1") == 0) && syncfs_reports_errors() && fstatfs(fd, &sfs) == 0 &&
-	    fstat(fd, &rsb) == 0) {
+	if (cfg->fsync && !(no && strcmp(no, "1") == 0) && syncfs_reports_errors() &&
+	    fstatfs(fd, &sfs) == 0 && fstat(fd, &rsb) == 0) {
 		st->root_dev = rsb.st_dev;
 		switch ((unsigned long)sfs.f_type) {
 		case EXT4_SUPER_MAGIC: /* = ext2's and ext3's */

@@ -2069,7 +2069,6 @@ static bool head_source(struct store_req *r, call_done_fn on_done, struct err *e
 	return head(r, r->src, r->src_key, on_done, e);
 }
 
-/* CopyObject; false (nothing started) on failure. */
 /* The sums of the copy's source, as a stat or the caller saw it. */
 static void src_sums(struct store_req *r, const struct obj_info *info)
 {
@@ -2079,6 +2078,7 @@ static void src_sums(struct store_req *r, const struct obj_info *info)
 	r->src_crc = info->crc32c;
 }
 
+/* CopyObject; false (nothing started) on failure. */
 static bool copy_single(struct store_req *r, struct err *e)
 {
 	struct s3_call *c = call_new(r, copy_done, S3_ERROR_BODY_MAX);

@@ -12,15 +12,8 @@ e2e_need_servers
 trap 'kill ${PROXY_PID:-} 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
 
 d_init leases || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
-mkdir -p "$D_DIR/disk"
-cat >>"$D_CONF" <<CONF
-store "disk" {
-  type = "fs"
-  root = "$D_DIR/disk"
-  fsync = false
-}
-CONF
+d_mirrors
+d_add_fs disk "$D_DIR/disk" "  fsync = false"
 py - "$D_ROOT" <<'PY'
 import os, sys
 root = sys.argv[1]

@@ -44,14 +44,9 @@ fi
 unprivileged=0
 [ "$(id -u)" != 0 ] || [ ${#as[@]} -gt 0 ] && unprivileged=1
 
-sed -i -e "s|conninfo = \"\\(.*\\)\"|conninfo = \"\\1 user=$PGUSER\"|" -e '/^sync /d' "$D_CONF"
-cat >>"$D_CONF" <<CONF
-store "full" {
-  type = "fs"
-  root = "$FULL"
-}
-sync { mirrors = { "full" } }
-CONF
+sed -i -e "s|conninfo = \"\\(.*\\)\"|conninfo = \"\\1 user=$PGUSER\"|" "$D_CONF"
+d_add_fs full "$FULL"
+d_mirrors full
 
 # d_start, as the unprivileged user
 start_daemon() {

@@ -24,7 +24,7 @@ seed=${IMGSYNC_TORTURE_SEED:-$(($(od -An -tu4 -N4 /dev/urandom) % 2147483647))}
 diag "seed $seed (again: IMGSYNC_TORTURE_SEED=$seed${IMGSYNC_TORTURE:+ IMGSYNC_TORTURE=$IMGSYNC_TORTURE} tests/run faults-multi)"
 
 d_init multimove || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 sed -i 's/^ *concurrency = .*/  concurrency = 8/' "$D_CONF"
 mkdir -p "$D_DIR/app"
 

@@ -220,7 +220,7 @@ check "the daemon stops cleanly (exit $D_RC)" test "$D_RC" = 0
 
 new_db faultsmove || { fail "set-up"; done_testing; exit 1; }
 ROLES="$ROLES $DROLE"
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 # fewer transfers at once: the move lasts long enough for every fault
 sed -i 's/^ *concurrency = .*/  concurrency = 8/' "$D_CONF"
 py - "$D_ROOT" "$MOVE_N" <<'PY'

@@ -216,7 +216,7 @@ check "an object of 11 MB is mirrored in parts" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
 check "... and three of 33 MB" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'rr/%' AND 'cloud' = ANY (stores)" 3 60
 d_stop
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%' OR key LIKE 'rr/%'" >/dev/null
 rm -rf "$D_ROOT/mp" "$D_ROOT/etag" "$D_ROOT/rr"
 check "imgsyncd starts again" d_start
@@ -307,7 +307,7 @@ TLS_PID=$!
 for _ in $(seq 50); do [ -s "$D_DIR/tls.port" ] && break; sleep 0.1; done
 TLS="https://127.0.0.1:$(cat "$D_DIR/tls.port")"
 sed -i "s|endpoint = \"$PROXY\"|endpoint = \"$TLS\"|" "$D_CONF"
-echo 'sync { mirrors = { "cloud" } }' >>"$D_CONF"
+d_mirrors cloud
 check "imgsyncd starts with an https endpoint" d_start
 images tls 1
 check "an untrusted certificate fails the upload" \

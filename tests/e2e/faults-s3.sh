@@ -80,7 +80,7 @@ diag "mirrored at ${SECONDS}s"
 # 2. a move fs -> S3: the mirrored images only lose their source copy, the
 # others are copied through the faults first
 d_stop
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 check "imgsyncd starts without mirrors" d_start
 d_sql "SELECT count(imgsync.put(k, 'local', 'image/jpeg')) FROM ($(keys_sql "$N_MIRROR" $((N - 1)))) s(k)" >/dev/null
 check "the new images are catalogued" wait_sql "SELECT count(*) FROM imgsync.work" 0 30

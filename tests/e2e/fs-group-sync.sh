@@ -3,7 +3,8 @@
 # the small puts that have written their data are made durable together
 # (one syncfs for the data, the names, a second one), and still land
 # byte-exact, whole, and under their names only; new images and rewrites
-# of existing files alike, next to a large image, which syncs alone.
+# of existing files alike, next to a large image, which syncs alone, as do
+# the puts onto a mount under the root.
 # A group whose syncfs is slow sends the puts back to syncing one by one;
 # IMGSYNC_FS_NO_GROUP_SYNC=1 turns the groups off; a kill -9 amid the groups
 # leaves nothing half-written and the restart finishes the work.
@@ -13,15 +14,8 @@ e2e_need_servers
 
 d_init groupsync || { fail "set-up"; done_testing; exit 1; }
 MIRROR="$D_DIR/mirror"
-mkdir -p "$MIRROR"
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
-cat >>"$D_CONF" <<CONF
-store "mirror" {
-  type = "fs"
-  root = "$MIRROR"
-}
-sync { mirrors = { "mirror" } }
-CONF
+d_add_fs mirror "$MIRROR"
+d_mirrors mirror
 
 fstype=$(stat -f -c %T "$MIRROR")
 case $fstype in
@@ -92,6 +86,24 @@ check "... the mirror holds the new contents, byte-exact" same_tree burst
 check "... no temporary name left behind by the renames ($(hidden))" test "$(hidden)" = 0
 read -r ng mx sum <<<"$(groups "$D_LOG")"
 check "... in groups too ($((ng - before)) more)" test "$ng" -gt "$before"
+
+# --- a mount under the root: a syncfs of the root's file system would not
+# sync it, so its puts sync one by one ---
+if [ "$(id -u)" = 0 ] && mkdir -p "$MIRROR/mnt" &&
+	mount -t tmpfs -o size=16m imgsync-group "$MIRROR/mnt" 2>"$D_DIR/mount.err"; then
+	trap 'umount -l "$MIRROR/mnt" 2>/dev/null; d_cleanup; _e2e_cleanup' EXIT
+	mk mnt 300 f
+	before=$ng
+	puts mnt 300
+	check "300 images under a mount below the mirror's root are mirrored" \
+		wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'mnt/%' AND 'mirror' = ANY (stores)" 300 60
+	check "... byte-exact" same_tree mnt
+	read -r ng mx sum <<<"$(groups "$D_LOG")"
+	check "... each synced alone ($((ng - before)) groups more)" test "$ng" = "$before"
+	umount -l "$MIRROR/mnt"
+else
+	skip "a mount under the root" "cannot mount a tmpfs here: $(cat "$D_DIR/mount.err" 2>/dev/null || echo 'not root')"
+fi
 d_stop
 check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
 

@@ -23,16 +23,9 @@ MIRROR="$D_DIR/mirror"   # the fs mirror's root
 OUT="$D_DIR/outside"     # what planted symlinks point at
 SIB="$D_DIR/sibling"     # must stay empty
 SCR="$D_DIR/scratch"     # this test's own files
-mkdir -p "$MIRROR" "$OUT" "$SIB" "$SCR"
-grep -v '^sync ' "$D_CONF" >"$SCR/conf"
-cat >>"$SCR/conf" <<CONF
-store "mirror" {
-  type = "fs"
-  root = "$MIRROR"
-}
-sync { mirrors = { "cloud", "mirror" } }
-CONF
-cp "$SCR/conf" "$D_CONF"
+mkdir -p "$OUT" "$SIB" "$SCR"
+d_add_fs mirror "$MIRROR"
+d_mirrors cloud mirror
 
 # hex of a key given as a Python string literal's value
 hexkey() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }

@@ -9,7 +9,7 @@
 e2e_need_servers
 
 d_init crash || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 # fewer transfers at once: slower, so the kills land where the test wants
 sed -i 's/^ *concurrency = .*/  concurrency = 8/' "$D_CONF"
 conc=$(sed -n 's/^ *concurrency = //p' "$D_CONF")

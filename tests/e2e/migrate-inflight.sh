@@ -13,7 +13,7 @@
 e2e_need_servers
 
 d_init inflight || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 . tests/harness/faultproxy.sh
 : >"$D_DIR/proxy.control"
 fp_start --control "$D_DIR/proxy.control" --stall-seconds 5
@@ -72,7 +72,7 @@ d_stop
 # lost): kept; an older object: replaced; the application's newer version,
 # written there after the catalog's record with its put() to come: never
 # replaced, and once the put commits it is the image.
-echo 'sync { mirrors = { "cloud" } }' >>"$D_CONF"
+d_mirrors cloud
 mkdir -p "$D_ROOT/mir"
 printf 'the same bytes' >"$D_ROOT/mir/same.png"
 printf 'an older object' | oracle_rgw put "$D_BUCKET" "$(hex mir/old.png)" - >/dev/null

@@ -9,7 +9,7 @@
 e2e_need_servers
 
 d_init live || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 sed -i 's/^ *concurrency = .*/  concurrency = 8/' "$D_CONF"
 ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }
 

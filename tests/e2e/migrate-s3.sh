@@ -7,7 +7,7 @@
 e2e_need_servers
 
 d_init s3mig || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 d_add_archive "$IMGSYNC_TEST_RGW_ENDPOINT" '  multipart_threshold = 5M\n  part_size = 5M' ||
 	fail "second bucket"
 # a migration waited for, with a bound: a daemon that is not there must
@@ -99,7 +99,7 @@ check "imgsyncctl verify local archive finds no difference (exit $rc): $(tail -1
 # one mirror to copy to lends its own file (12 MB: downloaded in ranges)
 head -c 12000000 /dev/urandom >"$D_DIR/m.bin"
 oracle_rgw put "$ARCHIVE" "$(printf '%s' m/one.jpg | od -An -tx1 | tr -d ' \n')" "$D_DIR/m.bin" >/dev/null
-echo 'sync { mirrors = { "local" } }' >>"$D_CONF"
+d_mirrors local
 kill -HUP "$D_PID"
 check "a reload makes the filesystem a mirror" wait_for_log "mirrors now: local"
 d_sql "SELECT imgsync.put('m/one.jpg', 'archive', 'image/jpeg')" >/dev/null
@@ -112,14 +112,9 @@ d_stop
 # after its record of the image, but not moments ago (no put() of it is
 # coming): never replaced, reported for an operator to decide.  Between two
 # directories, whose files' times a test can set.
-sed -i 's/^sync { mirrors = { "local" } }$//' "$D_CONF"
+d_mirrors
+d_add_fs back "$D_DIR/back"
 mkdir -p "$D_DIR/back/taken" "$D_ROOT/taken"
-cat >>"$D_CONF" <<CONF
-store "back" {
-  type = "fs"
-  root = "$D_DIR/back"
-}
-CONF
 printf 'the catalog version' >"$D_ROOT/taken/t.jpg"
 touch -d '10 minutes ago' "$D_ROOT/taken/t.jpg"
 d_sql "SELECT imgsync.put('taken/t.jpg', 'local', 'image/jpeg');

@@ -8,7 +8,7 @@
 e2e_need_servers
 
 d_init url || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 sed -i "s|^  layout = \"plain\"\$|&\n  public_url = \"https://cdn.example.com/img/\"|" "$D_CONF"
 sed -i '0,/public_url/{/public_url/d}' "$D_CONF" # the fs store has none
 ctl() { "$BUILD/imgsyncctl" -c "$D_CONF" "$@"; }

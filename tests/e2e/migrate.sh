@@ -9,7 +9,7 @@ e2e_need_servers
 
 d_init migrate || { fail "set-up"; done_testing; exit 1; }
 # no mirrors here: the migration alone moves the images
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 status() { d_sql "SELECT state || ' ' || done || '/' || total || ' ' || failed || ' ' || skipped FROM imgsync.migration_status WHERE id = $1"; }
 
 py - "$D_ROOT" "$D_DIR/manifest" <<'PY'

@@ -34,7 +34,7 @@ rand() { # N: a number in [0, N) in R
 }
 
 d_init torture || { fail "set-up"; done_testing; exit 1; }
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 rand 3
 conc=$((8 << R))
 sed -i "s/^ *concurrency = .*/  concurrency = $conc/" "$D_CONF"

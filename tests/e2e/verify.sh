@@ -131,7 +131,7 @@ check "an unreachable database: exit 69 (exit $rc): $(cat "$D_DIR/nodb.err")" te
 
 # --- ImageAttach layouts, after a move from the file system to S3 ---
 d_init verify_ia imageattach imageattach || fail "set-up imageattach"
-sed -i 's/^sync { mirrors = { "cloud" } }$//' "$D_CONF"
+d_mirrors
 mkdir -p "$D_ROOT/user-picture/345/12" "$D_ROOT/user-picture/7/0"
 printf 'jpeg bytes' >"$D_ROOT/user-picture/345/12/12345.100x80.jpe"
 printf 'png bytes' >"$D_ROOT/user-picture/7/0/7.640x480.png"

@@ -44,6 +44,29 @@ CONF
 	"$BUILD/imgsyncctl" -c "$D_CONF" init >/dev/null
 }
 
+# d_add_fs NAME ROOT [SETTINGS]: a file system store NAME at ROOT (made);
+# SETTINGS, lines joined by "\n", go into it
+d_add_fs() {
+	mkdir -p "$2"
+	cat >>"$D_CONF" <<CONF
+store "$1" {
+  type = "fs"
+  root = "$2"
+$(printf '%b' "${3:-}")
+}
+CONF
+}
+
+# d_mirrors [NAME...]: the sync section mirrors to these stores (none: no
+# sync section)
+d_mirrors() {
+	local list= s
+	sed -i '/^sync /d' "$D_CONF"
+	[ $# -gt 0 ] || return 0
+	for s in "$@"; do list="$list${list:+, }\"$s\""; done
+	echo "sync { mirrors = { $list } }" >>"$D_CONF"
+}
+
 # d_add_archive ENDPOINT [SETTINGS]: a second bucket of radosgw
 # (ARCHIVE, created) as the store "archive", reached at ENDPOINT (radosgw
 # or a proxy in front of it); SETTINGS, lines joined by "\n", go into it
