@@ -134,6 +134,7 @@ struct mig {
 	const char *home;    /* the image's new home store */
 	const char *unstore; /* a store that no longer holds it */
 	const char *next_step;
+	double next_delay; /* ... not before this many seconds (see mig_copied) */
 };
 
 struct item {
@@ -487,6 +488,17 @@ static void item_free(struct item *it)
 	free(it);
 }
 
+/* When the object was written, in seconds (0: unknown).  A whole-second
+ * time (S3's Last-Modified) counts as the end of its second: compared with
+ * the catalog's times, an object is taken for written later rather than
+ * earlier, never for an earlier version it may not be. */
+static double written_at(const struct obj_info *o)
+{
+	if (o->mtime <= 0)
+		return 0;
+	return (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0);
+}
+
 static double backoff_s(int attempts)
 {
 	double cap = SYNC_BACKOFF_BASE_S;
@@ -652,7 +664,8 @@ static void item_finish(struct item *it)
 		}
 		if (!first)
 			buf_putc(b, '}');
-		if (it->src >= 0 && (it->got.size || !it->failed))
+		/* what was read: a put's source, or a migration's */
+		if ((it->src >= 0 || it->mig.put.stored) && (it->got.size || !it->failed))
 			buf_printf(b, ",\"size\":%llu", (unsigned long long)it->got.size);
 		if (it->got.has_md5) {
 			char hex[33];
@@ -678,6 +691,8 @@ static void item_finish(struct item *it)
 		}
 		if (!it->failed && it->mig.next_step)
 			buf_printf(b, ",\"next_step\":\"%s\"", it->mig.next_step);
+		if (!it->failed && it->mig.next_step && it->mig.next_delay > 0)
+			buf_printf(b, ",\"delay\":%.3f", it->mig.next_delay);
 		if (!it->failed && it->mig.next_step && it->mig.copied_tag[0]) {
 			buf_puts(b, ",\"src_tag\":");
 			json_str(b, it->mig.copied_tag);
@@ -748,7 +763,7 @@ static enum taken taken_verdict(const struct item *it, int i, const struct obj_i
 	 * multipart object, which says what was meant to arrive */
 	bool plain = o->has_md5 && strlen(o->etag) == 32 && strchr(o->etag, '-') == NULL;
 	bool same = compared == 1;
-	bool older = o->mtime > 0 && it->changed_at > 0 && (double)o->mtime <= it->changed_at + 1.0;
+	bool older = o->mtime > 0 && it->changed_at > 0 && written_at(o) <= it->changed_at + 1.0;
 	double now = (double)time(NULL);
 
 	if (is_stray(it, i, o))
@@ -1213,7 +1228,7 @@ static bool still_removed_one(const struct item *it, const struct obj_info *o)
 {
 	if (it->size_known && o->size != it->size)
 		return false;
-	if (o->mtime > 0 && (double)o->mtime > it->changed_at + 1.0)
+	if (o->mtime > 0 && written_at(o) > it->changed_at + 1.0)
 		return false;
 	return true;
 }
@@ -1227,7 +1242,7 @@ static bool still_removed_one(const struct item *it, const struct obj_info *o)
  * (S3's Last-Modified) counts as the end of its second. */
 static bool superseded(const struct item *it, const struct obj_info *o)
 {
-	double written = (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0);
+	double written = written_at(o);
 	double limit = it->stale_until + 1.0;
 
 	if (o->mtime <= 0 || it->stale_until <= 0)
@@ -1445,16 +1460,38 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 	item_fail(it, &m, is_permanent(e->code));
 }
 
-/* the copy is in place and verified */
+/* The copy is in place and verified.  A move's source copy goes next --
+ * not at once if the application wrote it after the catalog's record of
+ * the version being moved (within written_after_put()'s grace, or while
+ * its put() transaction was open) and moments ago: those may be newer
+ * bytes whose put() is about to commit and name that file.  The delete
+ * then waits for the put (which starts the key over, the new version
+ * copied) for what is left of SYNC_PUT_GRACE_S.  The copy holds the bytes
+ * meanwhile; a file no put() follows is deleted when the wait is over. */
 static void mig_copied(struct item *it)
 {
 	struct mig *m = &it->mig;
+	struct timespec ts;
+	double written = written_at(&it->got), now;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
 
 	m->put.stored = true;
 	snprintf(m->copied_tag, sizeof(m->copied_tag), "%s", it->got.tag);
 	if (m->move) {
 		m->home = m->target;
 		m->next_step = "delete-source";
+		if (it->origin && strcmp(it->origin, m->source) == 0 && it->changed_at > 0 &&
+		    written > it->changed_at && written + SYNC_PUT_GRACE_S > now) {
+			m->next_delay = written + SYNC_PUT_GRACE_S - now;
+			log_msg(
+			    LOG_INFO, &(struct log_fields){.key = it->key, .migration = m->id},
+			    "migration %lld: \"%s\" was written %.3f s after the catalog's record "
+			    "of it: its source copy goes in %.0f s, unless a put() of it comes "
+			    "first",
+			    m->id, it->key, written - it->changed_at, m->next_delay);
+		}
 	} else {
 		m->outcome = "done";
 		m->bytes = it->got.size;
@@ -1696,15 +1733,13 @@ static bool written_after_put(const struct item *it, const struct obj_info *o, s
 	 * elsewhere are imgsync's own, written after the put() */
 	if (it->origin == NULL || strcmp(it->mig.source, it->origin) != 0)
 		return false;
-	if (it->changed_at <= 0 || o->mtime <= 0 || (double)o->mtime <= it->changed_at + 1.0 ||
-	    (double)o->mtime < now - SYNC_PUT_GRACE_S)
+	if (it->changed_at <= 0 || o->mtime <= 0 || written_at(o) <= it->changed_at + 1.0 ||
+	    written_at(o) < now - SYNC_PUT_GRACE_S)
 		return false;
 	err_set(e, ERR_TRANSIENT,
-		"the source was written %.0f s after the catalog's record of \"%s\" (its put()), "
-		"%.0f s "
-		"ago: waiting for the application's put() of it (at most %d s)",
-		(double)o->mtime - it->changed_at, it->key, now - (double)o->mtime,
-		SYNC_PUT_GRACE_S);
+		"the source was written %.1f s after the catalog's record of \"%s\" (its put()), "
+		"%.0f s ago: waiting for the application's put() of it (at most %d s)",
+		written_at(o) - it->changed_at, it->key, now - written_at(o), SYNC_PUT_GRACE_S);
 	return true;
 }
 

@@ -1120,6 +1120,11 @@ DECLARE
 		 ORDER BY w.not_before
 		 FOR UPDATE OF w SKIP LOCKED;
 	ks text[] := '{}';
+	-- the claim's time, taken once its rows are locked: the transaction's
+	-- start (now()) can precede the commit of the result that freed a row
+	-- (exchange() writes results before it claims), and the attempt log
+	-- would then show two claims of one key at once
+	t timestamptz;
 BEGIN
 	IF n > 0 THEN
 		FOR r IN ready LOOP
@@ -1130,10 +1135,11 @@ BEGIN
 	IF cardinality(ks) = 0 THEN
 		RETURN;
 	END IF;
+	t := clock_timestamp();
 	RETURN QUERY
 	WITH u AS (
 		UPDATE imgsync.work w
-		   SET lease_owner = daemon, lease_until = now() + lease,
+		   SET lease_owner = daemon, lease_until = t + lease,
 		       lease_token = nextval('imgsync.lease_tokens'),
 		       attempts = w.attempts + 1, updated_at = now()
 		 WHERE w.key = ANY (ks)
@@ -1143,7 +1149,7 @@ BEGIN
 	       i.version, i.stores, coalesce(i.deleted, true), i.size,
 	       -- a remove: when it was removed; otherwise when its home copy was written
 	       extract(epoch FROM CASE WHEN i.deleted THEN i.updated_at ELSE i.home_at END)
-		   ::double precision, now(),
+		   ::double precision, t,
 	       m.id, u.step, m.source, m.target, m.mode, m.dry_run, m.verify, u.source_tag,
 	       u.stale, extract(epoch FROM u.stale_until)::double precision,
 	       -- "store=tag,...": no JSON parsing in C
@@ -1372,7 +1378,11 @@ BEGIN
 				       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
 				       THEN greatest(w.attempts - 1, 0)
 				       ELSE w.attempts END,
-		       not_before = CASE WHEN a.act IN ('takeover', 'next') THEN now()
+		       -- a next step may come with a wait (a move's source copy
+		       -- written moments ago: see mig_copied() in daemon/sync.c)
+		       not_before = CASE WHEN a.act = 'takeover' THEN now()
+					 WHEN a.act = 'next'
+					 THEN now() + make_interval(secs => coalesce(r.delay, 0))
 					 WHEN a.act IN ('retry', 'dead')
 					 THEN now() + make_interval(secs => coalesce(r.delay, 1))
 					 ELSE w.not_before END,

@@ -153,7 +153,11 @@ d_sql "SELECT key, op, state, step, attempts, last_error FROM imgsync.work LIMIT
 d_sql "SELECT imgsync.cancel_migration($m)" >/dev/null
 check "the migration ends as done, nothing failed" \
 	test "$(d_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m")" = "done 0"
-diag "caught up at ${SECONDS}s: $(d_sql "SELECT done || ' done, ' || skipped || ' skipped of ' || total FROM imgsync.migration_status WHERE id = $m")"
+diag "caught up at ${SECONDS}s: $(d_sql "SELECT state || ': ' || done || ' done, ' || failed || ' failed, ' || skipped || ' skipped of ' || total || coalesce(' (' || last_error || ')', '') FROM imgsync.migration_status WHERE id = $m")"
+d_sql "SELECT key, last_error FROM imgsync.migration_failures WHERE migration = $m LIMIT 5" | sed 's/^/# failure: /'
+grep -h "failed for good" "$D_DIR"/imgsyncd.*.log | head -5 | sed 's/^/# /'
+d_sql "SELECT count(*) || ' x ' || e FROM (SELECT regexp_replace(error, '\"[^\"]*\"', '\"…\"', 'g') e
+       FROM imgsync.attempts WHERE NOT ok) a GROUP BY e ORDER BY count(*) DESC LIMIT 8" | sed 's/^/# failed attempts: /'
 
 live=$(wc -l <"$D_DIR/app/manifest")
 nrem=$(wc -l <"$D_DIR/app/removed")

@@ -119,8 +119,9 @@ d_stop
 
 # The application rewrites a source copy in place after it was copied and
 # before its put() commits.  The state is set up as a move leaves it between
-# its two steps (copied and committed, the source's tag recorded), with the
-# file written again since: the source copy must not be deleted.
+# its two steps (copied and committed, the size and the source's tag
+# recorded), with the file written again since, at another size: the source
+# copy must not be deleted, and the key waits for the put (no failure).
 printf 'version one' >"$D_ROOT/late.png"
 d_sql "SELECT imgsync.put('late.png', 'local', 'image/png')" >/dev/null
 check "imgsyncd starts again" d_start
@@ -128,7 +129,7 @@ check "the image is recorded" wait_sql "SELECT count(*) FROM imgsync.work" 0
 d_stop
 m=$(ctl migrate local cloud --prefix late | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
 printf 'version one' | oracle_rgw put "$D_BUCKET" "$(printf late.png | od -An -tx1 | tr -d ' \n')" - >/dev/null
-d_sql "UPDATE imgsync.images SET origin = 'cloud', stores = '{cloud,local}' WHERE key = 'late.png';
+d_sql "UPDATE imgsync.images SET origin = 'cloud', stores = '{cloud,local}', size = 11 WHERE key = 'late.png';
        UPDATE imgsync.migrations SET cursor = 'late.png', scanned = true WHERE id = $m;
        INSERT INTO imgsync.work (key, op, migration, step, source_tag)
        VALUES ('late.png', 'migrate', $m, 'delete-source', 'the tag of version one')" >/dev/null
@@ -136,6 +137,8 @@ printf 'version two, not committed yet' >"$D_ROOT/late.png"
 check "imgsyncd starts again" d_start
 check "a source copy written again since it was copied is not deleted" \
 	wait_sql "SELECT last_error LIKE '%changed since it was copied%' FROM imgsync.work WHERE key = 'late.png'" t 20
+check "... and it is to be tried again, not failed" \
+	test "$(d_sql "SELECT state FROM imgsync.work WHERE key = 'late.png'")" = pending
 check "... the new bytes are still there" test "$(cat "$D_ROOT/late.png")" = "version two, not committed yet"
 d_sql "SELECT imgsync.put('late.png', 'local', 'image/png')" >/dev/null
 check "once the application's put commits, the new version moves" \
@@ -225,5 +228,53 @@ check "... the application's version is the image, on S3 only" \
 check "... with its bytes" test "$(s3_cat taken/newer.png)" = "the application, on S3 now"
 left=$(find "$D_ROOT/taken" -type f | wc -l)
 check "... and the source is empty ($left files)" test "$left" = 0
+d_stop
+
+# The application writes a source copy again in place, its put() still to
+# come, before the move reaches it: the move waits for the put (spending
+# no attempt) instead of moving bytes the catalog does not describe and
+# deleting the file the put is about to name.  Once the put commits, the
+# new version moves.
+mkdir -p "$D_ROOT/again"
+printf 'version one' >"$D_ROOT/again/a.png"
+d_sql "SELECT imgsync.put('again/a.png', 'local', 'image/png')" >/dev/null
+sleep 2.1
+printf 'version two, its put to come' >"$D_ROOT/again/a.png.tmp"
+mv "$D_ROOT/again/a.png.tmp" "$D_ROOT/again/a.png"
+m=$(ctl migrate local cloud --prefix again/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "a source written again after its put, the put to come, is waited for" \
+	wait_sql "SELECT last_error LIKE '%waiting for the application''s put() of it%' FROM imgsync.work WHERE key = 'again/a.png'" t 20
+check "... spending no attempt, the file left alone" \
+	test "$(d_sql "SELECT attempts FROM imgsync.work WHERE key = 'again/a.png'"):$(cat "$D_ROOT/again/a.png")" = "0:version two, its put to come"
+d_sql "SELECT imgsync.put('again/a.png', 'local', 'image/png')" >/dev/null
+check "once the put commits, the new version moves" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 30
+check "... to S3, with its bytes" test "$(s3_cat again/a.png)" = "version two, its put to come"
+check "... and the source copy is gone" test ! -e "$D_ROOT/again/a.png"
+d_stop
+
+# The same within the second of grace the application has to write the
+# file after its put() began: the move copies what it finds, but deletes
+# the source copy only once the put had time to commit.  It does: the key
+# starts over, and the new version moves.
+printf 'version one' >"$D_ROOT/again/b.png"
+d_sql "SELECT imgsync.put('again/b.png', 'local', 'image/png')" >/dev/null
+sleep 0.3
+printf 'version two, its put to come' >"$D_ROOT/again/b.png.tmp"
+mv "$D_ROOT/again/b.png.tmp" "$D_ROOT/again/b.png"
+m=$(ctl migrate local cloud --prefix again/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "a source written moments after its put() is copied, its deletion put off" \
+	wait_sql "SELECT step || ' ' || (not_before > now() + interval '20 seconds') FROM imgsync.work WHERE key = 'again/b.png'" "delete-source true" 20
+check "... saying so" grep -q 'migration [0-9]*: "again/b.png" was written 0\.[0-9]* s after the catalog.s record of it: its source copy goes in [0-9]* s, unless a put() of it comes first' "$D_LOG"
+check "... the file left alone" test "$(cat "$D_ROOT/again/b.png")" = "version two, its put to come"
+d_sql "SELECT imgsync.put('again/b.png', 'local', 'image/png')" >/dev/null
+check "once the put commits, the key starts over and moves" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 20
+check "... to S3, with its bytes" test "$(s3_cat again/b.png)" = "version two, its put to come"
+check "... the catalog says so" \
+	test "$(d_sql "SELECT origin || ' ' || array_to_string(stores, ',') || ' ' || size FROM imgsync.images WHERE key = 'again/b.png'")" = "cloud cloud 28"
+check "... and the source copy is gone" test ! -e "$D_ROOT/again/b.png"
 d_stop
 done_testing

@@ -95,6 +95,8 @@ check "the catalog says every image is on S3, and only there" \
 check_bucket "every object at the target is byte-exact" "$D_BUCKET" "$D_DIR/manifest"
 check "the status view has rates and timestamps" \
 	test "$(d_sql "SELECT finished_at IS NOT NULL AND started_at IS NOT NULL FROM imgsync.migration_status WHERE id = $m")" = t
+check "... and the bytes moved, every image's ($(d_sql "SELECT bytes_done || ' bytes, ' || bytes_per_s || ' bytes/s' FROM imgsync.migration_status WHERE id = $m"))" \
+	test "$(d_sql "SELECT bytes_done = $want AND bytes_per_s > 0 FROM imgsync.migration_status WHERE id = $m")" = t
 # commands as NOTIFY payloads, as from a psql session
 d_sql "NOTIFY imgsync, '{\"command\": \"migrate\", \"source\": \"cloud\", \"target\": \"local\", \"mode\": \"copy\", \"prefix\": \"a/00/\"}'" >/dev/null
 check "a migration started by a raw NOTIFY runs to the end" \
