@@ -499,6 +499,15 @@ static double written_at(const struct obj_info *o)
 	return (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0);
 }
 
+/* The wall clock, to compare with objects' times and the catalog's. */
+static double wall_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static double backoff_s(int attempts)
 {
 	double cap = SYNC_BACKOFF_BASE_S;
@@ -1471,11 +1480,10 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 static void mig_copied(struct item *it)
 {
 	struct mig *m = &it->mig;
-	struct timespec ts;
-	double written = written_at(&it->got), now;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	now = (double)ts.tv_sec + ts.tv_nsec / 1e9;
+	/* a whole second counts as its start here: an S3 object written in
+	 * the second of its put() is taken for the one put (no wait) */
+	double written = it->got.mtime_fine ? written_at(&it->got) : (double)it->got.mtime;
+	double now = wall_s();
 
 	m->put.stored = true;
 	snprintf(m->copied_tag, sizeof(m->copied_tag), "%s", it->got.tag);
@@ -1727,7 +1735,7 @@ static void mig_put_done(void *arg, const struct err *e)
  * file written long after its put() (restored, touched) moves as it is. */
 static bool written_after_put(const struct item *it, const struct obj_info *o, struct err *e)
 {
-	double now = (double)time(NULL);
+	double now = wall_s();
 
 	/* only the home store holds what the application writes; copies
 	 * elsewhere are imgsync's own, written after the put() */
