@@ -673,8 +673,11 @@ static void item_finish(struct item *it)
 		}
 		if (!first)
 			buf_putc(b, '}');
-		/* what was read: a put's source, or a migration's */
-		if ((it->src >= 0 || it->mig.put.stored) && (it->got.size || !it->failed))
+		/* what was read: a put's source, or a migration's where the
+		 * catalog has no size (one it has stays: the delete step checks
+		 * the source against it) */
+		if ((it->src >= 0 || (it->mig.put.stored && !it->size_known)) &&
+		    (it->got.size || !it->failed))
 			buf_printf(b, ",\"size\":%llu", (unsigned long long)it->got.size);
 		if (it->got.has_md5) {
 			char hex[33];
@@ -1480,8 +1483,11 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 static void mig_copied(struct item *it)
 {
 	struct mig *m = &it->mig;
-	/* a whole second counts as its start here: an S3 object written in
-	 * the second of its put() is taken for the one put (no wait) */
+	/* A whole second counts as its start here: an S3 object written in
+	 * the second of its put() is taken for the one put (no wait).  Every
+	 * fresh image of a follow move from S3 would wait otherwise; what is
+	 * left open is an object written again in place in the very second of
+	 * its previous put(), and copied before the new put() commits. */
 	double written = it->got.mtime_fine ? written_at(&it->got) : (double)it->got.mtime;
 	double now = wall_s();
 
@@ -1491,7 +1497,8 @@ static void mig_copied(struct item *it)
 		m->home = m->target;
 		m->next_step = "delete-source";
 		if (it->origin && strcmp(it->origin, m->source) == 0 && it->changed_at > 0 &&
-		    written > it->changed_at && written + SYNC_PUT_GRACE_S > now) {
+		    written > it->changed_at && written + SYNC_PUT_GRACE_S > now &&
+		    written <= now + 2.0) {
 			m->next_delay = written + SYNC_PUT_GRACE_S - now;
 			log_msg(
 			    LOG_INFO, &(struct log_fields){.key = it->key, .migration = m->id},
@@ -1741,8 +1748,10 @@ static bool written_after_put(const struct item *it, const struct obj_info *o, s
 	 * elsewhere are imgsync's own, written after the put() */
 	if (it->origin == NULL || strcmp(it->mig.source, it->origin) != 0)
 		return false;
+	/* a time in the future (a clock set wrong, a restored file) says
+	 * nothing: waiting for it would never end */
 	if (it->changed_at <= 0 || o->mtime <= 0 || written_at(o) <= it->changed_at + 1.0 ||
-	    written_at(o) < now - SYNC_PUT_GRACE_S)
+	    written_at(o) < now - SYNC_PUT_GRACE_S || written_at(o) > now + 2.0)
 		return false;
 	err_set(e, ERR_TRANSIENT,
 		"the source was written %.1f s after the catalog's record of \"%s\" (its put()), "
@@ -1897,10 +1906,53 @@ static void mig_looked(void *arg, const struct err *e)
 		item_finish(it);
 }
 
+static void mig_start_copy(struct item *it);
+
+/* A move whose target holds the image's version already (a mirror copied
+ * it) has the source copy looked at: one written after the catalog's
+ * record is not what the target holds.  Recent, its put() is waited for;
+ * older (written behind the catalog's back), it is copied over the
+ * target's as any source is.  Otherwise its tag is what the delete step
+ * deletes only if still there, as after a copy. */
+static void mig_held_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct mig *m = &it->mig;
+	struct err pe = {0};
+	const struct obj_info *o = &op->info;
+	double written = o->mtime_fine ? written_at(o) : (double)o->mtime;
+
+	op->busy = false;
+	op->req = NULL;
+	if (e && e->code == ERR_NOTFOUND) {
+		m->outcome = "done"; /* gone already */
+		m->bytes = it->size;
+		m->unstore = m->source;
+	} else if (e) {
+		mig_fail(it, e, "looking at the source");
+	} else if (written_after_put(it, o, &pe)) {
+		mig_fail(it, &pe, "looking at the source");
+	} else if (it->changed_at > 0 && o->mtime > 0 && written > it->changed_at + 1.0 &&
+		   written <= wall_s() + 2.0) {
+		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .migration = m->id},
+			"migration %lld: the source copy of \"%s\" was written %.0f s after the "
+			"catalog's record of the version store \"%s\" holds: copying it there",
+			m->id, it->key, written - it->changed_at, m->target);
+		m->replace = true; /* over the catalog's version */
+		mig_start_copy(it);
+		return;
+	} else {
+		it->got = *o;
+		mig_copied(it);
+		m->put.stored = false;
+	}
+	item_finish(it);
+}
+
 /* Start the item's migration duty: copy (and verify), or delete the source. */
 static void start_migrate(struct item *it)
 {
-	struct sync *s = it->sy;
 	struct mig *m = &it->mig;
 	struct buf key = BUF_INIT;
 	struct err e = {0};
@@ -1980,14 +2032,42 @@ static void start_migrate(struct item *it)
 			m->get.busy = true;
 		return;
 	}
+	if (in_tgt && m->move) {
+		/* the target holds this version already (a mirror, or an earlier
+		 * run): the source is looked at before it goes (mig_held_looked) */
+		m->get = (struct op){.it = it, .store = m->src};
+		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
+		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
+						      &m->get.info, mig_held_looked, &m->get,
+						      &m->get.req, &e);
+		buf_free(&key);
+		if (!ok) {
+			mig_fail(it, &e, "looking at the source");
+			item_finish(it);
+		} else
+			m->get.busy = true;
+		return;
+	}
 	if (in_tgt) {
-		/* the target holds this version already (a mirror, or an earlier run) */
+		/* a copy: the target holds this version already */
 		it->got.size = it->size;
 		mig_copied(it);
 		m->put.stored = false;
 		item_finish(it);
 		return;
 	}
+	mig_start_copy(it);
+}
+
+/* Copy the source to the target (mig_get_done() goes on). */
+static void mig_start_copy(struct item *it)
+{
+	struct sync *s = it->sy;
+	struct mig *m = &it->mig;
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+	bool ok;
+
 	/* Between buckets of one S3 server the server copies: a look at the
 	 * source (its size and ETag) and a copy request, no bytes through here.
 	 * With verify the source is read all the same, to compare with the

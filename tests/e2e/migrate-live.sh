@@ -277,4 +277,28 @@ check "... the catalog says so" \
 	test "$(d_sql "SELECT origin || ' ' || array_to_string(stores, ',') || ' ' || size FROM imgsync.images WHERE key = 'again/b.png'")" = "cloud cloud 28"
 check "... and the source copy is gone" test ! -e "$D_ROOT/again/b.png"
 d_stop
+
+# A move whose target holds the image already (a mirror copied it) looks
+# at the source before deleting it: written again in place since, its put()
+# to come, those bytes are nowhere else and stay until the put commits;
+# then the new version moves over the mirror's copy.
+printf 'version one' >"$D_ROOT/again/c.png"
+d_sql "SELECT imgsync.put('again/c.png', 'local', 'image/png')" >/dev/null
+printf 'version one' | oracle_rgw put "$D_BUCKET" "$(hex again/c.png)" - >/dev/null
+d_sql "UPDATE imgsync.images SET stores = '{cloud,local}', size = 11 WHERE key = 'again/c.png';
+       DELETE FROM imgsync.work WHERE key = 'again/c.png'" >/dev/null
+sleep 2.1
+printf 'version two, its put to come' >"$D_ROOT/again/c.png.tmp"
+mv "$D_ROOT/again/c.png.tmp" "$D_ROOT/again/c.png"
+m=$(ctl migrate local cloud --prefix again/c | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "a source the target holds already, written again since, waits for its put()" \
+	wait_sql "SELECT last_error LIKE '%looking at the source: the source was written%waiting for the application''s put() of it%' FROM imgsync.work WHERE key = 'again/c.png'" t 20
+check "... the file left alone" test "$(cat "$D_ROOT/again/c.png")" = "version two, its put to come"
+d_sql "SELECT imgsync.put('again/c.png', 'local', 'image/png')" >/dev/null
+check "once the put commits, the new version moves" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 30
+check "... over the mirror's copy" test "$(s3_cat again/c.png)" = "version two, its put to come"
+check "... and the source copy is gone" test ! -e "$D_ROOT/again/c.png"
+d_stop
 done_testing
