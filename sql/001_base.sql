@@ -936,7 +936,11 @@ DECLARE
 BEGIN
 	FOR m IN SELECT * FROM imgsync.migrations
 		  WHERE state = 'running' ORDER BY id FOR UPDATE SKIP LOCKED LOOP
-		room := win - (SELECT count(*) FROM imgsync.work w WHERE w.migration = m.id);
+		-- a source copy's delete put off for a put() that may come (see
+		-- mig_copied() in daemon/sync.c) takes no room: an application
+		-- writing many images that way would stall the scan for as long
+		room := win - (SELECT count(*) FROM imgsync.work w WHERE w.migration = m.id
+				  AND NOT (w.step = 'delete-source' AND w.not_before > now()));
 		IF NOT m.scanned AND room > 0 THEN
 			-- keys are never empty: '' starts the index scan at the first
 			SELECT array_agg(i.key ORDER BY i.key) INTO keys

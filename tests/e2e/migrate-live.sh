@@ -301,4 +301,32 @@ check "once the put commits, the new version moves" \
 check "... over the mirror's copy" test "$(s3_cat again/c.png)" = "version two, its put to come"
 check "... and the source copy is gone" test ! -e "$D_ROOT/again/c.png"
 d_stop
+
+# Many such images (an application that writes each file just after its
+# put() began) do not hold up the rest of a migration while their deletes
+# wait: 100 of them, more than the queue takes of one migration at a time
+# (2 x concurrency + 64 = 80), ahead of 40 ordinary ones.
+py - "$D_ROOT/many" <<'PY'
+import os, sys
+os.makedirs(sys.argv[1], exist_ok=True)
+for i in range(40):
+    open(os.path.join(sys.argv[1], "z%03d.png" % i), "w").write("ordinary %d" % i)
+PY
+d_sql "SELECT count(imgsync.put('many/' || k, 'local', 'image/png'))
+       FROM (SELECT 'a' || lpad(i::text, 3, '0') || '.png' k FROM generate_series(0, 99) i
+             UNION ALL SELECT 'z' || lpad(i::text, 3, '0') || '.png' FROM generate_series(0, 39) i) s" >/dev/null
+sleep 0.2
+for i in $(seq -w 0 99); do printf 'written just after its put %s' "$i" >"$D_ROOT/many/a0$i.png"; done
+m=$(ctl migrate local cloud --prefix many/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "the ordinary images move while the deletes of the others wait" \
+	wait_sql "SELECT count(*) FILTER (WHERE key LIKE 'many/z%' AND stores = '{cloud}') || ' '
+	                 || count(*) FILTER (WHERE key LIKE 'many/a%' AND stores = '{cloud,local}')
+	          FROM imgsync.images WHERE key LIKE 'many/%'" "40 100" 20
+d_sql "SELECT count(imgsync.put('many/a' || lpad(i::text, 3, '0') || '.png', 'local', 'image/png')) FROM generate_series(0, 99) i" >/dev/null
+check "once their puts commit, they move too" \
+	wait_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 140 0" 30
+left=$(find "$D_ROOT/many" -type f | wc -l)
+check "... and the source is empty ($left files)" test "$left" = 0
+d_stop
 done_testing
