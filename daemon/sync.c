@@ -1906,6 +1906,26 @@ static void mig_looked(void *arg, const struct err *e)
 		item_finish(it);
 }
 
+/* Look at the migration's source (DONE goes on). */
+static void mig_stat_source(struct item *it, store_done_fn done)
+{
+	struct mig *m = &it->mig;
+	struct store *src = it->g->stores[m->src];
+	struct buf key = BUF_INIT;
+	struct err e = {0};
+	bool ok;
+
+	m->get = (struct op){.it = it, .store = m->src};
+	ok = store_key(src, it->key, &it->attrs, &key, &e) &&
+	     src->ops->stat(src, buf_str(&key), &m->get.info, done, &m->get, &m->get.req, &e);
+	buf_free(&key);
+	if (!ok) {
+		mig_fail(it, &e, "looking at the source");
+		item_finish(it);
+	} else
+		m->get.busy = true;
+}
+
 static void mig_start_copy(struct item *it);
 
 /* A move whose target holds the image's version already (a mirror copied
@@ -2019,33 +2039,13 @@ static void start_migrate(struct item *it)
 		return;
 	}
 	if (m->dry_run) {
-		m->get = (struct op){.it = it, .store = m->src};
-		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
-						      &m->get.info, mig_measured, &m->get,
-						      &m->get.req, &e);
-		buf_free(&key);
-		if (!ok) {
-			mig_fail(it, &e, "looking at the source");
-			item_finish(it);
-		} else
-			m->get.busy = true;
+		mig_stat_source(it, mig_measured);
 		return;
 	}
 	if (in_tgt && m->move) {
 		/* the target holds this version already (a mirror, or an earlier
 		 * run): the source is looked at before it goes (mig_held_looked) */
-		m->get = (struct op){.it = it, .store = m->src};
-		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
-						      &m->get.info, mig_held_looked, &m->get,
-						      &m->get.req, &e);
-		buf_free(&key);
-		if (!ok) {
-			mig_fail(it, &e, "looking at the source");
-			item_finish(it);
-		} else
-			m->get.busy = true;
+		mig_stat_source(it, mig_held_looked);
 		return;
 	}
 	if (in_tgt) {
@@ -2078,16 +2078,7 @@ static void mig_start_copy(struct item *it)
 		m->target, m->server_copy ? " (server-side)" : "");
 	m->get = (struct op){.it = it, .store = m->src};
 	if (m->server_copy && !m->verify) {
-		ok = store_key(it->g->stores[m->src], it->key, &it->attrs, &key, &e) &&
-		     it->g->stores[m->src]->ops->stat(it->g->stores[m->src], buf_str(&key),
-						      &m->get.info, mig_get_done, &m->get,
-						      &m->get.req, &e);
-		buf_free(&key);
-		if (!ok) {
-			mig_fail(it, &e, "looking at the source");
-			item_finish(it);
-		} else
-			m->get.busy = true;
+		mig_stat_source(it, mig_get_done);
 		return;
 	}
 	if (it->g->stores[m->src]->ops->open_fd) {
