@@ -61,7 +61,7 @@
 #define SYNC_CLAIM_SHARE    4
 #define SYNC_BATCH_SHARE    4
 #define SYNC_BATCH_WAIT_MS  5
-#define SYNC_PUT_GRACE_S    30 /* see written_after_put() */
+#define SYNC_PUT_GRACE_S    30 /* see put_wait_s() */
 #define SYNC_BACKOFF_BASE_S 1.0
 #define SYNC_BACKOFF_CAP_S  300.0
 
@@ -497,6 +497,13 @@ static double written_at(const struct obj_info *o)
 	if (o->mtime <= 0)
 		return 0;
 	return (double)o->mtime + (o->mtime_fine ? o->mtime_ns / 1e9 : 1.0);
+}
+
+/* The same, with a whole second counting as its start: the earliest the
+ * object can have been written. */
+static double written_from(const struct obj_info *o)
+{
+	return o->mtime_fine ? written_at(o) : (double)(o->mtime > 0 ? o->mtime : 0);
 }
 
 /* The wall clock, to compare with objects' times and the catalog's. */
@@ -1472,6 +1479,30 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 	item_fail(it, &m, is_permanent(e->code));
 }
 
+/* How long a move waits before taking the home copy O (the source, the
+ * store the application writes to) for what the catalog records: O was
+ * written more than GRACE s after the catalog's record of the image, less
+ * than SYNC_PUT_GRACE_S ago, and the application's put() of it may be
+ * about to commit.  The seconds left of SYNC_PUT_GRACE_S, or 0: no wait.
+ * A whole second counts as its start (written_from()): an S3 object
+ * written in the second of its put() is taken for the one put, or every
+ * fresh image of a follow move from S3 would wait; what is left open is
+ * one written again in place in the very second of its previous put(),
+ * and copied before the new put() commits.  A time in the future (a clock
+ * set wrong, a restored file) says nothing: that wait would never end. */
+static double put_wait_s(const struct item *it, const struct obj_info *o, double grace)
+{
+	double written = written_from(o), now = wall_s();
+
+	/* copies elsewhere are imgsync's own, written after the put() */
+	if (it->origin == NULL || strcmp(it->origin, it->mig.source) != 0)
+		return 0;
+	if (it->changed_at <= 0 || written <= 0 || written <= it->changed_at + grace ||
+	    written + SYNC_PUT_GRACE_S <= now || written > now + 2.0)
+		return 0;
+	return written + SYNC_PUT_GRACE_S - now;
+}
+
 /* The copy is in place and verified.  A move's source copy goes next --
  * not at once if the application wrote it after the catalog's record of
  * the version being moved (within written_after_put()'s grace, or while
@@ -1483,30 +1514,20 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 static void mig_copied(struct item *it)
 {
 	struct mig *m = &it->mig;
-	/* A whole second counts as its start here: an S3 object written in
-	 * the second of its put() is taken for the one put (no wait).  Every
-	 * fresh image of a follow move from S3 would wait otherwise; what is
-	 * left open is an object written again in place in the very second of
-	 * its previous put(), and copied before the new put() commits. */
-	double written = it->got.mtime_fine ? written_at(&it->got) : (double)it->got.mtime;
-	double now = wall_s();
 
 	m->put.stored = true;
 	snprintf(m->copied_tag, sizeof(m->copied_tag), "%s", it->got.tag);
 	if (m->move) {
 		m->home = m->target;
 		m->next_step = "delete-source";
-		if (it->origin && strcmp(it->origin, m->source) == 0 && it->changed_at > 0 &&
-		    written > it->changed_at && written + SYNC_PUT_GRACE_S > now &&
-		    written <= now + 2.0) {
-			m->next_delay = written + SYNC_PUT_GRACE_S - now;
+		m->next_delay = put_wait_s(it, &it->got, 0);
+		if (m->next_delay > 0)
 			log_msg(
 			    LOG_INFO, &(struct log_fields){.key = it->key, .migration = m->id},
 			    "migration %lld: \"%s\" was written %.3f s after the catalog's record "
 			    "of it: its source copy goes in %.0f s, unless a put() of it comes "
 			    "first",
-			    m->id, it->key, written - it->changed_at, m->next_delay);
-		}
+			    m->id, it->key, written_from(&it->got) - it->changed_at, m->next_delay);
 	} else {
 		m->outcome = "done";
 		m->bytes = it->got.size;
@@ -1732,9 +1753,10 @@ static void mig_put_done(void *arg, const struct err *e)
 	}
 }
 
-/* A home copy (the store the application writes to) written after the
- * catalog's record of it (the last put(), or the move that made it the
- * home), moments ago: the application's put() of those bytes has most
+/* A home copy (the store the application writes to) written more than a
+ * second after the catalog's record of it (the last put(), or the move that
+ * made it the home; the second is the application's to write the file after
+ * its put() began), moments ago (put_wait_s()): the application's put() of those bytes has most
  * likely not committed yet.
  * Moving them now would record them under the old version and delete the
  * source, and the put() that follows would name a file that is gone.  So
@@ -1742,21 +1764,14 @@ static void mig_put_done(void *arg, const struct err *e)
  * file written long after its put() (restored, touched) moves as it is. */
 static bool written_after_put(const struct item *it, const struct obj_info *o, struct err *e)
 {
-	double now = wall_s();
+	double wait = put_wait_s(it, o, 1.0);
 
-	/* only the home store holds what the application writes; copies
-	 * elsewhere are imgsync's own, written after the put() */
-	if (it->origin == NULL || strcmp(it->mig.source, it->origin) != 0)
-		return false;
-	/* a time in the future (a clock set wrong, a restored file) says
-	 * nothing: waiting for it would never end */
-	if (it->changed_at <= 0 || o->mtime <= 0 || written_at(o) <= it->changed_at + 1.0 ||
-	    written_at(o) < now - SYNC_PUT_GRACE_S || written_at(o) > now + 2.0)
+	if (wait <= 0)
 		return false;
 	err_set(e, ERR_TRANSIENT,
 		"the source was written %.1f s after the catalog's record of \"%s\" (its put()), "
-		"%.0f s ago: waiting for the application's put() of it (at most %d s)",
-		written_at(o) - it->changed_at, it->key, now - written_at(o), SYNC_PUT_GRACE_S);
+		"%.0f s ago: waiting for the application's put() of it (at most %.0f s more)",
+		written_from(o) - it->changed_at, it->key, SYNC_PUT_GRACE_S - wait, wait);
 	return true;
 }
 
@@ -1941,7 +1956,7 @@ static void mig_held_looked(void *arg, const struct err *e)
 	struct mig *m = &it->mig;
 	struct err pe = {0};
 	const struct obj_info *o = &op->info;
-	double written = o->mtime_fine ? written_at(o) : (double)o->mtime;
+	double written = written_from(o);
 
 	op->busy = false;
 	op->req = NULL;
@@ -1953,7 +1968,7 @@ static void mig_held_looked(void *arg, const struct err *e)
 		mig_fail(it, e, "looking at the source");
 	} else if (written_after_put(it, o, &pe)) {
 		mig_fail(it, &pe, "looking at the source");
-	} else if (it->changed_at > 0 && o->mtime > 0 && written > it->changed_at + 1.0 &&
+	} else if (it->changed_at > 0 && written > it->changed_at + 1.0 &&
 		   written <= wall_s() + 2.0) {
 		log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .migration = m->id},
 			"migration %lld: the source copy of \"%s\" was written %.0f s after the "

@@ -302,6 +302,18 @@ check "... over the mirror's copy" test "$(s3_cat again/c.png)" = "version two, 
 check "... and the source copy is gone" test ! -e "$D_ROOT/again/c.png"
 d_stop
 
+# A source whose time is in the future (a clock set wrong, a file restored
+# with its time) says nothing about a put() to come: it moves, at once.
+printf 'from the future' >"$D_ROOT/again/d.png"
+d_sql "SELECT imgsync.put('again/d.png', 'local', 'image/png')" >/dev/null
+touch -d "@$(($(date +%s) + 3600))" "$D_ROOT/again/d.png"
+m=$(ctl migrate local cloud --prefix again/d | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "a source dated an hour ahead moves without waiting" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 15
+check "... to S3, with its bytes" test "$(s3_cat again/d.png)" = "from the future"
+d_stop
+
 # Many such images (an application that writes each file just after its
 # put() began) do not hold up the rest of a migration while their deletes
 # wait: 100 of them, more than the queue takes of one migration at a time
