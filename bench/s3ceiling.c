@@ -20,7 +20,9 @@
  * EXTRAS, a comma-separated list, adds what an imgsync PUT carries, to see
  * what each costs the server: md5 (Content-MD5), sha256 (the payload's
  * SHA-256 signed instead of UNSIGNED-PAYLOAD), type (Content-Type), absent
- * (If-None-Match: *, each key new: ceiling/<pid>-<n>).  The hashes are of
+ * (If-None-Match: *, each key new: ceiling/<pid>-<n>), new (each key new,
+ * without If-None-Match; otherwise 10,000 keys are written over and over).
+ * The hashes are of
  * the one body, computed once.
  */
 #include <curl/curl.h>
@@ -48,7 +50,7 @@ static struct sigv4_creds creds;
 static char *body;
 static size_t body_len;
 static unsigned long next_key;
-static bool x_md5, x_sha256, x_type, x_absent;
+static bool x_md5, x_sha256, x_type, x_absent, x_new;
 static char md5_b64[32], sha256_hex[65];
 
 static double now_s(void)
@@ -82,7 +84,7 @@ static void start(CURLM *multi, struct conn *c)
 	const char *ph = x_sha256 ? sha256_hex : SIGV4_UNSIGNED_PAYLOAD;
 	size_t nh = 0;
 
-	if (x_absent)
+	if (x_absent || x_new)
 		snprintf(path, sizeof(path), "/%s/ceiling/%ld-%lu", bucket, (long)getpid(),
 			 next_key++);
 	else
@@ -184,8 +186,10 @@ int main(int argc, char **argv)
 				x_type = true;
 			else if (strcmp(w, "absent") == 0)
 				x_absent = true;
+			else if (strcmp(w, "new") == 0)
+				x_new = true;
 			else
-				die("EXTRAS: md5, sha256, type, absent");
+				die("EXTRAS: md5, sha256, type, absent, new");
 		}
 		free(list);
 		EVP_Digest(body, body_len, md, &mdlen, EVP_md5(), NULL);
