@@ -762,6 +762,49 @@ struct qparam {
 	const char *value;
 };
 
+/*
+ * IMGSYNC_CURL_VERBOSE: libcurl's trace of each exchange on standard error,
+ * as its own would print it (text "* ", headers out "> ", in "< "; no
+ * bodies), except the value of a session token: the one secret that goes
+ * in a header (a signature is good for its one request only).
+ */
+static void trace_lines(char mark, const char *data, size_t size)
+{
+	static const char token[] = "x-amz-security-token:";
+
+	while (size > 0) {
+		const char *nl = memchr(data, '\n', size);
+		size_t n = nl ? (size_t)(nl - data) + 1 : size;
+		size_t shown = n;
+
+		while (shown > 0 && (data[shown - 1] == '\n' || data[shown - 1] == '\r'))
+			shown--;
+		if (shown > 0 || mark == '*') {
+			if (shown >= sizeof(token) - 1 &&
+			    strncasecmp(data, token, sizeof(token) - 1) == 0)
+				fprintf(stderr, "%c %.*s (hidden)\n", mark,
+					(int)(sizeof(token) - 1), data);
+			else
+				fprintf(stderr, "%c %.*s\n", mark, (int)shown, data);
+		}
+		data += n;
+		size -= n;
+	}
+}
+
+static int trace_http(CURL *easy, curl_infotype type, char *data, size_t size, void *arg)
+{
+	(void)easy;
+	(void)arg;
+	if (type == CURLINFO_TEXT)
+		trace_lines('*', data, size);
+	else if (type == CURLINFO_HEADER_OUT)
+		trace_lines('>', data, size);
+	else if (type == CURLINFO_HEADER_IN)
+		trace_lines('<', data, size);
+	return 0;
+}
+
 /* Build, sign and start one request.  body: mem/len, fd/off/len or post. */
 static bool call_start(struct store_req *r, struct s3_call *c, const char *method,
 		       const struct qparam *q, size_t nq, const char *payload_hash,
@@ -886,8 +929,10 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	/* big downloads: fewer, larger writes */
 	if (c->out_fd >= 0)
 		curl_easy_setopt(c->easy, CURLOPT_BUFFERSIZE, 256L * 1024);
-	if (getenv("IMGSYNC_CURL_VERBOSE"))
+	if (getenv("IMGSYNC_CURL_VERBOSE")) {
+		curl_easy_setopt(c->easy, CURLOPT_DEBUGFUNCTION, trace_http);
 		curl_easy_setopt(c->easy, CURLOPT_VERBOSE, 1L);
+	}
 	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
 	if (strcmp(method, "PUT") == 0) {
