@@ -131,9 +131,13 @@ check:
 
 # libFuzzer harnesses (tests/fuzz/), built with clang in $(BUILD)/fuzz.
 FUZZ_SECONDS ?= 60
+# The admin command parser is SQL: its harness runs against a throwaway
+# PostgreSQL, through the end-to-end test that starts one.
 fuzz:
 	@tests/harness/install-deps
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) tests/fuzz/run $(FUZZ_SECONDS)
+	@BUILD=$(BUILD) IMGSYNC_FUZZ_SECONDS=$(FUZZ_SECONDS) tests/run fuzz-command
 
 # The fault and crash tests at full length: more kills, more faults, more images.
 torture:

@@ -148,7 +148,12 @@ diag "moved back at ${SECONDS}s"
 
 d_stop
 check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
-check "imgsyncd never crashed" test -z "$(grep -E 'AddressSanitizer|runtime error|Segmentation' "$D_DIR"/imgsyncd.*.log)"
+# (under SANITIZE=1 the sanitizers' reports are files named by pid: tests/run)
+san=
+for p in ${D_PIDS:-}; do
+	san="$san$(ls "${IMGSYNC_SANITIZER_LOGS:-/nonexistent}"/*."$p" 2>/dev/null)"
+done
+check "imgsyncd never crashed" test -z "$(grep -E 'AddressSanitizer|runtime error|Segmentation' "$D_DIR"/imgsyncd.*.log)$san"
 kill -TERM "$PROXY_PID"
 wait "$PROXY_PID" 2>/dev/null
 for k in $KINDS; do
