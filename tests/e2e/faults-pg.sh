@@ -5,6 +5,8 @@
 #   - its role given a 50 ms statement_timeout, a 1 ms lock_timeout and a
 #     1 s idle_session_timeout (an operator's settings it must not trip on);
 #   - LOCK TABLE imgsync.work IN ACCESS EXCLUSIVE MODE held for 4 s;
+#   - during the move, 8 statements of the daemon's cancelled as they run
+#     (pg_cancel_backend: what a statement timeout does);
 #   - an application that writes images again and put()s them in a
 #     transaction that stays open 10 s (during the move: rows the
 #     migration is about to reach), and, during the move, images written
@@ -128,6 +130,31 @@ lock_work() { # SECONDS: LOCK TABLE imgsync.work held that long
 	faults=$((faults + 1))
 	diag "fault $faults at ${SECONDS}s: imgsync.work locked ACCESS EXCLUSIVE for $1 s"
 	d_sql "BEGIN; LOCK TABLE imgsync.work IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep($1); COMMIT" >/dev/null
+}
+
+cancel_storm() { # N SECONDS: statements of the daemon's seen running are cancelled, N of them (SECONDS at most)
+	local n
+	# server-side, a check every 2 ms: a psql per try would mostly miss
+	# the daemon's statements, which last milliseconds
+	# (pg_cancel_backend() in a WHERE may run before the other conditions,
+	# on every session: a loop over the daemon's pids instead)
+	n=$(psql -qXtA -d "$D_DB" -c "DO \$\$ DECLARE n int := 0; t0 timestamptz := clock_timestamp(); p int; BEGIN
+		WHILE n < $1 AND clock_timestamp() < t0 + interval '$2 s' LOOP
+			PERFORM pg_stat_clear_snapshot();
+			FOR p IN SELECT pid FROM pg_stat_activity
+				  WHERE usename = '$DROLE' AND state = 'active' AND pid <> pg_backend_pid() LOOP
+				IF pg_cancel_backend(p) THEN
+					n := n + 1;
+				END IF;
+			END LOOP;
+			PERFORM pg_sleep(0.002);
+		END LOOP;
+		RAISE NOTICE 'cancelled %', n; END \$\$" 2>&1)
+	printf '%s\n' "$n" | grep -v 'cancelled [0-9]' | sed 's/^/# /'
+	n=$(printf '%s\n' "$n" | sed -n 's/.*cancelled \([0-9]*\).*/\1/p')
+	CANCELLED=$((${CANCELLED:-0} + ${n:-0}))
+	faults=$((faults + 1))
+	diag "fault $faults at ${SECONDS}s: ${n:-no} statements of the daemon cancelled (pg_cancel_backend)"
 }
 
 role_timeouts() { # the role's settings, taking effect on its next sessions
@@ -284,12 +311,16 @@ for r in $(seq "$ROUNDS"); do
 	target=$((target + step))
 	at_done $target
 	lock_work 4
+	cancel_storm 8 30
 	target=$((target + step))
 	at_done $target
 	[ "$r" = 1 ] && role_timeouts
 	terminate_round
 	target=$((target + step))
 done
+n=$(grep -c 'canceling statement due to user request' "$D_LOG")
+check "moving: statements were cancelled under the daemon (${CANCELLED:-0}), and it said so ($n log lines)" \
+	test "${CANCELLED:-0}" -gt 0 -a "$n" -gt 0
 check "the move catches up: nothing queued, nothing left in the source" \
 	wait_sql "SELECT (SELECT count(*) FROM imgsync.work) + (SELECT count(*) FROM imgsync.images WHERE origin = 'local')" 0 60
 d_sql "SELECT imgsync.cancel_migration($m)" >/dev/null
@@ -306,5 +337,5 @@ check_bucket "moving: every image byte-identical on S3, nothing else there" "$D_
 common_checks moving
 d_stop
 check "the daemon stops cleanly (exit $D_RC)" test "$D_RC" = 0
-diag "figures: $faults faults injected, $((MIRROR_N + MOVE_N)) images checked byte-exact, ${SECONDS}s"
+diag "figures: $faults faults injected (${CANCELLED:-0} statements cancelled), $((MIRROR_N + MOVE_N)) images checked byte-exact, ${SECONDS}s"
 done_testing
