@@ -1475,7 +1475,9 @@ static void mig_fail(struct item *it, const struct err *e, const char *what)
 {
 	struct err m = *e;
 
-	err_prefix(&m, "migration %lld, %s: ", it->mig.id, what);
+	err_prefix(&m, "migration %lld from \"%s\" to \"%s\", %s: ", it->mig.id,
+		   it->mig.source ? it->mig.source : "?", it->mig.target ? it->mig.target : "?",
+		   what);
 	item_fail(it, &m, is_permanent(e->code));
 }
 

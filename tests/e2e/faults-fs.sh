@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Filesystem faults under a running imgsyncd mirroring one fs store to
-# another: the target disk full (a 2 MiB tmpfs as the mirror's root), a
-# source file it may not read, a target directory it may not write, a file
-# that vanishes between the put and the copy, a directory where a file
-# should go.
+# another: the target disk full (a 2 MiB tmpfs as the mirror's root; with
+# O_TMPFILE and with named temporary files), a source file it may not read,
+# a target directory it may not write, a file that vanishes between the put
+# and the copy, files that vanish during a move once the catalog has listed
+# them, a directory where a file should go.
 #
 # Each failure names the key, the store and the cause (in imgsync.dead_work
 # and the log); the other keys go on; once the fault is gone `imgsyncctl
@@ -103,6 +104,29 @@ if [ $mounted = 1 ]; then
 		wait_sql "SELECT 'full' = ANY (stores) FROM imgsync.images WHERE key = 'big.jpg'" t
 	check "... byte-exact" same big.jpg
 	check "... and so did the rest" sh -c 'for i in 1 2 3 4 5; do cmp -s "$1/small/$i.jpg" "$2/small/$i.jpg" || exit 1; done' _ "$D_ROOT" "$FULL"
+
+	# again with named temporary files (.NAME.imgsync-XXXXXXXX, renamed
+	# into place), as on a file system without O_TMPFILE: the half-written
+	# one must go, not stay beside the image
+	d_stop
+	IMGSYNC_FS_NO_TMPFILE=1 start_daemon || fail "imgsyncd starts with named temporary files"
+	head -c $((2048 * 1024)) /dev/zero >"$DISK/ballast" 2>/dev/null # the disk full
+	mk big2.jpg $((300 * 1024))
+	put big2.jpg
+	check "named temporary files: the image that does not fit ends dead" \
+		wait_sql "SELECT count(*) FROM imgsync.dead_work WHERE key = 'big2.jpg'" 1 20
+	m=$(dead big2.jpg)
+	case "$m" in *'store "full"'*'"big2.jpg"'*"No space left on device"*) pass "... saying why: $m" ;;
+	*) fail "... saying why (store, key, No space left on device)"; diag "$m" ;; esac
+	check "... nothing half-written under its name" test ! -e "$FULL/big2.jpg"
+	check "... and no temporary file left beside it ($(hidden))" test "$(hidden)" = 0
+	rm "$DISK/ballast"
+	ctl retry-dead >/dev/null
+	check "... space freed, retry-dead: it lands byte-exact" \
+		wait_sql "SELECT 'full' = ANY (stores) FROM imgsync.images WHERE key = 'big2.jpg'" t
+	check "... byte-exact" same big2.jpg
+	d_stop
+	start_daemon || fail "imgsyncd starts again"
 else
 	skip "target disk full: cannot mount a tmpfs here"
 fi
@@ -152,6 +176,37 @@ ctl retry-dead >/dev/null
 check "back in place, retry-dead: it lands" \
 	wait_sql "SELECT 'full' = ANY (stores) FROM imgsync.images WHERE key = 'vanish.jpg'" t
 check "... byte-exact" same vanish.jpg
+
+# --- files that vanish once the catalog has listed them, during a move ---
+# (a migration walks the catalog, not the directory: the catalog is its
+# listing; the files go after it and before the copies)
+for i in $(seq 20); do mk "mv/$i.jpg" 3000; done
+# a move deletes its sources: the daemon's user owns their directory
+[ ${#as[@]} -gt 0 ] && chown nobody "$D_ROOT/mv"
+d_sql "SELECT count(imgsync.put('mv/' || i || '.jpg', 'local')) FROM generate_series(1, 20) i" >/dev/null
+check "the images to move are mirrored first" \
+	wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'mv/%' AND 'full' = ANY (stores)" 20
+rm -rf "$D_DIR/mvfull"
+mkdir -p "$D_DIR/mvfull"
+d_sql "UPDATE imgsync.images SET stores = '{local}' WHERE key LIKE 'mv/%'" >/dev/null
+rm -r "$FULL/mv"
+for i in 3 7 11; do rm "$D_ROOT/mv/$i.jpg"; done
+out=$(timeout 120 "$BUILD/imgsyncctl" -c "$D_CONF" migrate local full --prefix mv/ --wait 2>&1)
+mid=$(d_sql "SELECT max(id) FROM imgsync.migrations")
+st=$(d_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = $mid")
+check "a move whose sources vanished in part ends: 17 done, 3 failed ($st)" test "$st" = "failed 17 3"
+m=$(d_sql "SELECT string_agg(last_error, ' | ' ORDER BY key) FROM imgsync.migration_failures WHERE migration = $mid")
+n=$(printf '%s' "$m" | grep -o 'does not exist' | wc -l)
+case "$m" in *'from "local" to "full"'*'"mv/11.jpg"'*) check "... each failure naming the key, the store and the cause ($n): ${m:0:160}" test "$n" = 3 ;;
+*) fail "... each failure naming the key, the store and the cause"; diag "$m" ;; esac
+check "... the other 17 moved byte-exact, gone from the source" \
+	sh -c 'n=0; for i in $(seq 20); do case $i in 3|7|11) continue ;; esac
+		[ ! -e "$1/mv/$i.jpg" ] && [ -s "$2/mv/$i.jpg" ] && n=$((n + 1)); done; [ $n = 17 ]' _ "$D_ROOT" "$FULL"
+check "... the catalog says so: 17 in full only, 3 still in local" \
+	test "$(d_sql "SELECT count(*) FILTER (WHERE stores = '{full}') || ' ' || count(*) FILTER (WHERE stores = '{local}') FROM imgsync.images WHERE key LIKE 'mv/%'")" = "17 3"
+check "... and the daemon goes on" kill -0 "$D_PID"
+d_sql "SELECT imgsync.remove('mv/' || i || '.jpg') FROM generate_series(1, 20) i" >/dev/null
+check "... removed, they are gone everywhere" wait_sql "SELECT count(*) FROM imgsync.work" 0
 
 # --- a directory where the file should go ---
 mkdir -p "$FULL/clash.jpg/inside"
