@@ -236,5 +236,6 @@ sed 's/^/# /' "$D_DIR/verify.out" | tail -2
 check "no temporary file left anywhere ($(hidden))" test "$(hidden)" = 0
 d_stop
 check "SIGTERM stops it cleanly (exit $D_RC)" test "$D_RC" = 0
+diag "figures: $([ $mounted = 1 ] && echo "2 full disks (O_TMPFILE, named temporary files), ")$([ $unprivileged = 1 ] && echo "2 permissions denied, ")4 sources vanished, 1 directory in the way; $(d_sql "SELECT count(*) FROM imgsync.images WHERE 'full' = ANY (stores)") images in the target, checked by imgsyncctl verify, ${SECONDS}s"
 [ $mounted = 1 ] && umount "$DISK"
 done_testing

@@ -3,7 +3,8 @@
 # ETag on uploads and downloads, no ETag at all, error bodies that are not
 # XML or are 50 MB long, a ListObjects answer that is not XML, an abort of a
 # failed upload that fails too, a corrupted download of an object uploaded
-# in parts, ranges of a download answered 503; and an https endpoint whose
+# in parts, ranges of a download answered 503 or with a Content-Range
+# that is not the range asked for; and an https endpoint whose
 # certificate is not trusted.
 # imgsync names what was wrong, does not crash, keeps its memory small and
 # records nothing as done that the server did not confirm; once the server
@@ -214,11 +215,13 @@ images mp 1 $((11 * 1024 * 1024))
 images rr 3 $((33 * 1024 * 1024 + 5))
 check "an object of 11 MB is mirrored in parts" \
 	wait_sql "SELECT count(*) FROM imgsync.images WHERE key = 'mp/000.png' AND 'cloud' = ANY (stores)" 1 60
+images wr 2 $((17 * 1024 * 1024 + 3))
 check "... and three of 33 MB" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'rr/%' AND 'cloud' = ANY (stores)" 3 60
+check "... and two of 17 MB" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'wr/%' AND 'cloud' = ANY (stores)" 2 60
 d_stop
 d_mirrors
-d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%' OR key LIKE 'rr/%'" >/dev/null
-rm -rf "$D_ROOT/mp" "$D_ROOT/etag" "$D_ROOT/rr"
+d_sql "UPDATE imgsync.images SET stores = '{cloud}', origin = 'cloud', home_at = now() WHERE key LIKE 'mp/%' OR key LIKE 'etag/%' OR key LIKE 'rr/%' OR key LIKE 'wr/%'" >/dev/null
+rm -rf "$D_ROOT/mp" "$D_ROOT/etag" "$D_ROOT/rr" "$D_ROOT/wr"
 check "imgsyncd starts again" d_start
 "$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud archive --prefix mp/ --wait >/dev/null 2>&1
 check "the object is copied in parts to the second bucket" \
@@ -254,9 +257,23 @@ whole=$(d_sql "SELECT count(*) FROM imgsync.attempts WHERE key LIKE 'rr/%' AND N
 check "failed ranges were asked for again ($again times, ${n503:-0} 503s)" test "$again" -gt 0
 check "... so fewer downloads failed whole ($whole) than 503s were answered" \
 	test "$whole" -lt "${n503:-0}"
+# ranges after the first answered with another size for the object
+# (Content-Range's total changed): each is asked for again, then the
+# download fails, and nothing is recorded (had the first range lied too,
+# the size would be wrong throughout, and the object's CRC-32C or MD5
+# catches that)
+mode "wrong_range 1" "only /wr/" "except =0-"
+m4=$("$BUILD/imgsyncctl" -c "$D_CONF" migrate cloud back --prefix wr/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "a wrong Content-Range: the downloads fail, saying the answer is not the range asked for" \
+	wait_sql "SELECT count(*) FROM imgsync.work WHERE key LIKE 'wr/%' AND last_error LIKE '%is not that range%'" 2 30
+check "... and none is moved ($(injected wrong_range) answers changed)" \
+	test "$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = ${m4:-0}")/$(injected wrong_range)" != 0/0 -a \
+	"$(d_sql "SELECT done FROM imgsync.migration_status WHERE id = ${m4:-0}")" = 0
 mode ""
+check "with honest answers that move finishes" \
+	wait_sql "SELECT state || ' ' || done || ' ' || failed FROM imgsync.migration_status WHERE id = ${m4:-0}" "done 2 0" 60
 diag "moves done at ${SECONDS}s"
-bad=$(cd "$D_DIR" && cat mp.manifest etag.manifest rr.manifest | py -c '
+bad=$(cd "$D_DIR" && cat mp.manifest etag.manifest rr.manifest wr.manifest | py -c '
 import hashlib, sys
 bad = 0
 for line in sys.stdin:
@@ -327,5 +344,5 @@ check "with ca_file the handshake passes (the stub server answers 503)" \
 	wait_for_log 'put "tls/000.png" failed' 30
 check "... and no TLS error is reported" test -z "$(grep 'tls/000.png' "$D_LOG" | grep 'TLS')"
 d_stop
-diag "done in ${SECONDS}s"
+diag "figures: $(awk '$1 !~ /^(requests|forwarded|connections|upstream_errors)$/ { n += $2 } END { print n + 0 }' "$PROXY_STATS") hostile answers ($(awk '$1 !~ /^(requests|forwarded|connections|upstream_errors)$/ && $2 > 0 { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$PROXY_STATS")), an untrusted certificate, ${SECONDS}s"
 done_testing

@@ -172,5 +172,5 @@ check "every corrupted upload was refused or caught ($((refused + caught)) for $
 	test $((refused + caught)) -ge "$n"
 n=$(awk '$1 == "corrupt_response" { print $2 }' "$PROXY_STATS")
 check "every corrupted download was caught ($badget for $n)" test "$badget" -ge "$n"
-diag "done in ${SECONDS}s"
+diag "figures: seed $SEED, $(awk '$1 !~ /^(requests|forwarded|connections|upstream_errors)$/ { n += $2 } END { print n + 0 }' "$PROXY_STATS") faults injected ($(awk '$1 !~ /^(requests|forwarded|connections|upstream_errors)$/ && $2 > 0 { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$PROXY_STATS") of $(awk '$1 == "requests" { print $2 }' "$PROXY_STATS") requests), $refused corrupted uploads refused and $caught caught by the ETag, $badget corrupted downloads caught, ${SECONDS}s"
 done_testing

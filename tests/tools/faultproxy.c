@@ -30,6 +30,8 @@
  *   no_etag           drop the ETag header of a PUT's answer
  *   wrong_etag        change one digit of the ETag of a PUT's or GET's answer
  *   stall_request     hold the request for stall_seconds before sending it on
+ *   wrong_range       change the last digit of the total in a 206 answer's
+ *                     Content-Range (the body is the range asked for)
  *
  * A fault that does not apply to a request (a body fault on a request with
  * no body, say) is not injected and not counted.  --only TEXT limits faults
@@ -87,6 +89,7 @@ enum fault {
 	F_NO_ETAG,
 	F_WRONG_ETAG,
 	F_STALL_REQ,
+	F_WRONG_RANGE,
 	F_COUNT,
 	F_NONE = F_COUNT,
 };
@@ -95,6 +98,7 @@ static const char *const fault_names[F_COUNT] = {
     "error500",	     "error503",	 "reset_request",   "reset_response", "stall",
     "truncate",	     "corrupt_response", "corrupt_request", "garbage_list",   "garbage_xml",
     "garbage_error", "huge_error",	 "no_etag",	    "wrong_etag",     "stall_request",
+    "wrong_range",
 };
 
 struct settings {
@@ -795,6 +799,16 @@ static bool serve_one(struct conn *c)
 
 		if (v && v < strstr(h, "\r\n")) {
 			*v = *v == '0' ? '1' : '0';
+			count(f, q.reqline);
+		}
+	}
+
+	if (f == F_WRONG_RANGE && is_get && a.status == 206) {
+		char *h = find_header(c->rhead, "Content-Range");
+		char *eol = h ? strstr(h, "\r\n") : NULL;
+
+		if (eol && eol[-1] >= '0' && eol[-1] <= '9') {
+			eol[-1] = eol[-1] == '0' ? '1' : '0';
 			count(f, q.reqline);
 		}
 	}
