@@ -95,10 +95,10 @@ enum fault {
 };
 
 static const char *const fault_names[F_COUNT] = {
-    "error500",	     "error503",	 "reset_request",   "reset_response", "stall",
-    "truncate",	     "corrupt_response", "corrupt_request", "garbage_list",   "garbage_xml",
-    "garbage_error", "huge_error",	 "no_etag",	    "wrong_etag",     "stall_request",
-    "wrong_range",
+    "error500",	    "error503",	   "reset_request",    "reset_response",
+    "stall",	    "truncate",	   "corrupt_response", "corrupt_request",
+    "garbage_list", "garbage_xml", "garbage_error",    "huge_error",
+    "no_etag",	    "wrong_etag",  "stall_request",    "wrong_range",
 };
 
 struct settings {
