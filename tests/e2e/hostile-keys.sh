@@ -12,7 +12,9 @@
 # either root (to a directory, to a file, relative and absolute) are
 # refused with a message naming the key, in both resolution modes
 # (openat2 and the O_NOFOLLOW walk), as are a FIFO and a directory planted
-# where an image should be.
+# where an image should be.  Names no put() made, planted in both stores
+# to forge imgsyncctl verify's lines (a newline, control bytes, invalid
+# UTF-8, dot segments), are listed as extras, escaped, one line each.
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -338,6 +340,37 @@ export IMGSYNC_FS_NO_OPENAT2=1
 check "imgsyncd starts with the O_NOFOLLOW walk" d_start
 symlink_round walk
 unset IMGSYNC_FS_NO_OPENAT2
+
+# --- hostile names a store lists (imgsyncctl verify) ---
+# objects and files no put() made, named to forge verify's lines or the
+# terminal's: listed as extra, shown escaped, one line each
+hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
+printf 'x' >"$SCR/one"
+for k in $'evil\nextra cloud forged.jpg' '../up.jpg' 'a//b.jpg' $'tab\tbell\a.jpg'; do
+	oracle_rgw put "$D_BUCKET" "$(hex "$k")" "$SCR/one" >/dev/null || fail "put a hostile object"
+done
+printf 'x' >"$MIRROR/"$'nl\nextra mirror forged.jpg'
+printf 'x' >"$MIRROR/"$'esc\033[31mred.jpg'
+printf 'x' >"$MIRROR/"$'bad\xffutf8.jpg'
+for s in cloud mirror; do
+	timeout 120 "$BUILD/imgsyncctl" -c "$D_CONF" verify local "$s" >"$SCR/verify-$s.out" 2>"$SCR/verify-$s.err"
+	rc=$?
+	check "verify local $s with hostile names in $s: differences, no crash (exit $rc)" \
+		test "$rc" -gt 0 -a "$rc" -lt 128
+	check "... no line forged by a name ($(grep -c "^extra $s forged" "$SCR/verify-$s.out"))" \
+		test "$(grep -c "^extra $s forged" "$SCR/verify-$s.out")" = 0
+	check "... no control byte in its output" \
+		test "$(LC_ALL=C grep -c $'[\x01-\x08\x0b-\x1f\x7f]' "$SCR/verify-$s.out" "$SCR/verify-$s.err" | awk -F: '{ n += $NF } END { print n }')" = 0
+done
+check "... the names shown escaped (\\x0a, \\xff), as extras" \
+	sh -c "grep -qF 'extra cloud \"evil\\x0aextra cloud forged.jpg\"' '$SCR/verify-cloud.out' &&
+	       grep -qF 'extra mirror \"nl\\x0aextra mirror forged.jpg\"' '$SCR/verify-mirror.out' &&
+	       grep -qF 'extra mirror \"bad\\xffutf8.jpg\"' '$SCR/verify-mirror.out'"
+grep -h -e '^extra cloud' -e '^extra mirror' "$SCR"/verify-*.out | head -8 | sed 's/^/# /'
+for k in $'evil\nextra cloud forged.jpg' '../up.jpg' 'a//b.jpg' $'tab\tbell\a.jpg'; do
+	oracle_rgw rm "$D_BUCKET" "$(hex "$k")" >/dev/null 2>&1
+done
+rm -f "$MIRROR/"$'nl\nextra mirror forged.jpg' "$MIRROR/"$'esc\033[31mred.jpg' "$MIRROR/"$'bad\xffutf8.jpg'
 
 # --- after all that ---
 printf 'after' >"$D_ROOT/after.jpg"
