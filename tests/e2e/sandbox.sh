@@ -110,6 +110,8 @@ for i in $(seq 50); do
 	sleep 0.1
 done
 check "imgsyncd runs under strace (pid ${daemon:-none})" test -n "$daemon"
+# killed on exit too: a tracer killed alone may leave it running
+D_PIDS="$D_PIDS $daemon"
 d_sql "SELECT count(imgsync.put(k, 'local', 'image/jpeg')) FROM (
 	 SELECT 's/' || (i % 4) || '/im ' || i || '.jpg' AS k FROM generate_series(0, 39) i
 	 UNION ALL SELECT 'big/one.jpg') s" >/dev/null
