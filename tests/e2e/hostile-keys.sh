@@ -346,7 +346,8 @@ unset IMGSYNC_FS_NO_OPENAT2
 # terminal's: listed as extra, shown escaped, one line each
 hex() { printf '%s' "$1" | od -An -tx1 | tr -d ' \n'; }
 printf 'x' >"$SCR/one"
-for k in $'evil\nextra cloud forged.jpg' '../up.jpg' 'a//b.jpg' $'tab\tbell\a.jpg'; do
+planted=($'evil\nextra cloud forged.jpg' '../up.jpg' 'a//b.jpg' $'tab\tbell\a.jpg')
+for k in "${planted[@]}"; do
 	oracle_rgw put "$D_BUCKET" "$(hex "$k")" "$SCR/one" >/dev/null || fail "put a hostile object"
 done
 printf 'x' >"$MIRROR/"$'nl\nextra mirror forged.jpg'
@@ -367,7 +368,7 @@ check "... the names shown escaped (\\x0a, \\xff), as extras" \
 	       grep -qF 'extra mirror \"nl\\x0aextra mirror forged.jpg\"' '$SCR/verify-mirror.out' &&
 	       grep -qF 'extra mirror \"bad\\xffutf8.jpg\"' '$SCR/verify-mirror.out'"
 grep -h -e '^extra cloud' -e '^extra mirror' "$SCR"/verify-*.out | head -8 | sed 's/^/# /'
-for k in $'evil\nextra cloud forged.jpg' '../up.jpg' 'a//b.jpg' $'tab\tbell\a.jpg'; do
+for k in "${planted[@]}"; do
 	oracle_rgw rm "$D_BUCKET" "$(hex "$k")" >/dev/null 2>&1
 done
 rm -f "$MIRROR/"$'nl\nextra mirror forged.jpg' "$MIRROR/"$'esc\033[31mred.jpg' "$MIRROR/"$'bad\xffutf8.jpg'

@@ -138,14 +138,9 @@ check "the fs store holds the 40 images byte-exact ($ok), the big one downloaded
 check "the bucket is empty after the move" test -z "$(s3_keys)"
 kill -HUP "$daemon"
 check "SIGHUP reloads the configuration" wait_for_log "reloaded $D_CONF" 20
-kill -TERM "$daemon"
-for i in $(seq 300); do
-	kill -0 "$tracer" 2>/dev/null || break
-	sleep 0.1
-done
-wait "$tracer" 2>/dev/null
-rc=$?
-check "SIGTERM stops it, exit $rc" test "$rc" = 0
+# strace exits with the daemon's status
+d_stop "$daemon" "$tracer"
+check "SIGTERM stops it, exit $D_RC" test "$D_RC" = 0
 
 # --- the trace against the unit --------------------------------------------------
 # the test's own tree is under /tmp too: only its store roots and the spool

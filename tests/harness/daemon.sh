@@ -113,15 +113,18 @@ d_start() {
 	return 1
 }
 
-# d_stop [PID]: SIGTERM and wait; the exit status is in D_RC
+# d_stop [PID [WAIT_PID]]: SIGTERM to PID and wait for WAIT_PID (default
+# PID: another when the daemon runs under a tracer that outlives it); the
+# exit status is in D_RC
 d_stop() {
 	local p=${1:-$D_PID} i
+	local w=${2:-$p}
 	kill -TERM "$p" 2>/dev/null
 	for i in $(seq 300); do
-		kill -0 "$p" 2>/dev/null || break
+		kill -0 "$w" 2>/dev/null || break
 		sleep 0.1
 	done
-	wait "$p" 2>/dev/null
+	wait "$w" 2>/dev/null
 	D_RC=$?
 }
 
