@@ -1507,7 +1507,7 @@ static double put_wait_s(const struct item *it, const struct obj_info *o, double
 
 /* The copy is in place and verified.  A move's source copy goes next --
  * not at once if the application wrote it after the catalog's record of
- * the version being moved (within written_after_put()'s grace, or while
+ * the version being moved (while put_wait_s() says its put() may come, or while
  * its put() transaction was open) and moments ago: those may be newer
  * bytes whose put() is about to commit and name that file.  The delete
  * then waits for the put (which starts the key over, the new version
