@@ -280,6 +280,23 @@ static void token_array(struct buf *b, struct item *items, uint64_t seq)
 	buf_putc(b, '}');
 }
 
+/* A text[] literal of the items' keys, {"a","b"}: every element quoted,
+ * '"' and '\\' escaped, so any key comes back byte for byte. */
+static void key_array(struct buf *b, const struct item *items)
+{
+	buf_putc(b, '{');
+	for (const struct item *it = items; it; it = it->next) {
+		buf_putc(b, '"');
+		for (const char *p = it->key; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				buf_putc(b, '\\');
+			buf_putc(b, *p);
+		}
+		buf_puts(b, it->next ? "\"," : "\"");
+	}
+	buf_putc(b, '}');
+}
+
 static int store_index(const struct sync_gen *g, const char *name)
 {
 	for (size_t i = 0; i < g->conf->nstores; i++)
@@ -2594,25 +2611,29 @@ static void heartbeat_done(void *arg, PGresult *res, const char *error)
 
 static void send_heartbeat(struct sync *s, uint64_t now)
 {
-	struct buf tokens = BUF_INIT;
+	struct buf keys = BUF_INIT, tokens = BUF_INIT;
 	char in_flight[16], objects[24], bytes[24];
-	const char *p[7];
+	const char *p[8];
 
+	key_array(&keys, s->items);
 	token_array(&tokens, s->items, ++s->hb_seq);
 	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
 	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)s->bytes_done);
 	p[0] = s->daemon_s;
-	p[1] = buf_str(&tokens);
-	p[2] = s->stopping ? "stopping" : "running";
-	p[3] = in_flight;
-	p[4] = objects;
-	p[5] = bytes;
-	p[6] = SYNC_LEASE;
-	if (buf_ok(&tokens, NULL) && pg_query(s->pg, SQL_HEARTBEAT, 7, p, heartbeat_done, s)) {
+	p[1] = buf_str(&keys);
+	p[2] = buf_str(&tokens);
+	p[3] = s->stopping ? "stopping" : "running";
+	p[4] = in_flight;
+	p[5] = objects;
+	p[6] = bytes;
+	p[7] = SYNC_LEASE;
+	if (buf_ok(&keys, NULL) && buf_ok(&tokens, NULL) &&
+	    pg_query(s->pg, SQL_HEARTBEAT, 8, p, heartbeat_done, s)) {
 		s->heartbeating = true;
 		s->hb_sent_at = now;
 	}
+	buf_free(&keys);
 	buf_free(&tokens);
 }
 

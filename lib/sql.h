@@ -65,7 +65,7 @@
 #define SQL_COMPLETE "SELECT * FROM imgsync.complete($1, $2::jsonb, $3)"
 /* answers with the tokens still held, each renewed or not (application-locked) */
 #define SQL_HEARTBEAT                                                                              \
-	"SELECT * FROM imgsync.heartbeat($1, $2::bigint[], $3, $4, $5, $6, $7::interval)"
+	"SELECT * FROM imgsync.heartbeat($1, $2::text[], $3::bigint[], $4, $5, $6, $7, $8::interval)"
 #define SQL_STOP  "SELECT imgsync.stop_daemon($1)"
 #define SQL_EVENT "SELECT imgsync.log_event($1, $2, $3)"
 /* an admin command arrived as a NOTIFY payload (parsed and checked in SQL) */

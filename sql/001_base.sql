@@ -162,12 +162,18 @@ CREATE TABLE imgsync.work (
 	strays jsonb,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
-);
+) WITH (fillfactor = 70);
+-- Every item's row is updated at least twice (its claim, its result or
+-- next step) and every daemon's heartbeat renews its leases: with room on
+-- the page and no index on the lease columns, each of those updates is
+-- HOT (no index entries written, none for VACUUM to clean).  So the leases
+-- are found by key (heartbeat() gets the daemon's keys) and, in the rare
+-- release of a whole daemon's leases (stop_daemon(), reap_daemon()), by a
+-- scan of the queue.
 CREATE INDEX images_url_pending ON imgsync.images (key) WHERE url_pending;
 CREATE INDEX images_origin ON imgsync.images (origin, key) WHERE NOT deleted;
 CREATE INDEX work_migration ON imgsync.work (migration) WHERE migration IS NOT NULL;
 CREATE INDEX work_ready ON imgsync.work (not_before) WHERE state = 'pending';
-CREATE INDEX work_leased ON imgsync.work (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE SEQUENCE imgsync.lease_tokens;
 
 -- Every attempt, for operators (and for tests that prove no key was worked
@@ -432,13 +438,19 @@ END
 $$;
 
 -- Liveness and counters; renews the leases of the claims named by tokens
--- and returns those it still holds, renewed or not: a claim missing from
+-- (keys: their keys, by which the rows are found) and returns those it
+-- still holds, renewed or not: a claim missing from
 -- the answer has lost its lease and must be dropped at once.  A row the
 -- application holds locked (a put() of the key in its open transaction) is
 -- not waited for: it is returned unrenewed, its lease running on.
-CREATE FUNCTION imgsync.heartbeat(daemon bigint, tokens bigint[], state text, in_flight int,
-				  objects_done bigint, bytes_done bigint, lease interval)
-RETURNS TABLE (token bigint, renewed boolean) LANGUAGE plpgsql VOLATILE AS $$
+CREATE FUNCTION imgsync.heartbeat(daemon bigint, keys text[], tokens bigint[], state text,
+				  in_flight int, objects_done bigint, bytes_done bigint,
+				  lease interval)
+RETURNS TABLE (token bigint, renewed boolean) LANGUAGE plpgsql VOLATILE
+-- by index, whatever the tables' statistics say (see complete_all()): a
+-- heartbeat that read the catalog or the queue whole every 10 s would
+-- cost a large installation more than all its work
+SET enable_seqscan = off AS $$
 BEGIN
 	-- alive: a daemon a successor took for gone (and whose leases it
 	-- released: they come back missing below) is running after all
@@ -453,7 +465,7 @@ BEGIN
 	RETURN QUERY
 	WITH mine AS (
 		SELECT w.key FROM imgsync.work w
-		 WHERE w.lease_owner = daemon AND w.lease_token = ANY (tokens)
+		 WHERE w.key = ANY (keys) AND w.lease_owner = daemon AND w.lease_token = ANY (tokens)
 		   FOR UPDATE SKIP LOCKED),
 	r AS (
 		UPDATE imgsync.work w SET lease_until = now() + lease
@@ -462,7 +474,7 @@ BEGIN
 	SELECT r.lease_token, true FROM r
 	UNION ALL
 	SELECT w.lease_token, false FROM imgsync.work w
-	 WHERE w.lease_owner = daemon AND w.lease_token = ANY (tokens)
+	 WHERE w.key = ANY (keys) AND w.lease_owner = daemon AND w.lease_token = ANY (tokens)
 	   AND w.key NOT IN (SELECT mine.key FROM mine);
 END
 $$;
@@ -1383,10 +1395,13 @@ BEGIN
 				       THEN greatest(w.attempts - 1, 0)
 				       ELSE w.attempts END,
 		       -- a next step may come with a wait (a move's source copy
-		       -- written moments ago: see mig_copied() in daemon/sync.c)
+		       -- written moments ago: see mig_copied() in daemon/sync.c);
+		       -- one without keeps its place in the queue, ahead of keys not
+		       -- yet begun, and the update stays HOT (not_before is indexed)
 		       not_before = CASE WHEN a.act = 'takeover' THEN now()
-					 WHEN a.act = 'next'
-					 THEN now() + make_interval(secs => coalesce(r.delay, 0))
+					 WHEN a.act = 'next' AND coalesce(r.delay, 0) > 0
+					 THEN now() + make_interval(secs => r.delay)
+					 WHEN a.act = 'next' THEN least(w.not_before, now())
 					 WHEN a.act IN ('retry', 'dead')
 					 THEN now() + make_interval(secs => coalesce(r.delay, 1))
 					 ELSE w.not_before END,

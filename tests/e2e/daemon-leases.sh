@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Leases under a heartbeat that beats all the time (IMGSYNC_HEARTBEAT_MS=1):
 # a 4,000-image move fs -> fs, claims answered while renewals are in
-# flight, ends with no lease given up.  An item claimed just after a
+# flight, ends with no lease given up.  The heartbeat finds leases by key
+# (a text[] the daemon writes): keys that such a literal must quote and
+# escape are renewed like the others.  An item claimed just after a
 # heartbeat left is not in that heartbeat's answer; taking its absence for
 # a lost lease drops the item, which then waits out its 60-s lease.  A
 # lease really taken by another claim is still given up at once.
@@ -23,6 +25,14 @@ for i in range(4000):
     with open(os.path.join(d, "i%05d.jpg" % i), "wb") as f:
         f.write(b"%05d" % i * 200)
 PY
+# 10 names of each kind a text[] literal must quote: 60 in all
+hostile=('q"uote' 'back\slash' '{brace}' 'com,ma' 'sp ace' 'NULL')
+for h in "${hostile[@]}"; do
+	for i in 0 1 2 3 4 5 6 7 8 9; do
+		mkdir -p "$D_ROOT/odd/$h" && printf '%s %s' "$h" "$i" >"$D_ROOT/odd/$h/é $i"
+		d_sql "SELECT imgsync.put(\$k\$odd/$h/é $i\$k\$, 'local')" >/dev/null
+	done
+done
 d_sql "SELECT count(imgsync.put(lpad((i % 40)::text, 2, '0') || '/i' || lpad(i::text, 5, '0') || '.jpg', 'local'))
          FROM generate_series(0, 3999) i" >/dev/null
 export IMGSYNC_HEARTBEAT_MS=1
@@ -30,15 +40,18 @@ check "imgsyncd starts with a heartbeat every millisecond" d_start
 check "... and says nothing of the setting" eval '! grep -q IMGSYNC_HEARTBEAT_MS "$D_LOG"'
 m=$(d_sql "SELECT imgsync.start_migration('local', 'disk')")
 # well within the lease: an item dropped by mistake would hold it up 60 s
-check "the move of 4,000 images ends within 45 s" \
+check "the move of 4,060 images ends within 45 s" \
 	wait_sql "SELECT state FROM imgsync.migration_status WHERE id = $m" done 45
-check "every image is on the target" test "$(find "$D_DIR/disk" -type f | wc -l)" = 4000
+check "every image is on the target" test "$(find "$D_DIR/disk" -type f | wc -l)" = 4060
+check "... the 60 odd names among them" test "$(find "$D_DIR/disk/odd" -type f | wc -l)" = 60
+check "... byte-exact" cmp "$D_DIR/disk/odd/back\\slash/é 7" <(printf 'back\\slash 7')
 check "... none at the source" test "$(find "$D_ROOT" -type f | wc -l)" = 0
 hb=$(d_sql "SELECT count(*) FROM imgsync.workers WHERE heartbeat_at > now() - interval '1 second'")
 check "the heartbeat kept beating ($hb worker seen in the last second)" test "$hb" = 1
 n=$(grep -c 'abandoning' "$D_LOG")
 check "no lease was given up ($n abandoned)" test "$n" = 0
 [ "$n" = 0 ] || grep -m 5 'abandoning' "$D_LOG" | sed 's/^/# /'
+check "no heartbeat failed" eval '! grep -q "heartbeat failed" "$D_LOG"'
 d_stop
 check "imgsyncd stops cleanly (exit $D_RC)" test "$D_RC" = 0
 

@@ -41,9 +41,17 @@ SELECT 'first ' || count(*) FROM claimed;
 SELECT count(imgsync.put('p/' || i || '.jpg', 'local')) FROM generate_series(1, 5000) i;
 BEGIN;
 CREATE TEMP TABLE before AS
-	SELECT relname, seq_scan FROM pg_stat_xact_user_tables WHERE schemaname = 'imgsync';
+	SELECT relname, seq_scan, n_tup_upd, n_tup_hot_upd
+	  FROM pg_stat_xact_user_tables WHERE schemaname = 'imgsync';
 TRUNCATE claimed;
 INSERT INTO claimed SELECT * FROM imgsync.exchange(:d, NULL, 5, 8, '60 s', 0) WHERE key IS NOT NULL;
+SELECT 'renewed ' || count(*) FILTER (WHERE h.renewed)
+  FROM imgsync.heartbeat(:d, (SELECT array_agg(key) FROM claimed),
+			 (SELECT array_agg(token) FROM claimed), 'running', 8, 0, 0, '60 s') h;
+SELECT 'updates work ' || (a.n_tup_upd - coalesce(b.n_tup_upd, 0)) || ' hot '
+       || (a.n_tup_hot_upd - coalesce(b.n_tup_hot_upd, 0))
+  FROM pg_stat_xact_user_tables a LEFT JOIN before b USING (relname)
+ WHERE a.schemaname = 'imgsync' AND a.relname = 'work';
 EXECUTE results;
 SELECT 'claimed ' || count(*) FROM claimed;
 SELECT 'scans ' || a.relname || ' ' || (a.seq_scan - coalesce(b.seq_scan, 0))
@@ -58,10 +66,16 @@ check "the session ran (exit $rc)" test "$rc" = 0
 [ "$rc" = 0 ] || sed 's/^/# /' "$T/plans.out"
 check "the first round claimed the one image" grep -qx 'first 1' "$T/plans.out"
 check "the claim took 8 of the 5,000 puts" grep -qx 'claimed 8' "$T/plans.out"
+check "a heartbeat renewed the 8 leases, found by key" grep -qx 'renewed 8' "$T/plans.out"
+# each claim and each renewal updates a queue row: with no index on the
+# lease columns and room on the page, none writes an index entry (HOT)
+u=$(sed -n 's/^updates work //p' "$T/plans.out")
+check "the claim's and the heartbeat's 16 updates of imgsync.work are all HOT (${u:-?})" \
+	test "${u:-x}" = "16 hot 16"
 check "their results took them off the queue" grep -qx 'left 4992' "$T/plans.out"
 for t in images work; do
 	n=$(sed -n "s/^scans $t //p" "$T/plans.out")
-	check "no whole scan of imgsync.$t in the claim and the results (${n:-?})" test "${n:-x}" = 0
+	check "no whole scan of imgsync.$t in the claim, a heartbeat and the results (${n:-?})" test "${n:-x}" = 0
 done
 
 # A trickle: 30 puts a fifth of a second apart, each mirrored before the
