@@ -6,7 +6,8 @@
 # plan PostgreSQL keeps scans them whole, a cost that grows with the
 # catalog at every batch.)  And at a trickle of puts a daemon claims once
 # per notification: the exchange that writes a result back claims with it,
-# so no empty claim follows each result.
+# so no empty claim follows each result.  The queue's updates (claims,
+# renewals, a move's next step) write no index entry (HOT).
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -77,6 +78,39 @@ for t in images work; do
 	n=$(sed -n "s/^scans $t //p" "$T/plans.out")
 	check "no whole scan of imgsync.$t in the claim, a heartbeat and the results (${n:-?})" test "${n:-x}" = 0
 done
+
+# A move's copy recorded: the key's row stays queued for its next step,
+# the source's delete, which comes without a wait and keeps its place in
+# the queue, so that update is HOT too.
+psql -qXtA -v ON_ERROR_STOP=1 -d "$DB" >"$T/move.out" 2>&1 <<'SQL'
+SELECT id AS d FROM imgsync.daemons \gset
+DELETE FROM imgsync.work; -- the puts left: the move is alone in the queue
+SELECT imgsync.start_migration('local', 'cloud') AS m \gset
+SELECT imgsync.advance_migrations(16);
+CREATE TEMP TABLE copying AS
+	SELECT * FROM imgsync.exchange(:d, NULL, 5, 8, '60 s', 0) WHERE key IS NOT NULL;
+BEGIN;
+CREATE TEMP TABLE before AS
+	SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+	 WHERE schemaname = 'imgsync' AND relname = 'work';
+SELECT count(*) FROM imgsync.exchange(:d,
+	(SELECT jsonb_agg(jsonb_build_object('key', key, 'gen', gen, 'token', token, 'op', 'migrate',
+		'ok', true, 'version', version, 'started_at', claimed_at, 'stores', '["cloud"]'::jsonb,
+		'migration', :m, 'home', 'cloud', 'next_step', 'delete-source', 'src_tag', 't@1'))
+	   FROM copying), 5, 0, '60 s', 0);
+SELECT 'next ' || count(*) FROM imgsync.work
+ WHERE step = 'delete-source' AND lease_token IS NULL AND not_before <= now();
+SELECT 'updates work ' || (a.n_tup_upd - b.n_tup_upd) || ' hot ' || (a.n_tup_hot_upd - b.n_tup_hot_upd)
+  FROM pg_stat_xact_user_tables a, before b
+ WHERE a.schemaname = 'imgsync' AND a.relname = 'work';
+COMMIT;
+SQL
+rc=$?
+check "the move's session ran (exit $rc)" test "$rc" = 0
+[ "$rc" = 0 ] || sed 's/^/# /' "$T/move.out"
+check "8 copies recorded: their delete steps are ready" grep -qx 'next 8' "$T/move.out"
+u=$(sed -n 's/^updates work //p' "$T/move.out")
+check "the 8 updates to the next step are HOT (${u:-?})" test "${u:-x}" = "8 hot 8"
 
 # A trickle: 30 puts a fifth of a second apart, each mirrored before the
 # next.  The daemon's session counts its calls of imgsync.claim() (those
