@@ -449,8 +449,11 @@ CREATE FUNCTION imgsync.heartbeat(daemon bigint, keys text[], tokens bigint[], s
 RETURNS TABLE (token bigint, renewed boolean) LANGUAGE plpgsql VOLATILE
 -- by index, whatever the tables' statistics say (see complete_all()): a
 -- heartbeat that read the catalog or the queue whole every 10 s would
--- cost a large installation more than all its work
-SET enable_seqscan = off AS $$
+-- cost a large installation more than all its work.  A scan with no index
+-- to use (imgsync.watched, an application's table in apply_url()) is then
+-- costed so high that PostgreSQL would compile it (JIT) at every call:
+-- jit = off, as in the queue's functions.
+SET enable_seqscan = off SET jit = off AS $$
 BEGIN
 	-- alive: a daemon a successor took for gone (and whose leases it
 	-- released: they come back missing below) is running after all
