@@ -236,13 +236,7 @@ static void stores_literal(struct buf *b, const struct conf *c)
 	for (size_t i = 0; i < c->nstores; i++) {
 		if (i)
 			buf_putc(b, ',');
-		buf_putc(b, '"');
-		for (const char *p = c->stores[i].name; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				buf_putc(b, '\\');
-			buf_putc(b, *p);
-		}
-		buf_putc(b, '"');
+		pg_array_elem(b, c->stores[i].name);
 	}
 	buf_putc(b, '}');
 }

@@ -268,33 +268,24 @@ static void json_str(struct buf *b, const char *v)
 	buf_putc(b, '"');
 }
 
-/* A bigint[] literal of the claim tokens in hand, {1,2,3}, for the
- * heartbeat SEQ; each item named remembers it. */
-static void token_array(struct buf *b, struct item *items, uint64_t seq)
+/* The leases in hand for the heartbeat SEQ, as array literals: the
+ * items' keys, {"a","b"}, by which the rows are found, and their claim
+ * tokens, {1,2}, in the same order; each item named remembers SEQ. */
+static void lease_arrays(struct buf *keys, struct buf *tokens, struct item *items, uint64_t seq)
 {
-	buf_putc(b, '{');
+	buf_putc(keys, '{');
+	buf_putc(tokens, '{');
 	for (struct item *it = items; it; it = it->next) {
-		buf_printf(b, "%lld%s", it->token, it->next ? "," : "");
+		pg_array_elem(keys, it->key);
+		buf_printf(tokens, "%lld", it->token);
+		if (it->next) {
+			buf_putc(keys, ',');
+			buf_putc(tokens, ',');
+		}
 		it->hb_seq = seq;
 	}
-	buf_putc(b, '}');
-}
-
-/* A text[] literal of the items' keys, {"a","b"}: every element quoted,
- * '"' and '\\' escaped, so any key comes back byte for byte. */
-static void key_array(struct buf *b, const struct item *items)
-{
-	buf_putc(b, '{');
-	for (const struct item *it = items; it; it = it->next) {
-		buf_putc(b, '"');
-		for (const char *p = it->key; *p; p++) {
-			if (*p == '"' || *p == '\\')
-				buf_putc(b, '\\');
-			buf_putc(b, *p);
-		}
-		buf_puts(b, it->next ? "\"," : "\"");
-	}
-	buf_putc(b, '}');
+	buf_putc(keys, '}');
+	buf_putc(tokens, '}');
 }
 
 static int store_index(const struct sync_gen *g, const char *name)
@@ -2615,8 +2606,7 @@ static void send_heartbeat(struct sync *s, uint64_t now)
 	char in_flight[16], objects[24], bytes[24];
 	const char *p[8];
 
-	key_array(&keys, s->items);
-	token_array(&tokens, s->items, ++s->hb_seq);
+	lease_arrays(&keys, &tokens, s->items, ++s->hb_seq);
 	snprintf(in_flight, sizeof(in_flight), "%d", s->nitems);
 	snprintf(objects, sizeof(objects), "%llu", (unsigned long long)s->objects_done);
 	snprintf(bytes, sizeof(bytes), "%llu", (unsigned long long)s->bytes_done);

@@ -504,3 +504,14 @@ nomem:
 	q_free(q);
 	return false;
 }
+
+void pg_array_elem(struct buf *b, const char *s)
+{
+	buf_putc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			buf_putc(b, '\\');
+		buf_putc(b, *s);
+	}
+	buf_putc(b, '"');
+}

@@ -23,6 +23,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 
+#include "buf.h"
 #include "err.h"
 #include "loop.h"
 
@@ -60,5 +61,9 @@ bool pg_query(struct pgconn *pg, const char *sql, int nparams, const char *const
 	      pg_result_fn cb, void *arg) WUR;
 /* Queries queued or in flight. */
 int pg_pending(const struct pgconn *pg);
+/* Appends S as one element of an array literal ({"a","b"}, for a text[]
+ * parameter): quoted, '"' and '\\' escaped, so that any string comes back
+ * byte for byte (the word NULL and "" included). */
+void pg_array_elem(struct buf *b, const char *s);
 
 #endif

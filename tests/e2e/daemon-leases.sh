@@ -27,12 +27,16 @@ for i in range(4000):
 PY
 # 10 names of each kind a text[] literal must quote: 60 in all
 hostile=('q"uote' 'back\slash' '{brace}' 'com,ma' 'sp ace' 'NULL')
+names=
 for h in "${hostile[@]}"; do
+	mkdir -p "$D_ROOT/odd/$h"
 	for i in 0 1 2 3 4 5 6 7 8 9; do
-		mkdir -p "$D_ROOT/odd/$h" && printf '%s %s' "$h" "$i" >"$D_ROOT/odd/$h/é $i"
-		d_sql "SELECT imgsync.put(\$k\$odd/$h/é $i\$k\$, 'local')" >/dev/null
+		printf '%s %s' "$h" "$i" >"$D_ROOT/odd/$h/é $i"
 	done
+	names="$names${names:+, }\$k\$$h\$k\$"
 done
+d_sql "SELECT count(imgsync.put('odd/' || h || '/é ' || i, 'local'))
+         FROM unnest(ARRAY[$names]) h, generate_series(0, 9) i" >/dev/null
 d_sql "SELECT count(imgsync.put(lpad((i % 40)::text, 2, '0') || '/i' || lpad(i::text, 5, '0') || '.jpg', 'local'))
          FROM generate_series(0, 3999) i" >/dev/null
 export IMGSYNC_HEARTBEAT_MS=1
