@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sysexits.h>
 #include <systemd/sd-daemon.h>
@@ -563,6 +564,26 @@ static int pool_threads(int concurrency)
 	return n < 4 ? 4 : n > 8 ? 8 : n;
 }
 
+/* Every item in flight holds a few descriptors (its source or spool file,
+ * a connection, a file being written), and up to twice transfer.concurrency
+ * items are in hand (sync_put_parked()): 1024 of them would not fit under
+ * the soft limit of 1024 systemd and most shells start with.  The loop
+ * uses epoll, never select(): raise the soft limit to the hard one. */
+static void raise_nofile(int concurrency)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+		return;
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)concurrency * 8 + 64)
+		log_warn("at most %llu open files (RLIMIT_NOFILE) for transfer.concurrency %d: "
+			 "raise LimitNOFILE= in the unit, or lower transfer.concurrency",
+			 (unsigned long long)rl.rlim_cur, concurrency);
+}
+
 /* Build the service in dependency order, run it, take it down in reverse.
  * Takes conf over. */
 static int service_run(struct conf *conf, const char *path)
@@ -592,6 +613,8 @@ static int service_run(struct conf *conf, const char *path)
 		rc = EX_OSERR;
 		goto out;
 	}
+	raise_nofile(conf->concurrency);
+	sv.env.parked = sync_put_parked;
 	if (!gen_open(conf, &sv.env, &sv.gen, &e)) {
 		log_error("%s", e.msg);
 		rc = e.code == ERR_CONFIG ? EX_CONFIG : EX_UNAVAILABLE;

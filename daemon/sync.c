@@ -107,6 +107,9 @@ struct op {
 	bool has_check; /* check: what the key holds, read, to compare */
 	int check;
 	struct vjob *vjob; /* the comparison, on the pool */
+	/* a put that waits only for a sync it shares with other puts
+	 * (sync_put_parked): its slot lends itself to another claim */
+	bool parked;
 };
 
 /* The migration duty of an item (see "Migrations" in sql/001_base.sql). */
@@ -391,7 +394,7 @@ static void op_cancel(struct op *op)
 {
 	if (op->busy && op->req)
 		op->it->g->stores[op->store]->ops->cancel(op->it->g->stores[op->store], op->req);
-	op->busy = false;
+	op->busy = op->parked = false;
 	op->req = NULL;
 }
 
@@ -1071,7 +1074,7 @@ static void put_done(void *arg, const struct err *e)
 	struct item *it = op->it;
 	const struct store_cfg *c = &it->g->conf->stores[op->store];
 
-	op->busy = false;
+	op->busy = op->parked = false;
 	op->req = NULL;
 	it->busy--;
 	if (e && e->code == ERR_EXISTS && !op->taken) {
@@ -1721,7 +1724,7 @@ static void mig_put_done(void *arg, const struct err *e)
 	struct mig *m = &it->mig;
 	struct err ve = {0};
 
-	op->busy = false;
+	op->busy = op->parked = false;
 	op->req = NULL;
 	if (e && e->code == ERR_EXISTS && !m->taken) {
 		mig_target_taken(it);
@@ -2295,14 +2298,60 @@ static void advanced(void *arg, PGresult *res, const char *error)
 	advance_back(arg, res, 0, 0, error);
 }
 
-/* How many items a claim would ask for now; 0: none is worth a claim. */
+/* Whether OP keeps the item from being parked: busy and not parked, or
+ * comparing on the pool; *parked counts the parked ones. */
+static bool op_active(const struct op *op, int *parked)
+{
+	if (op->vjob || (op->busy && !op->parked))
+		return true;
+	*parked += op->busy;
+	return false;
+}
+
+/* Whether all the item is waiting for is puts parked (sync_put_parked). */
+static bool item_parked(const struct item *it)
+{
+	int parked = 0;
+
+	if (it->mig.vjob || op_active(&it->mig.get, &parked) || op_active(&it->mig.put, &parked) ||
+	    op_active(&it->mig.back, &parked) || op_active(&it->mig.del, &parked))
+		return false;
+	for (size_t i = 0; i < it->g->conf->nstores; i++)
+		if (op_active(&it->ops[i], &parked) ||
+		    (it->sops && op_active(&it->sops[i], &parked)))
+			return false;
+	return parked > 0;
+}
+
+/* The store of the put OP (the done arg of every put: see store_env)
+ * needs nothing more of it but a sync it shares with other puts: once its
+ * item waits for nothing else, it leaves its transfer slot to a new claim. */
+void sync_put_parked(void *arg)
+{
+	struct op *op = arg;
+
+	if (!op->busy)
+		return;
+	op->parked = true;
+	if (item_parked(op->it))
+		claim(op->it->sy);
+}
+
+/* How many items a claim would ask for now; 0: none is worth a claim.
+ * Parked items (item_parked()) hold no transfer slot, up to as many
+ * again as transfer.concurrency: they still hold descriptors. */
 static int claim_room(const struct sync *s)
 {
-	int free_slots = s->g->conf->concurrency - s->nitems;
+	int conc = s->g->conf->concurrency, parked = 0, free_slots;
 
+	for (const struct item *it = s->items; it; it = it->next)
+		parked += item_parked(it);
+	free_slots = conc - (s->nitems - parked);
+	if (free_slots > 2 * conc - s->nitems)
+		free_slots = 2 * conc - s->nitems;
 	if (s->stopping || s->daemon == 0 || !pg_ready(s->pg) || free_slots <= 0)
 		return 0;
-	if (s->nitems > 0 && free_slots < s->g->conf->concurrency / SYNC_CLAIM_SHARE)
+	if (s->nitems > parked && free_slots < conc / SYNC_CLAIM_SHARE)
 		return 0; /* the items in flight claim again as they finish */
 	return free_slots < SYNC_CLAIM_MAX ? free_slots : SYNC_CLAIM_MAX;
 }

@@ -47,6 +47,10 @@ void sync_wake(struct sync *s);
  * it; write back results; release the leases; then call done(arg). */
 void sync_stop(struct sync *s, uint64_t grace_ms, void (*done)(void *arg), void *arg);
 void sync_stats(const struct sync *s, struct sync_stats *out);
+/* store_env.parked for the stores sync_new() and sync_reconfigure() are
+ * given: a put that waits only for a sync it shares with others lends its
+ * transfer slot to a new claim, up to as many again as transfer.concurrency. */
+void sync_put_parked(void *arg);
 
 /* Work from now on with conf and stores (a reload).  Items in flight finish
  * with the configuration they were claimed under; once the last of them is

@@ -109,6 +109,11 @@ enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
  */
 struct store_req {
 	struct workq_job job;
+	/* put: finished when stage() hands the put to the group job, so that
+	 * park_done() tells the owner before req_done() can (the pool's
+	 * finished jobs reach the loop in order) */
+	struct workq_job park_job;
+	void (*parked)(void *arg); /* the env's, or NULL */
 	struct fs_store *st;
 	enum fs_op op;
 	char *key;	     /* or the list prefix */
@@ -814,6 +819,8 @@ static void stage(struct store_req *r)
 {
 	struct fs_store *st = r->st;
 
+	if (r->parked)
+		workq_finish(st->base.env.wq, &r->park_job);
 	pthread_mutex_lock(&st->mu);
 	r->gnext = NULL;
 	*st->staged_tail = r;
@@ -1354,6 +1361,17 @@ out:
 	pthread_mutex_unlock(&st->mu);
 }
 
+/* On the loop: a put waits for its group's syncfs only (stage()).  Touches
+ * nothing of the store, which may be closed by now, as req_done(). */
+static void park_done(struct workq_job *job)
+{
+	struct store_req *r =
+	    (struct store_req *)((char *)job - offsetof(struct store_req, park_job));
+
+	if (!r->cancelled)
+		r->parked(r->arg);
+}
+
 /* On the loop: hand the results over, unless cancelled.  Touches nothing
  * of the store, which may be closed by now. */
 static void req_done(struct workq_job *job)
@@ -1436,6 +1454,8 @@ static bool put_start(struct store *s, const char *key, int fd, uint64_t size, b
 		return false;
 	r->size = size;
 	r->adopt = adopt;
+	r->parked = st->base.env.parked;
+	r->park_job.done = park_done;
 	r->if_absent = known && known->if_absent;
 	if (known)
 		memcpy(r->if_tag, known->if_tag, sizeof(r->if_tag));

@@ -40,6 +40,14 @@ struct store_env {
 	struct loop *loop;
 	struct http *http;
 	struct workq *wq;
+	/* Optional: called on the loop, with the done arg of a put() or
+	 * adopt(), when what is left of it is a wait it shares with other
+	 * puts (fs: its group's syncfs, which more puts joining does not
+	 * slow): its owner may start other work meanwhile.  done() still
+	 * follows, as always; parked is not called after done() or a
+	 * cancel(), nor at all for most puts.  Every put the stores of such
+	 * an env get must pass a done arg PARKED understands. */
+	void (*parked)(void *arg);
 };
 
 /* room for obj_info's tag and if_tag, their NUL included */

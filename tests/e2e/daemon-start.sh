@@ -34,4 +34,29 @@ sed "s/port=$PGPORT/port=1/" "$D_CONF" >"$D_DIR/down.conf"
 run_daemon "$D_DIR/down.conf"
 check "PostgreSQL unreachable at start: exit 69 after retries (got $D_RC)" test "$D_RC" = 69
 check "... with libpq's reason" grep -q 'cannot connect to PostgreSQL after 5 attempts' "$D_DIR/out"
+
+# The open-file limit: the soft one raised to the hard one (up to twice
+# transfer.concurrency items in hand, each with a few files); a hard limit
+# too low for the concurrency is warned about.
+nofile_run() { # HARD SOFT: start imgsyncd under these limits; its soft one in NOFILE
+	NOFILE=
+	(ulimit -Sn "$2" && ulimit -Hn "$1" && exec "$BUILD/imgsyncd" -c "$D_CONF") >"$D_DIR/nofile.out" 2>&1 &
+	local pid=$! i
+	for i in $(seq 100); do
+		grep -q 'running as daemon' "$D_DIR/nofile.out" && break
+		sleep 0.1
+	done
+	NOFILE=$(awk '/^Max open files/ { print $4 }' "/proc/$pid/limits")
+	kill -TERM "$pid"
+	wait "$pid"
+}
+hard=$(ulimit -Hn)
+[ "$hard" = unlimited ] || [ "$hard" -gt 4096 ] && hard=4096 # lowered, never raised
+nofile_run "$hard" 256
+check "the soft limit on open files is raised to the hard one (256 -> $NOFILE)" test "$NOFILE" = "$hard"
+check "... without a warning" eval '! grep -q "open files (RLIMIT_NOFILE)" "$D_DIR/nofile.out"'
+nofile_run 200 100
+check "a hard limit of 200: the soft one raised to it ($NOFILE)" test "$NOFILE" = 200
+check "... and a warning, with what to do" \
+	grep -q 'at most 200 open files (RLIMIT_NOFILE) for transfer.concurrency 32: raise LimitNOFILE= in the unit, or lower transfer.concurrency' "$D_DIR/nofile.out"
 done_testing

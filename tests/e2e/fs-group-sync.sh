@@ -4,7 +4,8 @@
 # (one syncfs for the data, the names, a second one), and still land
 # byte-exact, whole, and under their names only; new images and rewrites
 # of existing files alike, next to a large image, which syncs alone, as do
-# the puts onto a mount under the root.
+# the puts onto a mount under the root.  A put that waits for its group
+# only lends its transfer slot to a new claim (sync_put_parked()).
 # A group whose syncfs is slow sends the puts back to syncing one by one;
 # IMGSYNC_FS_NO_GROUP_SYNC=1 turns the groups off; a kill -9 amid the groups
 # leaves nothing half-written and the restart finishes the work.
@@ -123,6 +124,21 @@ check "... once ($n)" test "$n" = 1
 # the puts staged by then still group; the rest sync alone
 check "... the others synced alone ($sum of 300 in groups, at most 64 may be)" test "$sum" -le 64
 d_stop
+
+# --- parked puts: a put that waits only for its group's syncfs gives its
+# transfer slot to a new claim, up to as many again as the concurrency; so
+# at concurrency 2 a group holds more than 2 puts, and never more than 4 ---
+mk parked 300 g
+sed -i 's/^  concurrency = 32$/  concurrency = 2/' "$D_CONF"
+check "imgsyncd starts (transfer.concurrency = 2)" d_start
+puts parked 300
+check "300 images are mirrored" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'parked/%' AND 'mirror' = ANY (stores)" 300 60
+check "... byte-exact" same_tree parked
+read -r ng mx sum <<<"$(groups "$D_LOG")"
+check "... in groups of more puts than transfer slots ($ng groups, the largest of $mx)" test "$mx" -gt 2
+check "... and of no more than twice as many items as slots ($mx)" test "$mx" -le 4
+d_stop
+sed -i 's/^  concurrency = 2$/  concurrency = 32/' "$D_CONF"
 
 # --- turned off ---
 mk off 300 d

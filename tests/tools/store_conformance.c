@@ -35,7 +35,9 @@
 #include <linux/openat2.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "../unit/tap.h"
@@ -715,6 +717,112 @@ static void test_cancel(void)
 		ok(!S->ops->busy(S), "then the store is no longer busy: its own requests are over");
 	ok(b.done <= 1, "no callback after cancel (%d)", b.done);
 	ok(store_del_sync(S, pkey("cancel/big"), &e), "the store works on after cancels");
+}
+
+/* Parked notices (store_env.parked): a put's comes before its done(), at
+ * most once, and a put cancelled before either sends neither.  An fs store
+ * with fsync whose file system it syncs in groups (lib/fs.c) sends them
+ * for puts that wait for their group: some must come among 64 at once. */
+struct parked_put {
+	int parked, done, late; /* late: parked after done */
+	bool cancelled, failed;
+};
+
+static void pp_parked(void *arg)
+{
+	struct parked_put *p = arg;
+
+	p->late += p->done > 0;
+	p->parked++;
+}
+
+static int pp_inflight;
+
+static void pp_done(void *arg, const struct err *e)
+{
+	struct parked_put *p = arg;
+
+	p->done++;
+	p->failed |= e != NULL;
+	pp_inflight--;
+}
+
+/* Whether lib/fs.c syncs puts to S in groups (see fs_open_store()). */
+static bool fs_groups(void)
+{
+	const char *no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
+	struct statfs f;
+	struct utsname u;
+	int major = 0, minor = 0;
+
+	if (!fs_backend || !S->cfg->fsync || (no && strcmp(no, "1") == 0) ||
+	    statfs(S->cfg->root, &f) < 0 || uname(&u) < 0 ||
+	    sscanf(u.release, "%d.%d", &major, &minor) != 2 || major * 100 + minor < 508)
+		return false;
+	/* ext2/3/4, XFS, Btrfs, tmpfs */
+	return f.f_type == 0xEF53 || f.f_type == 0x58465342 || f.f_type == (long)0x9123683E ||
+	       f.f_type == 0x01021994;
+}
+
+static void test_parked(void)
+{
+	enum { N = 64 };
+	struct parked_put *p = calloc(N, sizeof(*p));
+	struct obj_info *info = calloc(N, sizeof(*info));
+	int src = make_content(1024, 41), parked = 0, late = 0, twice = 0, undone = 0, failed = 0,
+	    after_cancel = 0, cancelled = 0;
+	struct err e = {0};
+	uint64_t until;
+
+	S->env.parked = pp_parked;
+	for (int i = 0; i < N; i++) {
+		struct store_req *r;
+		char k[64];
+
+		snprintf(k, sizeof(k), "parked/%02d", i);
+		if (!S->ops->put(S, pkey(k), src, 1024, NULL, &info[i], pp_done, &p[i], &r, &e)) {
+			p[i].failed = true;
+			continue;
+		}
+		pp_inflight++;
+		if (i % 8 == 7) { /* some cancelled at once */
+			S->ops->cancel(S, r);
+			p[i].cancelled = true;
+			pp_inflight--;
+		}
+	}
+	while (pp_inflight > 0 && loop_run_once(S->env.loop, -1, &e))
+		;
+	/* a notice for a cancelled put would come by now */
+	until = loop_clock_ms() + 200;
+	while (loop_clock_ms() < until && loop_run_once(S->env.loop, 50, &e))
+		;
+	S->env.parked = NULL;
+	for (int i = 0; i < N; i++) {
+		if (p[i].cancelled) {
+			cancelled++;
+			after_cancel += p[i].parked + p[i].done;
+			continue;
+		}
+		parked += p[i].parked;
+		late += p[i].late;
+		twice += p[i].parked > 1;
+		undone += p[i].done != 1;
+		failed += p[i].failed;
+	}
+	ok(failed == 0 && undone == 0, "%d puts with a parked callback: each done once (%d failed)",
+	   N - cancelled, failed);
+	ok(late == 0 && twice == 0, "... no put parked after its done (%d) or twice (%d)", late,
+	   twice);
+	ok(after_cancel == 0, "... no parked or done for the %d cancelled (%d)", cancelled,
+	   after_cancel);
+	if (fs_groups())
+		ok(parked > 0, "... puts synced in groups parked (%d)", parked);
+	else
+		tap_diag("%d puts parked (this store does not sync puts in groups)", parked);
+	free(p);
+	free(info);
+	close(src);
 }
 
 /* --- server-side copy (-C SRC: another bucket of the same server) --- */
@@ -1666,6 +1774,7 @@ int main(int argc, char **argv)
 		test_short_source();
 		test_url();
 		test_cancel();
+		test_parked();
 		test_copy();
 		test_if_absent();
 		test_if_tag();
