@@ -232,6 +232,16 @@ def targets(wl):
                       "%.2f× (%.2f vs %.2f s)" % (mine / cpu_per_k(rd), mine, cpu_per_k(rd)), ""])
         t.append(["W1 %s: peak RSS < 32 MiB" % name] +
                  verdict(rss_mib(r) < 32, "%s MiB" % f(rss_mib(r))))
+    # what the 90 % target allows at all: the server's ceiling for the PUTs
+    # imgsync's guarantees need (If-None-Match), with a client and a
+    # database that would cost nothing
+    shaped = [rate(r) for r in wl.get("5", []) if ok(r) and "absent" in r.get("extras", "")]
+    if ceiling and shaped and wl.get("1"):
+        x = max(shaped) / ceiling
+        t.append(["W1: the W5 ceiling of PUTs as imgsync sends them (If-None-Match), against the "
+                  "plain ceiling: the most any client keeping imgsync's guarantees could reach, "
+                  "with no CPU of its own or its database's (no target; for the record)",
+                  "%.0f%% (%s vs %s PUT/s)" % (100 * x, f(max(shaped), 0), f(ceiling, 0)), ""])
     for im in wl.get("2", []):
         if im["tool"] != "imgsync":
             continue
