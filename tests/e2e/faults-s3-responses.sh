@@ -28,10 +28,9 @@ mode() {
 	mv "$CTL.tmp" "$CTL"
 	sleep 0.2
 }
-# faults of a kind injected so far (the proxy rewrites its counters within
-# 200 ms of a change: what happened before the call is counted)
+# faults of a kind injected so far (the proxy rewrites its counters at
+# each change: what happened before the call is counted)
 injected() {
-	sleep 0.3
 	awk -v k="$1" '$1 == k { print $2 }' "$PROXY_STATS"
 }
 # images BATCH COUNT [SIZE]: files in the fs store and their puts; the

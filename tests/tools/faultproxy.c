@@ -41,8 +41,9 @@
  * "name value" per line, may be given in the --control file, read again
  * whenever it changes: tests switch modes on a running proxy that way.
  *
- * Counters of injected faults go to the --stats file (rewritten within
- * 200 ms of a change, "name count" lines) and to stdout on SIGTERM; each
+ * Counters of injected faults go to the --stats file (rewritten at each
+ * change, before the fault's effect is over: "name count" lines) and to
+ * stdout on SIGTERM; each
  * injection is logged on stderr with the request line.
  *
  * One thread per client connection, blocking I/O: simple enough to trust.
@@ -120,7 +121,6 @@ static struct {
 	uint64_t rng;
 	uint64_t injected[F_COUNT];
 	uint64_t requests, forwarded, connections, upstream_errors;
-	uint64_t version; /* bumped on every counter change */
 } g = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static struct sockaddr_storage upstream_addr;
@@ -239,23 +239,6 @@ static uint64_t rnd_below(uint64_t n)
 	return n ? r % n : 0;
 }
 
-static void count(enum fault f, const char *reqline)
-{
-	pthread_mutex_lock(&g.lock);
-	g.injected[f]++;
-	g.version++;
-	pthread_mutex_unlock(&g.lock);
-	fprintf(stderr, "faultproxy: %s: %s\n", fault_names[f], reqline);
-}
-
-static void bump(uint64_t *counter)
-{
-	pthread_mutex_lock(&g.lock);
-	(*counter)++;
-	g.version++;
-	pthread_mutex_unlock(&g.lock);
-}
-
 static void write_stats(FILE *out)
 {
 	for (int f = 0; f < F_COUNT; f++)
@@ -280,6 +263,23 @@ static void save_stats(void)
 	write_stats(f);
 	if (fclose(f) == 0)
 		rename(tmp, stats_path);
+}
+
+static void count(enum fault f, const char *reqline)
+{
+	pthread_mutex_lock(&g.lock);
+	g.injected[f]++;
+	save_stats();
+	pthread_mutex_unlock(&g.lock);
+	fprintf(stderr, "faultproxy: %s: %s\n", fault_names[f], reqline);
+}
+
+static void bump(uint64_t *counter)
+{
+	pthread_mutex_lock(&g.lock);
+	(*counter)++;
+	save_stats();
+	pthread_mutex_unlock(&g.lock);
 }
 
 /* --- buffered reading --- */
@@ -656,7 +656,7 @@ static bool serve_one(struct conn *c)
 
 	pthread_mutex_lock(&g.lock);
 	g.requests++;
-	g.version++;
+	save_stats();
 	control_reload();
 	s = g.cur;
 	if ((s.only[0] == '\0' || strstr(q.target, s.only)) && !excepted(c->head, s.except)) {
@@ -926,7 +926,6 @@ int main(int argc, char **argv)
 	int port = 0, lfd;
 	struct sockaddr_in sin = {.sin_family = AF_INET};
 	socklen_t sl = sizeof(sin);
-	uint64_t saved = (uint64_t)-1;
 
 	g.base.stall_s = 3;
 	g.base.huge_bytes = 50u << 20;
@@ -1032,12 +1031,6 @@ int main(int argc, char **argv)
 			}
 			pthread_detach(t);
 		}
-		pthread_mutex_lock(&g.lock);
-		if (saved != g.version) {
-			saved = g.version;
-			save_stats();
-		}
-		pthread_mutex_unlock(&g.lock);
 	}
 	pthread_mutex_lock(&g.lock);
 	save_stats();
