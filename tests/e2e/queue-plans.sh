@@ -7,7 +7,8 @@
 # catalog at every batch.)  And at a trickle of puts a daemon claims once
 # per notification: the exchange that writes a result back claims with it,
 # so no empty claim follows each result.  The queue's updates (claims,
-# renewals, a move's next step) write no index entry (HOT).
+# renewals, a move's next step) write no index entry (HOT), and the queue's
+# functions never JIT-compile their statements.
 . "$(dirname "$0")/../harness/e2e.sh"
 . tests/harness/daemon.sh
 e2e_need_servers
@@ -111,6 +112,67 @@ check "the move's session ran (exit $rc)" test "$rc" = 0
 check "8 copies recorded: their delete steps are ready" grep -qx 'next 8' "$T/move.out"
 u=$(sed -n 's/^updates work //p' "$T/move.out")
 check "the 8 updates to the next step are HOT (${u:-?})" test "${u:-x}" = "8 hot 8"
+
+# JIT: the queue's functions (claim(), complete_all(), heartbeat()) run
+# with jit = off.  Planned with enable_seqscan = off, a scan with no index
+# to use is costed so high that PostgreSQL would otherwise compile it at
+# every call.  With compilation forced for every statement of the session,
+# auto_explain shows each statement nested in them: none compiled, while
+# the session's own statements (and exchange()'s calls of them) are, which
+# shows that JIT works here at all.
+if [ "$(psql -qXtA -d "$DB" -c 'SELECT pg_jit_available()' 2>/dev/null)" != t ]; then
+	skip "the queue's functions never JIT-compile" "JIT is not available in this PostgreSQL (no llvmjit)"
+else
+	psql -qXtA -v ON_ERROR_STOP=1 -d "$DB" >"$T/jit.out" 2>&1 <<'SQL'
+SELECT id AS d FROM imgsync.daemons \gset
+DELETE FROM imgsync.work;
+SELECT count(imgsync.put('jit/' || i || '.jpg', 'local')) FROM generate_series(1, 4) i;
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_level = notice;
+SET client_min_messages = notice;
+SET jit = on;
+SET jit_above_cost = 0;
+CREATE TEMP TABLE c AS
+	SELECT * FROM imgsync.exchange(:d, NULL, 5, 4, '60 s', 0) WHERE key IS NOT NULL;
+SELECT count(*) FROM imgsync.heartbeat(:d, (SELECT array_agg(key) FROM c),
+	(SELECT array_agg(token) FROM c), 'running', 4, 0, 0, '60 s');
+SELECT count(*) FROM imgsync.exchange(:d,
+	(SELECT jsonb_agg(jsonb_build_object('key', key, 'gen', gen, 'token', token, 'op', 'put',
+		'ok', true, 'version', version, 'started_at', claimed_at, 'stores', '[]'::jsonb))
+	   FROM c), 5, 0, '60 s', 0);
+SQL
+	rc=$?
+	check "the session with JIT forced ran (exit $rc)" test "$rc" = 0
+	[ "$rc" = 0 ] || sed 's/^/# /' "$T/jit.out"
+	# "COMPILED NESTED": plans that show JIT, and those of them nested in
+	# the queue's functions (any statement but the session's own and
+	# exchange()'s calls)
+	read -r compiled nested inner <<<"$(py - "$T/jit.out" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+outer = ("CREATE TEMP TABLE", "SELECT count(*) FROM imgsync.heartbeat(",
+         "SELECT count(*) FROM imgsync.exchange(", "SELECT * FROM imgsync.complete(",
+         "SELECT c.*")
+compiled = nested = inner = 0
+for block in text.split("NOTICE:  duration:")[1:]:
+    m = re.search(r"Query Text: (.*)", block)
+    q = m.group(1).strip() if m else ""
+    mine = not q.startswith(outer)
+    inner += mine
+    if "JIT:" in block:
+        compiled += 1
+        nested += mine
+        if mine:
+            print("# compiled:", q[:100], file=sys.stderr)
+print(compiled, nested, inner)
+PY
+)"
+	check "statements nested in claim(), heartbeat() and complete_all() were shown ($inner)" test "${inner:-0}" -ge 5
+	check "the session's own statements were compiled ($compiled): JIT works here" test "${compiled:-0}" -ge 3
+	check "... but none of those nested in the queue's functions ($nested)" test "${nested:-x}" = 0
+fi
 
 # A trickle: 30 puts a fifth of a second apart, each mirrored before the
 # next.  The daemon's session counts its calls of imgsync.claim() (those
