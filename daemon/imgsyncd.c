@@ -431,6 +431,30 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 		log_error("out of memory queueing a command");
 }
 
+/* Every item in flight holds a few descriptors (its source or spool file,
+ * a connection, a file being written), and up to twice transfer.concurrency
+ * items are in hand (sync_put_parked()): 1024 of them would not fit under
+ * the soft limit of 1024 systemd and most shells start with.  The loop
+ * uses epoll, never select(): raise the soft limit to the hard one, and
+ * say so when even that is short (at start, and on a reload, which may
+ * change the concurrency). */
+static void raise_nofile(int concurrency)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0)
+			return;
+	}
+	if (rl.rlim_cur < (rlim_t)concurrency * 8 + 64)
+		log_warn("at most %llu open files (RLIMIT_NOFILE) for transfer.concurrency %d: "
+			 "raise LimitNOFILE= in the unit, or lower transfer.concurrency",
+			 (unsigned long long)rl.rlim_cur, concurrency);
+}
+
 /* SIGHUP: a new generation built aside and swapped in whole, or nothing. */
 static void reload(struct service *sv)
 {
@@ -468,6 +492,7 @@ static void reload(struct service *sv)
 		goto out;
 	}
 	sv->gen = g;
+	raise_nofile(g->conf->concurrency);
 	if (sv->daemon && pg_ready(sv->pg)) {
 		struct buf stores = BUF_INIT;
 		char id[24];
@@ -562,26 +587,6 @@ static int pool_threads(int concurrency)
 	int n = concurrency / 4;
 
 	return n < 4 ? 4 : n > 8 ? 8 : n;
-}
-
-/* Every item in flight holds a few descriptors (its source or spool file,
- * a connection, a file being written), and up to twice transfer.concurrency
- * items are in hand (sync_put_parked()): 1024 of them would not fit under
- * the soft limit of 1024 systemd and most shells start with.  The loop
- * uses epoll, never select(): raise the soft limit to the hard one. */
-static void raise_nofile(int concurrency)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
-		return;
-	rl.rlim_cur = rl.rlim_max;
-	if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-		return;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)concurrency * 8 + 64)
-		log_warn("at most %llu open files (RLIMIT_NOFILE) for transfer.concurrency %d: "
-			 "raise LimitNOFILE= in the unit, or lower transfer.concurrency",
-			 (unsigned long long)rl.rlim_cur, concurrency);
 }
 
 /* Build the service in dependency order, run it, take it down in reverse.

@@ -174,6 +174,7 @@ struct item {
 	uint64_t lease_deadline;
 	uint64_t t0;
 	uint64_t hb_seq; /* the last heartbeat that named its token */
+	int nparked;	 /* its ops parked (op.parked) */
 	struct mig mig;
 };
 
@@ -205,6 +206,10 @@ struct sync {
 	struct sync_gen *retired; /* old generations to release (release_timer) */
 	struct loop_timer release_timer;
 	uint64_t objects_done, bytes_done;
+	/* ops parked (op.parked), and parked items as last counted (when, by
+	 * loop_now(): claim_room() counts at most once per millisecond) */
+	int nparked_ops, parked_items;
+	uint64_t parked_at;
 	bool stopping, stop_sent, deadline_passed;
 	void (*stopped)(void *);
 	void *stopped_arg;
@@ -390,11 +395,23 @@ static void item_fail(struct item *it, const struct err *e, bool permanent)
 	it->err = *e;
 }
 
+/* OP is no longer parked (its put is over, or cancelled). */
+static void op_unpark(struct op *op)
+{
+	if (!op->parked)
+		return;
+	op->parked = false;
+	op->it->nparked--;
+	op->it->sy->nparked_ops--;
+	op->it->sy->parked_at = 0; /* count again */
+}
+
 static void op_cancel(struct op *op)
 {
 	if (op->busy && op->req)
 		op->it->g->stores[op->store]->ops->cancel(op->it->g->stores[op->store], op->req);
-	op->busy = op->parked = false;
+	op_unpark(op);
+	op->busy = false;
 	op->req = NULL;
 }
 
@@ -456,6 +473,10 @@ static void gen_retire(struct sync *s, struct sync_gen *g)
 
 static void item_free(struct item *it)
 {
+	if (it->nparked > 0) { /* (its ops were cancelled first: none is) */
+		it->sy->nparked_ops -= it->nparked;
+		it->sy->parked_at = 0;
+	}
 	if (it->pprev) {
 		*it->pprev = it->next;
 		if (it->next)
@@ -913,6 +934,8 @@ static bool vjob_start(struct item *it, struct op *op, int i, int a, int b, stru
 }
 
 /* An operation of the item's put is over: the item, once none is left. */
+static bool item_parked(const struct item *it);
+
 static void put_over(struct item *it)
 {
 	struct err m;
@@ -921,6 +944,9 @@ static void put_over(struct item *it)
 		if (!it->failed && it->direct && source_changed(it, it->spool, &m))
 			item_fail(it, &m, false); /* the copies may mix two versions */
 		item_done(it);
+	} else if (it->nparked > 0 && item_parked(it)) {
+		it->sy->parked_at = 0; /* what is left of it waits for the disk only */
+		claim(it->sy);
 	}
 }
 
@@ -1074,7 +1100,8 @@ static void put_done(void *arg, const struct err *e)
 	struct item *it = op->it;
 	const struct store_cfg *c = &it->g->conf->stores[op->store];
 
-	op->busy = op->parked = false;
+	op_unpark(op);
+	op->busy = false;
 	op->req = NULL;
 	it->busy--;
 	if (e && e->code == ERR_EXISTS && !op->taken) {
@@ -1724,7 +1751,8 @@ static void mig_put_done(void *arg, const struct err *e)
 	struct mig *m = &it->mig;
 	struct err ve = {0};
 
-	op->busy = op->parked = false;
+	op_unpark(op);
+	op->busy = false;
 	op->req = NULL;
 	if (e && e->code == ERR_EXISTS && !m->taken) {
 		mig_target_taken(it);
@@ -2323,29 +2351,60 @@ static bool item_parked(const struct item *it)
 	return parked > 0;
 }
 
+/* Whether anything but its result follows OP's put in its item: a
+ * migration's read-back (verify), its duty after a mirror's put, copies of
+ * an earlier version to delete.  Such a put keeps its slot: what follows
+ * is a transfer again. */
+static bool more_follows(const struct item *it, const struct op *op)
+{
+	if (op == &it->mig.put)
+		return it->mig.verify;
+	return it->mig.id != 0 || (it->stale && it->stale[0]) || (it->strays && it->strays[0]);
+}
+
 /* The store of the put OP (the done arg of every put: see store_env)
  * needs nothing more of it but a sync it shares with other puts: once its
  * item waits for nothing else, it leaves its transfer slot to a new claim. */
 void sync_put_parked(void *arg)
 {
 	struct op *op = arg;
+	struct item *it = op->it;
 
-	if (!op->busy)
+	if (!op->busy || op->parked || more_follows(it, op))
 		return;
 	op->parked = true;
-	if (item_parked(op->it))
-		claim(op->it->sy);
+	it->nparked++;
+	it->sy->nparked_ops++;
+	it->sy->parked_at = 0; /* count again */
+	if (item_parked(it))
+		claim(it->sy);
+}
+
+/* Items whose only work in flight is parked puts: counted again at most
+ * once per millisecond (a walk of the items in hand), and only while some
+ * put is parked at all. */
+static int parked_items(struct sync *s)
+{
+	uint64_t now = loop_now(s->loop);
+
+	if (s->nparked_ops == 0)
+		return 0;
+	if (s->parked_at != now) {
+		s->parked_items = 0;
+		for (const struct item *it = s->items; it; it = it->next)
+			s->parked_items += it->nparked > 0 && item_parked(it);
+		s->parked_at = now;
+	}
+	return s->parked_items;
 }
 
 /* How many items a claim would ask for now; 0: none is worth a claim.
  * Parked items (item_parked()) hold no transfer slot, up to as many
  * again as transfer.concurrency: they still hold descriptors. */
-static int claim_room(const struct sync *s)
+static int claim_room(struct sync *s)
 {
-	int conc = s->g->conf->concurrency, parked = 0, free_slots;
+	int conc = s->g->conf->concurrency, parked = parked_items(s), free_slots;
 
-	for (const struct item *it = s->items; it; it = it->next)
-		parked += item_parked(it);
 	free_slots = conc - (s->nitems - parked);
 	if (free_slots > 2 * conc - s->nitems)
 		free_slots = 2 * conc - s->nitems;

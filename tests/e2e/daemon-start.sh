@@ -59,4 +59,6 @@ nofile_run 200 100
 check "a hard limit of 200: the soft one raised to it ($NOFILE)" test "$NOFILE" = 200
 check "... and a warning, with what to do" \
 	grep -q 'at most 200 open files (RLIMIT_NOFILE) for transfer.concurrency 32: raise LimitNOFILE= in the unit, or lower transfer.concurrency' "$D_DIR/nofile.out"
+nofile_run 200 200
+check "soft and hard limits of 200 alike: the same warning" grep -q 'at most 200 open files (RLIMIT_NOFILE)' "$D_DIR/nofile.out"
 done_testing

@@ -57,8 +57,8 @@ same_tree() { # PREFIX: every image of it byte-exact on the mirror, and nothing 
 hidden() { find "$MIRROR" -name '.*' -type f | wc -l; }
 # groups LOG: "COUNT MAX SUM", the groups the log reports, the largest, and
 # the puts in them
-groups() {
-	grep -o 'store "mirror": [0-9]* puts made durable together' "$1" |
+groups() { # LOG [STORE]
+	grep -o "store \"${2:-mirror}\": [0-9]* puts made durable together" "$1" |
 		awk '{ n++; t += $3; if ($3 > m) m = $3 } END { print n + 0, m + 0, t + 0 }'
 }
 
@@ -130,6 +130,8 @@ d_stop
 # at concurrency 2 a group holds more than 2 puts, and never more than 4 ---
 mk parked 300 g
 sed -i 's/^  concurrency = 32$/  concurrency = 2/' "$D_CONF"
+d_add_fs vault "$D_DIR/vault"
+d_add_fs vault2 "$D_DIR/vault2"
 check "imgsyncd starts (transfer.concurrency = 2)" d_start
 puts parked 300
 check "300 images are mirrored" wait_sql "SELECT count(*) FROM imgsync.images WHERE key LIKE 'parked/%' AND 'mirror' = ANY (stores)" 300 60
@@ -137,6 +139,16 @@ check "... byte-exact" same_tree parked
 read -r ng mx sum <<<"$(groups "$D_LOG")"
 check "... in groups of more puts than transfer slots ($ng groups, the largest of $mx)" test "$mx" -gt 2
 check "... and of no more than twice as many items as slots ($mx)" test "$mx" -le 4
+# a migration's copies lend their slots too, unless a read-back of the
+# copy (--verify) follows: that is a transfer again
+"$BUILD/imgsyncctl" -c "$D_CONF" migrate local vault --copy --prefix parked/ --wait >"$D_DIR/m1.out" 2>&1
+check "a copy of the 300 into another store ends" grep -q 'done, 300/300' "$D_DIR/m1.out"
+read -r ng mx sum <<<"$(groups "$D_LOG" vault)"
+check "... its puts in groups of more than 2 too ($ng groups, the largest of $mx)" test "$mx" -gt 2 -a "$mx" -le 4
+"$BUILD/imgsyncctl" -c "$D_CONF" migrate local vault2 --copy --verify --prefix parked/ --wait >"$D_DIR/m2.out" 2>&1
+check "a copy with --verify into a third store ends" grep -q 'done, 300/300' "$D_DIR/m2.out"
+read -r ng mx sum <<<"$(groups "$D_LOG" vault2)"
+check "... its puts, each followed by a read-back, keep their slots (groups of at most 2: $mx)" test "$mx" -le 2
 d_stop
 sed -i 's/^  concurrency = 2$/  concurrency = 32/' "$D_CONF"
 
