@@ -2460,6 +2460,7 @@ static void claim(struct sync *s)
 		snprintf(win, sizeof(win), "%d", 2 * s->g->conf->concurrency + 64);
 		s->advancing = pg_query(s->pg, SQL_ADVANCE, 1, ap, advanced, s);
 	}
+	log_debug("claiming %d (%d in hand, %d of them parked)", room, s->nitems, parked_items(s));
 	if (!pg_query(s->pg, SQL_CLAIM, 3, p, claimed, s)) {
 		log_error("out of memory queueing a claim");
 		return;
@@ -2637,6 +2638,8 @@ static void send_results(struct sync *s, bool now)
 		p[3] = n;
 		p[4] = SYNC_LEASE;
 		p[5] = win;
+		log_debug("claiming %d with %d results (%d in hand, %d of them parked)", room,
+			  s->nsent, s->nitems, parked_items(s));
 		if (buf_ok(&arr, NULL) && pg_query(s->pg, SQL_EXCHANGE, 6, p, exchanged, s)) {
 			s->completing = s->claiming = true;
 			s->claim_asked = room;

@@ -96,7 +96,8 @@ struct fs_store {
 	bool syncing;
 	/* loop_clock_ms(): until then puts sync one by one (a syncfs was slow) */
 	_Atomic uint64_t solo_until;
-	uint64_t slow_ms; /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
+	uint64_t slow_ms;  /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
+	unsigned delay_ms; /* tests (IMGSYNC_FS_GROUP_DELAY_MS): a slow disk's syncfs */
 };
 
 enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
@@ -759,6 +760,8 @@ static void group_place(struct fs_store *st, struct store_req *list)
 	}
 	for (struct store_req *r = list; r; r = r->gnext)
 		r->ok = true; /* each wrote its data */
+	if (st->delay_ms)
+		usleep(st->delay_ms * 1000u);
 	if (syncfs(st->rootfd) < 0) {
 		group_failed(st, list, errno);
 		return;
@@ -1703,6 +1706,12 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 		long v = strtol(no, NULL, 10);
 
 		st->slow_ms = v < 0 || v > 3600000 ? 3600000 : (uint64_t)v;
+	}
+	no = getenv("IMGSYNC_FS_GROUP_DELAY_MS");
+	if (no && no[0] >= '0' && no[0] <= '9') {
+		long v = strtol(no, NULL, 10);
+
+		st->delay_ms = v > 1000 ? 1000 : (unsigned)v;
 	}
 	no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
 	if (cfg->fsync && !(no && strcmp(no, "1") == 0) && syncfs_reports_errors() &&
