@@ -395,7 +395,9 @@ static void item_fail(struct item *it, const struct err *e, bool permanent)
 	it->err = *e;
 }
 
-/* OP is no longer parked (its put is over, or cancelled). */
+/* OP is no longer parked (its put is over, or cancelled): every op that
+ * parked comes here before its item is freed, from its done() or from
+ * item_cancel_ops(). */
 static void op_unpark(struct op *op)
 {
 	if (!op->parked)
@@ -473,10 +475,6 @@ static void gen_retire(struct sync *s, struct sync_gen *g)
 
 static void item_free(struct item *it)
 {
-	if (it->nparked > 0) { /* (its ops were cancelled first: none is) */
-		it->sy->nparked_ops -= it->nparked;
-		it->sy->parked_at = 0;
-	}
 	if (it->pprev) {
 		*it->pprev = it->next;
 		if (it->next)
@@ -933,9 +931,9 @@ static bool vjob_start(struct item *it, struct op *op, int i, int a, int b, stru
 	return true;
 }
 
-/* An operation of the item's put is over: the item, once none is left. */
 static bool item_parked(const struct item *it);
 
+/* An operation of the item's put is over: the item, once none is left. */
 static void put_over(struct item *it)
 {
 	struct err m;

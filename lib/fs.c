@@ -1655,6 +1655,19 @@ static bool syncfs_reports_errors(void)
 	return major > 5 || (major == 5 && minor >= 8);
 }
 
+/* A number of milliseconds from the environment (tests), at most MAX;
+ * DFLT where NAME is unset or not a number. */
+static uint64_t env_ms(const char *name, uint64_t dflt, uint64_t max)
+{
+	const char *v = getenv(name);
+	unsigned long long n;
+
+	if (v == NULL || v[0] < '0' || v[0] > '9')
+		return dflt;
+	n = strtoull(v, NULL, 10);
+	return n > max ? max : n;
+}
+
 static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *env,
 			  struct store **out, struct err *e)
 {
@@ -1700,19 +1713,8 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	pthread_cond_init(&st->idle, NULL);
 	st->staged_tail = &st->staged;
 	st->group_job.work = group_work;
-	st->slow_ms = FS_GROUP_SLOW_MS;
-	no = getenv("IMGSYNC_FS_GROUP_SLOW_MS");
-	if (no && no[0] >= '0' && no[0] <= '9') {
-		long v = strtol(no, NULL, 10);
-
-		st->slow_ms = v < 0 || v > 3600000 ? 3600000 : (uint64_t)v;
-	}
-	no = getenv("IMGSYNC_FS_GROUP_DELAY_MS");
-	if (no && no[0] >= '0' && no[0] <= '9') {
-		long v = strtol(no, NULL, 10);
-
-		st->delay_ms = v > 1000 ? 1000 : (unsigned)v;
-	}
+	st->slow_ms = env_ms("IMGSYNC_FS_GROUP_SLOW_MS", FS_GROUP_SLOW_MS, 3600000);
+	st->delay_ms = (unsigned)env_ms("IMGSYNC_FS_GROUP_DELAY_MS", 0, 1000);
 	no = getenv("IMGSYNC_FS_NO_GROUP_SYNC");
 	if (cfg->fsync && !(no && strcmp(no, "1") == 0) && syncfs_reports_errors() &&
 	    fstatfs(fd, &sfs) == 0 && fstat(fd, &rsb) == 0) {

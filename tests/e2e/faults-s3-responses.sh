@@ -28,8 +28,8 @@ mode() {
 	mv "$CTL.tmp" "$CTL"
 	sleep 0.2
 }
-# faults of a kind injected so far (the proxy rewrites its counters at
-# each change: what happened before the call is counted)
+# faults of a kind injected so far (the proxy writes a fault's count at
+# once: what happened before the call is counted)
 injected() {
 	awk -v k="$1" '$1 == k { print $2 }' "$PROXY_STATS"
 }
