@@ -101,6 +101,9 @@ struct op {
 	struct obj_info info;
 	bool busy, ok;
 	bool stored;	 /* a put succeeded: the store holds this version now */
+	bool torn;	 /* a put succeeded with bytes that are not this version (the
+			  * source written again while read, a size or read-back
+			  * that differs): a stray for the next attempt to replace */
 	bool stat_phase; /* remove: looking before deleting */
 	/* a mirror's copy that found the key taken (mirror_taken) */
 	bool taken;
@@ -170,6 +173,7 @@ struct item {
 	struct op *ops; /* one per configured store */
 	struct obj_info got;
 	bool failed, permanent;
+	bool torn; /* an op is torn: what was read is not the version */
 	struct err err;
 	uint64_t lease_deadline;
 	uint64_t t0;
@@ -408,6 +412,19 @@ static void op_unpark(struct op *op)
 	op->it->sy->parked_at = 0; /* count again */
 }
 
+/* OP's put wrote an object that is not the item's version (struct
+ * op.torn).  The catalog never records it there; the result names it
+ * (item_finish(): "torn"), the queue keeps it in work.strays, and the next
+ * attempt replaces it (is_stray()) -- without that, the copy the next
+ * attempt finds there, written after the catalog's record, would look
+ * like another writer's and never be replaced. */
+static void op_torn(struct op *op)
+{
+	op->torn = op->info.tag[0] != '\0';
+	op->stored = op->ok = false;
+	op->it->torn = true;
+}
+
 static void op_cancel(struct op *op)
 {
 	if (op->busy && op->req)
@@ -598,6 +615,35 @@ static void json_url(struct buf *b, struct item *it, const char *name)
 	buf_free(&url);
 }
 
+/* ,"FIELD":{"store":"TAG@TIME",...}: the objects the item's puts wrote,
+ * those that hold its version (TORN false: struct op.stored) or those
+ * that do not (struct op.torn); TIME is a second after now, no earlier
+ * than the store's own time of the object. */
+static void json_copies(struct buf *b, const struct item *it, const char *field, bool torn)
+{
+	size_t n = it->g->conf->nstores;
+	bool first = true;
+	char at[24];
+
+	snprintf(at, sizeof(at), "@%lld", (long long)time(NULL) + 1);
+	for (size_t i = 0; i <= n; i++) {
+		const struct op *op = i < n ? &it->ops[i] : &it->mig.put;
+		const char *name = i < n ? it->g->conf->stores[i].name : it->mig.target;
+
+		if (!(torn ? op->torn : op->stored) || !op->info.tag[0] || name == NULL)
+			continue;
+		if (first)
+			buf_printf(b, ",\"%s\":{", field);
+		else
+			buf_putc(b, ',');
+		json_str(b, name);
+		buf_printf(b, ":\"%s%s\"", json_safe_tag(op->info.tag), at);
+		first = false;
+	}
+	if (!first)
+		buf_putc(b, '}');
+}
+
 /* The item is over: log it, queue its result, free it, claim more. */
 static void item_finish(struct item *it)
 {
@@ -609,7 +655,6 @@ static void item_finish(struct item *it)
 	bool counted = it->err.code != ERR_TRANSIENT;
 	bool dead =
 	    it->failed && (it->permanent || (counted && it->attempts >= it->g->conf->max_attempts));
-	char at[24];
 	double delay = it->failed && !dead ? backoff_s(it->attempts) : 0;
 	bool first = true;
 
@@ -691,30 +736,14 @@ static void item_finish(struct item *it)
 		buf_putc(b, ']');
 		/* the copies' tags and when they were written: should the
 		 * image have been written again meanwhile, they are strays the
-		 * next item deletes */
-		first = true;
-		snprintf(at, sizeof(at), "@%lld", (long long)time(NULL) + 1);
-		for (size_t i = 0; i < it->g->conf->nstores; i++) {
-			if (!it->ops[i].stored || !it->ops[i].info.tag[0])
-				continue;
-			buf_puts(b, first ? ",\"wrote\":{" : ",");
-			json_str(b, it->g->conf->stores[i].name);
-			buf_printf(b, ":\"%s%s\"", json_safe_tag(it->ops[i].info.tag), at);
-			first = false;
-		}
-		if (it->mig.put.stored && it->mig.put.info.tag[0]) {
-			buf_puts(b, first ? ",\"wrote\":{" : ",");
-			json_str(b, it->mig.target);
-			buf_printf(b, ":\"%s%s\"", json_safe_tag(it->mig.put.info.tag), at);
-			first = false;
-		}
-		if (!first)
-			buf_putc(b, '}');
+		 * next item deletes; torn ones are strays in any case */
+		json_copies(b, it, "wrote", false);
+		json_copies(b, it, "torn", true);
 		/* what was read: a put's source, or a migration's where the
 		 * catalog has no size (one it has stays: the delete step checks
-		 * the source against it) */
+		 * the source against it); not a read the source's writer tore */
 		if ((it->src >= 0 || (it->mig.put.stored && !it->size_known)) &&
-		    (it->got.size || !it->failed))
+		    (it->got.size || !it->failed) && !it->torn)
 			buf_printf(b, ",\"size\":%llu", (unsigned long long)it->got.size);
 		if (it->got.has_md5) {
 			char hex[33];
@@ -815,8 +844,13 @@ static enum taken taken_verdict(const struct item *it, int i, const struct obj_i
 	bool older = o->mtime > 0 && it->changed_at > 0 && written_at(o) <= it->changed_at + 1.0;
 	double now = (double)time(NULL);
 
-	if (is_stray(it, i, o))
-		return TAKEN_REPLACE; /* of a version written again meanwhile */
+	if (is_stray(it, i, o)) {
+		log_msg(LOG_INFO, &(struct log_fields){.key = it->key, .store = name},
+			"store \"%s\" holds a copy of \"%s\" an earlier attempt wrote of a "
+			"version written again meanwhile: replacing it",
+			name, it->key);
+		return TAKEN_REPLACE;
+	}
 	if (older && listed(it->stale, name))
 		return TAKEN_REPLACE; /* the earlier version the catalog knows is there:
 				       * not worth reading back */
@@ -939,8 +973,12 @@ static void put_over(struct item *it)
 	struct err m;
 
 	if (it->busy == 0) {
-		if (!it->failed && it->direct && source_changed(it, it->spool, &m))
+		if (!it->failed && it->direct && source_changed(it, it->spool, &m)) {
 			item_fail(it, &m, false); /* the copies may mix two versions */
+			for (size_t i = 0; i < it->g->conf->nstores; i++)
+				if (it->ops[i].stored)
+					op_torn(&it->ops[i]);
+		}
 		item_done(it);
 	} else if (it->nparked > 0 && item_parked(it)) {
 		it->sy->parked_at = 0; /* what is left of it waits for the disk only */
@@ -1118,6 +1156,7 @@ static void put_done(void *arg, const struct err *e)
 		err_set(&m, ERR_INTEGRITY, "store \"%s\" holds %llu bytes, not %llu", c->name,
 			(unsigned long long)op->info.size, (unsigned long long)it->got.size);
 		item_fail(it, &m, false);
+		op_torn(op);
 	} else {
 		op->ok = true;
 		op->stored = true;
@@ -1636,6 +1675,7 @@ static void vjob_done(struct workq_job *job)
 			m->target, (unsigned long long)m->back.info.size,
 			(unsigned long long)it->got.size);
 		mig_fail(it, &ve, "verifying");
+		op_torn(&m->put);
 	} else {
 		it->got.has_md5 = true;
 		memcpy(it->got.md5, v->ma, 16);
@@ -1765,6 +1805,7 @@ static void mig_put_done(void *arg, const struct err *e)
 		err_set(&ve, ERR_INTEGRITY, "store \"%s\" holds %llu bytes, not %llu", m->target,
 			(unsigned long long)op->info.size, (unsigned long long)it->got.size);
 		mig_fail(it, &ve, "verifying");
+		op_torn(op);
 		item_finish(it);
 		return;
 	}
@@ -1774,6 +1815,7 @@ static void mig_put_done(void *arg, const struct err *e)
 	}
 	if (m->direct && source_changed(it, m->spool, &ve)) {
 		mig_fail(it, &ve, "copying"); /* the copy may mix two versions */
+		op_torn(op);
 		item_finish(it);
 		return;
 	}

@@ -156,9 +156,11 @@ CREATE TABLE imgsync.work (
 	stale text[],
 	stale_until timestamptz,
 	-- copies an attempt wrote while the image was written again (a put, a
-	-- removal), which the catalog therefore never recorded: {store: tag}
-	-- (struct obj_info.tag).  Deleted by the next put's or removal's item
-	-- while they still have that tag, unless the new version goes there.
+	-- removal), or that are not the version it read (the source written
+	-- again in place while read: torn), which the catalog therefore never
+	-- recorded: {store: tag} (struct obj_info.tag).  Deleted by the next
+	-- put's or removal's item while they still have that tag, unless the
+	-- new version goes there; there, the next copy replaces them.
 	strays jsonb,
 	created_at timestamptz NOT NULL DEFAULT now(),
 	updated_at timestamptz NOT NULL DEFAULT now()
@@ -1384,14 +1386,24 @@ BEGIN
 		       stale_until = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
 					  ELSE w.stale_until END,
 		       -- what an attempt wrote for a version written again meanwhile
-		       -- (the catalog looked at for restarts only: not on the hot path)
+		       -- (the catalog looked at for restarts only: not on the hot path),
+		       -- and what it wrote that is not the version it copied (torn:
+		       -- the source written again while read), which the next
+		       -- attempt replaces
 		       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-				     WHEN a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
-					  OR r.wrote = '{}' THEN w.strays
-				     WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
-					  IS DISTINCT FROM r.version
-				     THEN coalesce(w.strays, '{}') || r.wrote
-				     ELSE w.strays END,
+				     WHEN (a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
+					   OR r.wrote = '{}')
+					  AND (jsonb_typeof(r.torn) IS DISTINCT FROM 'object' OR r.torn = '{}')
+				     THEN w.strays
+				     ELSE nullif(coalesce(w.strays, '{}')
+					  || CASE WHEN a.act <> 'restart'
+						       OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object' THEN '{}'
+						  WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
+						       IS DISTINCT FROM r.version THEN r.wrote
+						  ELSE '{}' END
+					  || CASE WHEN jsonb_typeof(r.torn) = 'object' THEN r.torn ELSE '{}' END,
+					  '{}')
+				     END,
 		       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
 		       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
 				       WHEN a.act IN ('retry', 'dead') AND NOT coalesce(r.counted, true)
@@ -1416,7 +1428,7 @@ BEGIN
 		  FROM unnest(keys, acts) AS a(key, act)
 		  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
 							delay float8, error text, version bigint,
-							wrote jsonb) ON r.key = a.key
+							wrote jsonb, torn jsonb) ON r.key = a.key
 		 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
 	END IF;
 

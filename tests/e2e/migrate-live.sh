@@ -115,6 +115,7 @@ left=$(find "$D_ROOT" -type f | wc -l)
 check "the source store is empty ($left files)" test "$left" = 0
 check_bucket "S3 holds each live image with its latest content, and the $dead deleted ones nowhere" "$D_BUCKET" "$D_DIR/manifest" --exact
 check "no item failed" test "$(d_sql "SELECT count(*) FROM imgsync.work WHERE state = 'dead'")" = 0
+d_sql "SELECT key, state, attempts, last_error FROM imgsync.work" | sed 's/^/# left: /'
 d_stop
 
 # The application rewrites a source copy in place after it was copied and
