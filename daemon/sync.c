@@ -126,7 +126,10 @@ struct mig {
 	bool direct;	   /* spool is the source's own file (open_fd) */
 	bool adopt;	   /* spool is the target's (spool()): adopt() it */
 	struct vjob *vjob; /* verify: the hashing on the pool, if under way */
-	char *src_tag;	   /* delete-source: the source's tag when it was copied */
+	char *src_tag;	   /* delete-source: the source's tag when it was copied;
+			    * copy: set when the previous attempt deleted the
+			    * source copy just as the key was written again
+			    * (mig_source_moved()) */
 	char copied_tag[sizeof(((struct obj_info *)0)->tag)]; /* copy: the tag read */
 	int src, tgt;					      /* store indexes */
 	int spool, check; /* the copy, and the target read back (verify) */
@@ -774,6 +777,14 @@ static void item_finish(struct item *it)
 		if (!it->failed && it->mig.next_step && it->mig.copied_tag[0]) {
 			buf_puts(b, ",\"src_tag\":");
 			json_str(b, it->mig.copied_tag);
+		}
+		/* the source copy the delete step took: should the key have
+		 * been written again meanwhile, the next attempt may find it
+		 * gone (mig_source_moved()) */
+		if (!it->failed && it->mig.unstore && it->mig.src_tag && it->mig.src_tag[0] &&
+		    strcmp(it->mig.step, "delete-source") == 0) {
+			buf_puts(b, ",\"deleted_tag\":");
+			json_str(b, it->mig.src_tag);
 		}
 	}
 	buf_putc(b, '}');
@@ -1894,6 +1905,61 @@ static bool mig_write(struct item *it, struct err *pe)
 	return ok;
 }
 
+/* The target's copy, looked at because the source is gone
+ * (mig_source_moved()): the copy the previous attempt wrote is the image. */
+static void mig_moved_looked(void *arg, const struct err *e)
+{
+	struct op *op = arg;
+	struct item *it = op->it;
+	struct mig *m = &it->mig;
+	struct err pe = {0};
+
+	op->busy = false;
+	op->req = NULL;
+	if (e || !superseded(it, &op->info)) {
+		err_set(&pe, ERR_NOTFOUND,
+			"the source copy is gone; this migration moved it to store \"%s\" as the "
+			"image was written again, but %s",
+			m->target,
+			e ? "the copy there is gone too" : "the copy there was written since");
+		mig_fail(it, &pe, "reading the source");
+		item_finish(it);
+		return;
+	}
+	log_msg(LOG_NOTICE, &(struct log_fields){.key = it->key, .migration = m->id},
+		"migration %lld: \"%s\" was moved to %s while the application's put() of it "
+		"was under way; the source copy is gone, so what that put() named was the copy "
+		"moved (%llu bytes): it is the image, in %s",
+		m->id, it->key, m->target, (unsigned long long)op->info.size, m->target);
+	it->got = op->info;
+	m->put.info = op->info;
+	m->put.stored = true;
+	m->outcome = "done";
+	m->bytes = op->info.size;
+	m->home = m->target;
+	m->unstore = m->source;
+	item_finish(it);
+}
+
+/* The source of a move's copy is gone (E).  When the previous attempt
+ * deleted it (work.source_tag kept at the restart: see complete()) just as
+ * the application's put() of the key began, that put() named bytes written
+ * before the delete -- which takes the file only while it holds the bytes
+ * copied: a write after it makes a new file -- so the copy in the target
+ * (the version the put superseded there: stale) is the image.  Looks at
+ * it; false: not that case. */
+static bool mig_source_moved(struct item *it, const struct err *e)
+{
+	struct mig *m = &it->mig;
+	struct err pe = {0};
+
+	if (e->code != ERR_NOTFOUND || !m->move || m->src_tag == NULL || !m->src_tag[0] ||
+	    strcmp(m->step, "copy") != 0 || !listed(it->stale, m->target))
+		return false;
+	m->back = (struct op){.it = it, .store = m->tgt};
+	return look_taken(it, &m->back, mig_moved_looked, &pe);
+}
+
 static void mig_get_done(void *arg, const struct err *e)
 {
 	struct op *op = arg;
@@ -1903,6 +1969,8 @@ static void mig_get_done(void *arg, const struct err *e)
 
 	op->busy = false;
 	op->req = NULL;
+	if (e && mig_source_moved(it, e))
+		return;
 	if (e) {
 		mig_fail(it, e, "reading the source");
 		item_finish(it);

@@ -1378,8 +1378,12 @@ BEGIN
 		       step = CASE a.act WHEN 'restart' THEN CASE WHEN w.migration IS NOT NULL THEN 'copy' END
 					 WHEN 'takeover' THEN 'copy' WHEN 'next' THEN r.next_step
 					 ELSE w.step END,
+		       -- a restart after the delete step took the source copy (the
+		       -- application's put() began meanwhile) keeps its tag: the copy
+		       -- step that follows may find the source gone, and the copy in
+		       -- the target is then the image (mig_source_moved() in sync.c)
 		       source_tag = CASE a.act WHEN 'next' THEN r.src_tag
-					       WHEN 'restart' THEN NULL WHEN 'takeover' THEN NULL
+					       WHEN 'restart' THEN r.deleted_tag WHEN 'takeover' THEN NULL
 					       ELSE w.source_tag END,
 		       -- the superseded copies are gone once the put's stage succeeded
 		       stale = CASE WHEN a.act IN ('takeover', 'next') THEN NULL ELSE w.stale END,
@@ -1428,7 +1432,7 @@ BEGIN
 		  FROM unnest(keys, acts) AS a(key, act)
 		  JOIN jsonb_to_recordset(results) AS r(key text, next_step text, src_tag text, counted boolean,
 							delay float8, error text, version bigint,
-							wrote jsonb, torn jsonb) ON r.key = a.key
+							wrote jsonb, torn jsonb, deleted_tag text) ON r.key = a.key
 		 WHERE w.key = a.key AND a.act IN ('restart', 'takeover', 'next', 'retry', 'dead');
 	END IF;
 

@@ -315,6 +315,44 @@ check "a source dated an hour ahead moves without waiting" \
 check "... to S3, with its bytes" test "$(s3_cat again/d.png)" = "from the future"
 d_stop
 
+# The delete step takes the source copy just as the application's put()
+# of the key begins: the put() names bytes written before the delete (any
+# write after it makes a new file), which are the ones moved.  The key
+# starts over and finds its source gone: the copy in the target is the
+# image, not a failure.  The session below holds the image's row as a
+# put() does from its first statement, while the delete step runs.
+mkdir -p "$D_ROOT/race"
+d_sql "SELECT imgsync.put('race/a.png', 'local', 'image/png')" >/dev/null
+sleep 0.2
+printf 'written just after its put' >"$D_ROOT/race/a.png"
+m=$(ctl migrate local cloud --prefix race/ | sed -n 's/^migration \([0-9]*\) started.*/\1/p')
+check "imgsyncd starts again" d_start
+check "the copy is made, its source's deletion put off" \
+	wait_sql "SELECT step FROM imgsync.work WHERE key = 'race/a.png' AND not_before > now()" delete-source 20
+d_stop
+d_sql "UPDATE imgsync.work SET not_before = now() WHERE key = 'race/a.png'" >/dev/null
+rm -f "$D_DIR/app.fifo" && mkfifo "$D_DIR/app.fifo"
+psql -qXtA -v ON_ERROR_STOP=1 -d "$D_DB" <"$D_DIR/app.fifo" >"$D_DIR/app.out" 2>&1 &
+app_psql=$!
+exec 7>"$D_DIR/app.fifo"
+echo "BEGIN; SELECT 'locked' FROM imgsync.images WHERE key = 'race/a.png' FOR UPDATE;" >&7
+for _ in $(seq 100); do grep -q locked "$D_DIR/app.out" && break; sleep 0.05; done
+check "imgsyncd starts again, the application's put() under way" d_start 7>&-
+for _ in $(seq 100); do [ -e "$D_ROOT/race/a.png" ] || break; sleep 0.05; done
+check "the delete step takes the source copy" test ! -e "$D_ROOT/race/a.png"
+echo "SELECT imgsync.put('race/a.png', 'local', 'image/png'); COMMIT;" >&7
+exec 7>&-
+wait $app_psql
+check "the application's put() commits ($(tr '\n' ' ' <"$D_DIR/app.out"))" test "$(cat "$D_DIR/app.out")" = locked
+check "the key starts over, and the migration is done" \
+	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 20
+d_sql "SELECT key, state, attempts, last_error FROM imgsync.work" | sed 's/^/# left: /'
+check "... the catalog has the image on S3 only" \
+	test "$(d_sql "SELECT origin || ' ' || array_to_string(stores, ',') || ' ' || size FROM imgsync.images WHERE key = 'race/a.png'")" = "cloud cloud 26"
+check "... with its bytes" test "$(s3_cat race/a.png)" = "written just after its put"
+check "... saying why" grep -q 'migration [0-9]*: "race/a.png" was moved to cloud while the application.s put() of it was under way; the source copy is gone' "$D_LOG"
+d_stop
+
 # Many such images (an application that writes each file just after its
 # put() began) do not hold up the rest of a migration while their deletes
 # wait: 100 of them, more than the queue takes of one migration at a time
