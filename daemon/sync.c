@@ -1916,12 +1916,20 @@ static void mig_moved_looked(void *arg, const struct err *e)
 
 	op->busy = false;
 	op->req = NULL;
-	if (e || !superseded(it, &op->info)) {
-		err_set(&pe, ERR_NOTFOUND,
-			"the source copy is gone; this migration moved it to store \"%s\" as the "
-			"image was written again, but %s",
-			m->target,
-			e ? "the copy there is gone too" : "the copy there was written since");
+	/* The copy moved was written before the catalog last recorded that
+	 * version (stale_until: the copy's own result), a second's grace for
+	 * a whole-second time.  Not bound by this version's record, as
+	 * superseded() is: the put()'s transaction may have begun before the
+	 * copy landed. */
+	if (e || op->info.mtime <= 0 || it->stale_until <= 0 ||
+	    written_from(&op->info) > it->stale_until + 1.0) {
+		err_set(
+		    &pe, ERR_NOTFOUND,
+		    "the source copy is gone; this migration moved it to store \"%s\" as the "
+		    "image was written again, but %s",
+		    m->target,
+		    e ? "the copy there is gone too"
+		      : "the copy there was written after the catalog's record of the one moved");
 		mig_fail(it, &pe, "reading the source");
 		item_finish(it);
 		return;
@@ -1947,14 +1955,15 @@ static void mig_moved_looked(void *arg, const struct err *e)
  * before the delete -- which takes the file only while it holds the bytes
  * copied: a write after it makes a new file -- so the copy in the target
  * (the version the put superseded there: stale) is the image.  Looks at
- * it; false: not that case. */
+ * it (mig_moved_looked()); false: not that case. */
 static bool mig_source_moved(struct item *it, const struct err *e)
 {
 	struct mig *m = &it->mig;
 	struct err pe = {0};
 
 	if (e->code != ERR_NOTFOUND || !m->move || m->src_tag == NULL || !m->src_tag[0] ||
-	    strcmp(m->step, "copy") != 0 || !listed(it->stale, m->target))
+	    strcmp(m->step, "copy") != 0 || !listed(it->stale, m->target) || it->origin == NULL ||
+	    strcmp(it->origin, m->source) != 0)
 		return false;
 	m->back = (struct op){.it = it, .store = m->tgt};
 	return look_taken(it, &m->back, mig_moved_looked, &pe);
