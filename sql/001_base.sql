@@ -1395,18 +1395,14 @@ BEGIN
 		       -- the source written again while read), which the next
 		       -- attempt replaces
 		       strays = CASE WHEN a.act IN ('takeover', 'next') THEN NULL
-				     WHEN (a.act <> 'restart' OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object'
-					   OR r.wrote = '{}')
-					  AND (jsonb_typeof(r.torn) IS DISTINCT FROM 'object' OR r.torn = '{}')
+				     WHEN r.torn IS NULL AND (a.act <> 'restart' OR r.wrote IS NULL)
 				     THEN w.strays
 				     ELSE nullif(coalesce(w.strays, '{}')
-					  || CASE WHEN a.act <> 'restart'
-						       OR jsonb_typeof(r.wrote) IS DISTINCT FROM 'object' THEN '{}'
-						  WHEN (SELECT i.version FROM imgsync.images i WHERE i.key = a.key)
-						       IS DISTINCT FROM r.version THEN r.wrote
-						  ELSE '{}' END
-					  || CASE WHEN jsonb_typeof(r.torn) = 'object' THEN r.torn ELSE '{}' END,
-					  '{}')
+					  || CASE WHEN a.act = 'restart' AND r.wrote IS NOT NULL
+						       AND (SELECT i.version FROM imgsync.images i
+							     WHERE i.key = a.key) IS DISTINCT FROM r.version
+						  THEN r.wrote ELSE '{}' END
+					  || coalesce(r.torn, '{}'), '{}')
 				     END,
 		       op = CASE WHEN a.act IN ('takeover', 'next') THEN 'migrate' ELSE w.op END,
 		       attempts = CASE WHEN a.act IN ('takeover', 'next') THEN 0
