@@ -23,6 +23,7 @@ rnd = random.Random(7 if phase == "seed" else 8)
 psql = subprocess.Popen(["psql", "-qXtA", "-v", "ON_ERROR_STOP=1", "-d", db, "-o", "/dev/null"],
                         stdin=subprocess.PIPE, text=True)
 last = {}
+hist = open(os.path.join(os.path.dirname(root.rstrip("/")), "writes." + phase), "w")
 def write(key):
     data = rnd.randbytes(rnd.randint(500, 40000))
     path = os.path.join(root, key)
@@ -31,6 +32,8 @@ def write(key):
         f.write(data)
     psql.stdin.write("SELECT imgsync.put('%s', 'local', 'image/png');\n" % key)
     psql.stdin.flush()
+    hist.write("%s %d %.3f\n" % (key, len(data), time.time()))
+    hist.flush()
     last[key] = "%d %s" % (len(data), hashlib.sha256(data).hexdigest())
 keys = ["img/%02d/%04d.png" % (i % 20, i) for i in range(1000)]
 if phase == "seed":
@@ -65,7 +68,24 @@ check "ended, it is done with no failure" \
 	wait_sql "SELECT state || ' ' || failed FROM imgsync.migration_status WHERE id = $m" "done 0" 10
 check "the catalog has each image on S3 only" \
 	test "$(d_sql "SELECT count(*) FILTER (WHERE origin = 'cloud' AND stores = '{cloud}') || ' ' || count(*) FROM imgsync.images")" = "1000 1000"
-check_bucket "S3 holds the bytes written last of each" "$D_BUCKET" "$D_DIR/manifest" --exact
+# what happened to an image S3 holds other bytes of: its writes, attempts
+# and the daemon's lines about it
+explain() {
+	local h k
+	oracle_rgw verify "$D_BUCKET" "$D_DIR/manifest" --exact 2>&1 |
+		sed -n 's/^MISMATCH \([0-9a-f]*\) .*/\1/p' | head -3 | while read -r h; do
+		k=$(py -c 'import sys; print(bytes.fromhex(sys.argv[1]).decode())' "$h")
+		echo "# $k: written (size, time):"
+		grep -h "^$k " "$D_DIR"/writes.* | sed 's/^/#   /'
+		echo "# $k: attempts (gen, ok, started, finished, error):"
+		d_sql "SELECT gen, ok, extract(epoch FROM started_at), extract(epoch FROM finished_at), error
+		         FROM imgsync.attempts WHERE key = '$k' ORDER BY id" | sed 's/^/#   /'
+		echo "# $k: the daemon's lines:"
+		grep -hF "$k" "$D_DIR"/imgsyncd.*.log | tail -40 | sed 's/^/#   /'
+	done
+}
+check_bucket "S3 holds the bytes written last of each" "$D_BUCKET" "$D_DIR/manifest" --exact ||
+	explain
 left=$(find "$D_ROOT" -type f | wc -l)
 check "the source store is empty ($left files)" test "$left" = 0
 d_stop

@@ -167,7 +167,7 @@ wait_sql() {
 
 # check_bucket DESCRIPTION BUCKET MANIFEST [--exact]: every object of the
 # manifest ("KEYHEX SIZE SHA256" lines) byte-exact in the bucket, read by
-# the independent client; with --exact, nothing else in it
+# the independent client; with --exact, nothing else in it; false when not
 check_bucket() {
 	local d=$1 b=$2 m=$3 log="$D_DIR/verify.$RANDOM.log"
 	shift 3
@@ -176,6 +176,7 @@ check_bucket() {
 	else
 		fail "$d"
 		head -10 "$log" | sed 's/^/# /'
+		return 1
 	fi
 }
 
