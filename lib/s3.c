@@ -893,7 +893,11 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 			c->hdrs = n;
 		}
 	}
-	if (strcmp(method, "POST") == 0) {
+	/* a body held in memory goes as curl's POST data, with the method
+	 * PUT: sent from where it is, with no upload buffer of 64 KiB kept
+	 * by each easy handle (a PUT streamed from a file needs one) */
+	bool mem_put = strcmp(method, "PUT") == 0 && c->mem && !c->md5;
+	if (strcmp(method, "POST") == 0 || mem_put) {
 		/* curl would add a form Content-Type to a POST without one */
 		bool given = false;
 
@@ -935,7 +939,11 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	}
 	curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, c);
-	if (strcmp(method, "PUT") == 0) {
+	if (mem_put) {
+		curl_easy_setopt(c->easy, CURLOPT_POSTFIELDS, (const char *)c->mem);
+		curl_easy_setopt(c->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->len);
+		curl_easy_setopt(c->easy, CURLOPT_CUSTOMREQUEST, "PUT");
+	} else if (strcmp(method, "PUT") == 0) {
 		curl_easy_setopt(c->easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c->easy, CURLOPT_READFUNCTION, on_read);
 		curl_easy_setopt(c->easy, CURLOPT_READDATA, c);
