@@ -71,6 +71,20 @@
 #define FS_GROUP_SLOW_MS   1000
 #define FS_GROUP_SLOW_BPMS 32768
 #define FS_GROUP_SOLO_MS   300000
+/* A deleted file stays set aside this long before it is unlinked: see
+ * do_del_if(). */
+#define FS_ASIDE_GRACE_MS 500
+#define FS_ASIDE_MAX	  1024 /* descriptors held so at most */
+
+/* A file a delete unlinked, held open for FS_ASIDE_GRACE_MS in case it was
+ * written as it went (aside_finish()). */
+struct fs_aside {
+	struct fs_aside *next;
+	uint64_t at_ms; /* loop_clock_ms() when unlinked */
+	char *key;
+	int fd; /* the file, unlinked */
+	char tag[STORE_TAG_MAX];
+};
 
 struct fs_store {
 	struct store base;
@@ -98,6 +112,11 @@ struct fs_store {
 	_Atomic uint64_t solo_until;
 	uint64_t slow_ms;  /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
 	unsigned delay_ms; /* tests (IMGSYNC_FS_GROUP_DELAY_MS): a slow disk's syncfs */
+	/* under mu: files deletes set aside, oldest first; on the loop, the
+	 * timer that finishes them once no delete comes to */
+	struct fs_aside *asides, **asides_tail;
+	size_t nasides;
+	struct loop_timer aside_timer;
 };
 
 enum fs_op { FS_PUT, FS_GET, FS_OPEN, FS_STAT, FS_DEL, FS_DEL_IF, FS_LIST };
@@ -888,11 +907,25 @@ static int open_regular(struct fs_store *st, const char *key, int flags, uint64_
 	return fd;
 }
 
+static int aside_settle_key(struct fs_store *st, const char *key);
+
 static int open_object(struct store_req *r, int flags)
 {
 	struct stat sb;
-	int fd = open_regular(r->st, r->key, flags, 0, &sb);
+	int fd = open_regular(r->st, r->key, flags, 0, &sb), settled;
 
+	/* not there to read: a delete's file in its grace may come back */
+	if (fd == -1 && (errno == ENOENT || errno == ENOTDIR) && flags != O_PATH &&
+	    (settled = aside_settle_key(r->st, r->key)) != 0) {
+		if (settled < 0) {
+			err_set(&r->err, ERR_TRANSIENT,
+				"\"%s\" under %s was deleted moments ago and may come back (it "
+				"was written as it went?): looking again shortly",
+				r->key, r->st->base.cfg->root);
+			return -1;
+		}
+		fd = open_regular(r->st, r->key, flags, 0, &sb);
+	}
 	if (fd == -1) {
 		if (errno == ENOENT || errno == ENOTDIR)
 			err_set(&r->err, ERR_NOTFOUND, "\"%s\" does not exist under %s", r->key,
@@ -993,6 +1026,202 @@ static bool do_del(struct store_req *r)
 	return true;
 }
 
+/*
+ * Deleted files in their grace.  Setting a file aside and checking its tag
+ * keeps out a writer that opens the key afterwards, but not one whose open
+ * had found the file just before it was set aside and truncates or writes
+ * it just after: the kernel looks the name up, then opens and truncates
+ * the file it found, and a writer preempted in between (a loaded machine)
+ * writes into a file no name leads to any more.  The application's put()
+ * of those bytes would then name a file that is gone.  So the delete keeps
+ * the file open for FS_ASIDE_GRACE_MS after unlinking it, and if it was
+ * written meanwhile, writes what it holds back under its name (unless a
+ * newer file has taken it).  Held by a descriptor, not a name, a file in
+ * its grace leaves nothing behind when the daemon is killed.  A look at
+ * the key's content (open_object(), not a stat) that finds nothing while
+ * the key's file is in its grace waits for the outcome instead.
+ */
+
+static void aside_finish(struct fs_store *st, struct fs_aside *a);
+
+/* Unlink NAME (checked: its descriptor FD, tag TAG), keeping FD for the
+ * grace; false (FD closed, nothing unlinked) when it cannot be held. */
+static bool aside_add(struct fs_store *st, const char *key, int dirfd, const char *name, int fd,
+		      const char *tag)
+{
+	struct fs_aside *a = calloc(1, sizeof(*a)), *old = NULL;
+
+	if (a == NULL || (a->key = strdup(key)) == NULL) {
+		free(a);
+		close(fd);
+		return false;
+	}
+	a->fd = fd;
+	a->at_ms = loop_clock_ms();
+	snprintf(a->tag, sizeof(a->tag), "%s", tag);
+	(void)unlinkat(dirfd, name, 0);
+	pthread_mutex_lock(&st->mu);
+	*st->asides_tail = a;
+	st->asides_tail = &a->next;
+	/* a bounded number of descriptors: the oldest goes early */
+	if (++st->nasides > FS_ASIDE_MAX) {
+		old = st->asides;
+		st->asides = old->next;
+		st->nasides--;
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (old)
+		aside_finish(st, old);
+	return true;
+}
+
+/* Write back what a file written in its grace holds, under its name. */
+static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct stat *sb)
+{
+	char dir[KEY_MAX + 1], tmp[NAME_MAX + 1];
+	const char *base, *name = st->base.cfg->name;
+	struct log_fields lf = {.key = a->key, .store = name};
+	struct err e = {0};
+	uint64_t copied = 0;
+	int dirfd = fs_open_parent(st, a->key, true, &e), out = -1, rc = -1;
+
+	if (dirfd < 0) {
+		log_msg(LOG_WARNING, &lf,
+			"store \"%s\": \"%s\" was written as it was deleted, by a program that had "
+			"opened it just before, and cannot be written back: %s",
+			name, a->key, e.msg);
+		return;
+	}
+	split_key(a->key, dir, sizeof(dir), &base);
+	for (int i = 0; i < 100 && out < 0; i++) {
+		snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", base,
+			 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+		out =
+		    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (out < 0 && errno != EEXIST)
+			break;
+	}
+	/* with the writer's times: the file is what it wrote, when it did */
+	if (out >= 0 && copy_fd(a->fd, out, (uint64_t)sb->st_size, &copied, &e) &&
+	    futimens(out, (struct timespec[2]){sb->st_atim, sb->st_mtim}) == 0 &&
+	    (!st->fsync || fsync(out) == 0)) {
+		rc = renameat2(dirfd, tmp, dirfd, base, RENAME_NOREPLACE);
+		if (rc < 0 && errno == EINVAL && (rc = linkat(dirfd, tmp, dirfd, base, 0)) == 0)
+			(void)unlinkat(dirfd, tmp, 0);
+		if (rc == 0 && st->fsync)
+			(void)fsync(dirfd);
+	}
+	if (out >= 0) {
+		close(out);
+		if (rc < 0)
+			(void)unlinkat(dirfd, tmp, 0);
+	}
+	if (rc == 0)
+		log_msg(LOG_NOTICE, &lf,
+			"store \"%s\": \"%s\" was written as it was deleted, by a program that had "
+			"opened it just before: written back (%llu bytes)",
+			name, a->key, (unsigned long long)copied);
+	else if (errno == EEXIST)
+		log_msg(
+		    LOG_NOTICE, &lf,
+		    "store \"%s\": \"%s\" was written as it was deleted, by a program that had "
+		    "opened it just before, and a newer file has its name since: that one stays",
+		    name, a->key);
+	else
+		log_msg(LOG_WARNING, &lf,
+			"store \"%s\": \"%s\" was written as it was deleted, by a program that had "
+			"opened it just before, and cannot be written back: %s",
+			name, a->key, e.msg[0] ? e.msg : strerror(errno));
+	close(dirfd);
+}
+
+/* The grace of a deleted file is over: let it go, or write it back if it
+ * was written meanwhile. */
+static void aside_finish(struct fs_store *st, struct fs_aside *a)
+{
+	struct obj_info now;
+	struct stat sb;
+
+	if (fstat(a->fd, &sb) == 0) {
+		info_from_stat(&now, &sb);
+		if (strcmp(now.tag, a->tag) != 0)
+			aside_rescue(st, a, &sb);
+	}
+	close(a->fd);
+	free(a->key);
+	free(a);
+}
+
+/* Finish the files whose grace is over (ALL: every one). */
+static void asides_settle(struct fs_store *st, bool all)
+{
+	uint64_t now = loop_clock_ms();
+	struct fs_aside *due = NULL, **tail = &due;
+
+	pthread_mutex_lock(&st->mu);
+	while (st->asides && (all || st->asides->at_ms + FS_ASIDE_GRACE_MS <= now)) {
+		*tail = st->asides;
+		tail = &st->asides->next;
+		st->asides = st->asides->next;
+		st->nasides--;
+	}
+	*tail = NULL;
+	if (st->asides == NULL)
+		st->asides_tail = &st->asides;
+	pthread_mutex_unlock(&st->mu);
+	while (due) {
+		struct fs_aside *next = due->next;
+
+		aside_finish(st, due);
+		due = next;
+	}
+}
+
+/* On the loop: the files whose grace is over, while no delete (which
+ * finishes them too) comes. */
+static void on_aside_timer(void *arg)
+{
+	struct fs_store *st = arg;
+	bool more;
+
+	asides_settle(st, false);
+	pthread_mutex_lock(&st->mu);
+	more = st->asides != NULL || st->pending > 0;
+	pthread_mutex_unlock(&st->mu);
+	if (more)
+		loop_timer_set(st->base.env.loop, &st->aside_timer, FS_ASIDE_GRACE_MS);
+}
+
+/* KEY's file set aside by a delete: 0 none; 1 it was, and is final now
+ * (look again); -1 it is in its grace. */
+static int aside_settle_key(struct fs_store *st, const char *key)
+{
+	uint64_t now = loop_clock_ms();
+	struct fs_aside **pp, *a = NULL;
+	int pending = 0;
+
+	pthread_mutex_lock(&st->mu);
+	for (pp = &st->asides; *pp; pp = &(*pp)->next)
+		if (strcmp((*pp)->key, key) == 0) {
+			if ((*pp)->at_ms + FS_ASIDE_GRACE_MS > now) {
+				pending = -1;
+				break;
+			}
+			a = *pp;
+			*pp = a->next;
+			if (st->asides_tail == &a->next)
+				st->asides_tail = pp;
+			st->nasides--;
+			break;
+		}
+	pthread_mutex_unlock(&st->mu);
+	if (a) {
+		aside_finish(st, a);
+		return 1;
+	}
+	return pending;
+}
+
 /* A delete interrupted (killed) between setting the file aside and
  * unlinking it leaves it hidden under a temporary name: when the delete is
  * retried, unlink what was set aside if it is still the tagged version. */
@@ -1037,8 +1266,9 @@ static bool do_del_if(struct store_req *r)
 	const char *name;
 	struct obj_info now;
 	struct stat sb;
-	int dirfd = fs_open_parent(st, r->key, false, &r->err), rc = -1;
+	int dirfd = fs_open_parent(st, r->key, false, &r->err), rc = -1, held;
 
+	asides_settle(st, false);
 	if (dirfd < 0)
 		return r->err.code == ERR_NOTFOUND;
 	split_key(r->key, dir, sizeof(dir), &name);
@@ -1072,19 +1302,24 @@ static bool do_del_if(struct store_req *r)
 		return err_sys(&r->err, saved, "cannot set \"%s\" aside to delete it under %s",
 			       r->key, st->base.cfg->root);
 	}
-	if (fstatat(dirfd, aside, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode)) {
+	held = openat(dirfd, aside, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (held >= 0 && fstat(held, &sb) == 0 && S_ISREG(sb.st_mode)) {
 		info_from_stat(&now, &sb);
 		if (strcmp(now.tag, r->token) == 0) {
-			/* No directory fsync: a move's source copy that a crash
+			/* Unlinked, and held for a grace (aside_add()).  No
+			 * directory fsync: a move's source copy that a crash
 			 * brings back is an extra file (imgsyncctl verify lists
 			 * it), never a lost image, and a flush per image would
 			 * bound a move by the disk's flush rate. */
-			(void)unlinkat(dirfd, aside, 0);
+			if (!aside_add(st, r->key, dirfd, aside, held, now.tag))
+				(void)unlinkat(dirfd, aside, 0);
 			close(dirfd);
 			prune_dirs(st, dir);
 			return true;
 		}
 	}
+	if (held >= 0)
+		close(held);
 	rc = renameat2(dirfd, aside, dirfd, name, RENAME_NOREPLACE);
 	if (rc < 0 && errno == EINVAL)
 		rc = renameat(dirfd, aside, dirfd, name);
@@ -1599,6 +1834,8 @@ static bool fs_del_if(struct store *s, const char *key, const char *tag, store_d
 		return err_set(e, ERR_NOMEM, "out of memory");
 	}
 	req_submit(st, r);
+	if (st->base.env.loop && !loop_timer_armed(&st->aside_timer))
+		loop_timer_set(st->base.env.loop, &st->aside_timer, FS_ASIDE_GRACE_MS + 100);
 	return true;
 }
 
@@ -1711,6 +1948,8 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	}
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->idle, NULL);
+	st->asides_tail = &st->asides;
+	loop_timer_init(&st->aside_timer, on_aside_timer, st);
 	st->staged_tail = &st->staged;
 	st->group_job.work = group_work;
 	st->slow_ms = env_ms("IMGSYNC_FS_GROUP_SLOW_MS", FS_GROUP_SLOW_MS, 3600000);
@@ -1742,6 +1981,9 @@ static void fs_close(struct store *s)
 	while (st->pending > 0)
 		pthread_cond_wait(&st->idle, &st->mu);
 	pthread_mutex_unlock(&st->mu);
+	if (st->base.env.loop)
+		loop_timer_cancel(st->base.env.loop, &st->aside_timer);
+	asides_settle(st, true);
 	pthread_cond_destroy(&st->idle);
 	pthread_mutex_destroy(&st->mu);
 	close(st->rootfd);
