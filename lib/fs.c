@@ -52,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -74,7 +75,7 @@
 /* A deleted file stays set aside this long before it is unlinked: see
  * do_del_if(). */
 #define FS_ASIDE_GRACE_MS 500
-#define FS_ASIDE_MAX	  1024 /* descriptors held so at most */
+#define FS_ASIDE_MAX	  1024 /* descriptors held so at most (and an eighth of RLIMIT_NOFILE) */
 
 /* A file a delete unlinked, held open for FS_ASIDE_GRACE_MS in case it was
  * written as it went (aside_finish()). */
@@ -115,7 +116,7 @@ struct fs_store {
 	/* under mu: files deletes set aside, oldest first; on the loop, the
 	 * timer that finishes them once no delete comes to */
 	struct fs_aside *asides, **asides_tail;
-	size_t nasides;
+	size_t nasides, aside_max;
 	struct loop_timer aside_timer;
 };
 
@@ -1064,7 +1065,7 @@ static bool aside_add(struct fs_store *st, const char *key, int dirfd, const cha
 	*st->asides_tail = a;
 	st->asides_tail = &a->next;
 	/* a bounded number of descriptors: the oldest goes early */
-	if (++st->nasides > FS_ASIDE_MAX) {
+	if (++st->nasides > st->aside_max) {
 		old = st->asides;
 		st->asides = old->next;
 		st->nasides--;
@@ -1912,6 +1913,7 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	const char *no = getenv("IMGSYNC_FS_NO_OPENAT2");
 	struct statfs sfs;
 	struct stat rsb;
+	struct rlimit rl;
 	int fd;
 
 	if (cfg->root == NULL || cfg->root[0] != '/')
@@ -1949,6 +1951,9 @@ static bool fs_open_store(const struct store_cfg *cfg, const struct store_env *e
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->idle, NULL);
 	st->asides_tail = &st->asides;
+	st->aside_max = FS_ASIDE_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur / 8 < st->aside_max)
+		st->aside_max = rl.rlim_cur / 8 > 16 ? (size_t)(rl.rlim_cur / 8) : 16;
 	loop_timer_init(&st->aside_timer, on_aside_timer, st);
 	st->staged_tail = &st->staged;
 	st->group_job.work = group_work;
