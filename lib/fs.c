@@ -1084,7 +1084,7 @@ static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct s
 	struct log_fields lf = {.key = a->key, .store = name};
 	struct err e = {0};
 	uint64_t copied = 0;
-	int dirfd = fs_open_parent(st, a->key, true, &e), out = -1, rc = -1;
+	int dirfd = fs_open_parent(st, a->key, true, &e), out = -1, rc = -1, saved;
 
 	if (dirfd < 0) {
 		log_msg(LOG_WARNING, &lf,
@@ -1112,6 +1112,7 @@ static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct s
 		if (rc == 0 && st->fsync)
 			(void)fsync(dirfd);
 	}
+	saved = rc == 0 ? 0 : errno;
 	if (out >= 0) {
 		close(out);
 		if (rc < 0)
@@ -1122,7 +1123,7 @@ static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct s
 			"store \"%s\": \"%s\" was written as it was deleted, by a program that had "
 			"opened it just before: written back (%llu bytes)",
 			name, a->key, (unsigned long long)copied);
-	else if (errno == EEXIST)
+	else if (saved == EEXIST)
 		log_msg(
 		    LOG_NOTICE, &lf,
 		    "store \"%s\": \"%s\" was written as it was deleted, by a program that had "
@@ -1132,7 +1133,7 @@ static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct s
 		log_msg(LOG_WARNING, &lf,
 			"store \"%s\": \"%s\" was written as it was deleted, by a program that had "
 			"opened it just before, and cannot be written back: %s",
-			name, a->key, e.msg[0] ? e.msg : strerror(errno));
+			name, a->key, e.msg[0] ? e.msg : strerror(saved));
 	close(dirfd);
 }
 
