@@ -72,8 +72,8 @@
 #define FS_GROUP_SLOW_MS   1000
 #define FS_GROUP_SLOW_BPMS 32768
 #define FS_GROUP_SOLO_MS   300000
-/* A deleted file stays set aside this long before it is unlinked: see
- * do_del_if(). */
+/* A deleted file is held open this long, in case it was written as it
+ * went: see "Deleted files in their grace" below. */
 #define FS_ASIDE_GRACE_MS 500
 #define FS_ASIDE_MAX	  1024 /* descriptors held so at most (and an eighth of RLIMIT_NOFILE) */
 
@@ -113,10 +113,12 @@ struct fs_store {
 	_Atomic uint64_t solo_until;
 	uint64_t slow_ms;  /* FS_GROUP_SLOW_MS; IMGSYNC_FS_GROUP_SLOW_MS in tests */
 	unsigned delay_ms; /* tests (IMGSYNC_FS_GROUP_DELAY_MS): a slow disk's syncfs */
-	/* under mu: files deletes set aside, oldest first; on the loop, the
-	 * timer that finishes them once no delete comes to */
+	/* under mu: the files deletes unlinked and hold open, oldest first,
+	 * and whether a pool job finishes them (the timer's, while no delete
+	 * comes to do it) */
 	struct fs_aside *asides, **asides_tail;
 	size_t nasides, aside_max;
+	bool settling;
 	struct loop_timer aside_timer;
 };
 
@@ -161,6 +163,28 @@ struct store_req {
 	_Atomic bool cancelled;
 	struct err err;
 };
+
+/* TMP (TMPSZ bytes): the I-th try at a hidden temporary name beside NAME. */
+static void tmp_name(char *tmp, size_t tmpsz, const char *name, int i)
+{
+	snprintf(tmp, tmpsz, ".%s" FS_TMP_TAG "%08x", name,
+		 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+}
+
+/* A new file under a temporary name beside NAME in DIRFD (named in TMP),
+ * for writing; -1 and errno on failure. */
+static int open_tmp(int dirfd, const char *name, char *tmp, size_t tmpsz)
+{
+	int fd = -1;
+
+	for (int i = 0; i < 100 && fd < 0; i++) {
+		tmp_name(tmp, tmpsz, name, i);
+		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	return fd;
+}
 
 /* --- resolution beneath the root --- */
 
@@ -481,8 +505,7 @@ static bool link_tmpfile(struct fs_store *st, struct store_req *r, int fd, int d
 	}
 	if (errno == EEXIST) {
 		for (int i = 0; i < 100; i++) {
-			snprintf(tmp, tmpsz, ".%s" FS_TMP_TAG "%08x", name,
-				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+			tmp_name(tmp, tmpsz, name, i);
 			if (linkat(AT_FDCWD, proc, dirfd, tmp, AT_SYMLINK_FOLLOW) == 0)
 				return true;
 			if (errno != EEXIST)
@@ -560,14 +583,8 @@ static bool put_write(struct store_req *r)
 				break;
 			}
 		}
-		for (int i = 0; i < 100 && fd < 0; i++) {
-			snprintf(r->wtmp, sizeof(r->wtmp), ".%s" FS_TMP_TAG "%08x", name,
-				 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
-			fd = openat(r->wdir, r->wtmp,
-				    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-			if (fd < 0 && errno != EEXIST)
-				break;
-		}
+		if (fd < 0)
+			fd = open_tmp(r->wdir, name, r->wtmp, sizeof(r->wtmp));
 		if (fd < 0) {
 			int saved = errno;
 
@@ -1094,14 +1111,7 @@ static void aside_rescue(struct fs_store *st, struct fs_aside *a, const struct s
 		return;
 	}
 	split_key(a->key, dir, sizeof(dir), &base);
-	for (int i = 0; i < 100 && out < 0; i++) {
-		snprintf(tmp, sizeof(tmp), ".%s" FS_TMP_TAG "%08x", base,
-			 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
-		out =
-		    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
-		if (out < 0 && errno != EEXIST)
-			break;
-	}
+	out = open_tmp(dirfd, base, tmp, sizeof(tmp));
 	/* with the writer's times: the file is what it wrote, when it did */
 	if (out >= 0 && copy_fd(a->fd, out, (uint64_t)sb->st_size, &copied, &e) &&
 	    futimens(out, (struct timespec[2]){sb->st_atim, sb->st_mtim}) == 0 &&
@@ -1179,17 +1189,51 @@ static void asides_settle(struct fs_store *st, bool all)
 	}
 }
 
-/* On the loop: the files whose grace is over, while no delete (which
- * finishes them too) comes. */
-static void on_aside_timer(void *arg)
+/* On a pool thread: the files whose grace is over (aside_job). */
+struct aside_job {
+	struct workq_job job;
+	struct fs_store *st;
+};
+
+static void aside_job_work(struct workq_job *job)
 {
-	struct fs_store *st = arg;
-	bool more;
+	struct fs_store *st = ((struct aside_job *)job)->st;
 
 	asides_settle(st, false);
 	pthread_mutex_lock(&st->mu);
+	st->settling = false;
+	if (--st->pending == 0)
+		pthread_cond_broadcast(&st->idle);
+	pthread_mutex_unlock(&st->mu);
+}
+
+static void aside_job_free(struct workq_job *job)
+{
+	free(job);
+}
+
+/* On the loop, while no delete (which finishes them too) comes: the files
+ * whose grace is over are finished on the pool, since writing one back
+ * waits on the disk. */
+static void on_aside_timer(void *arg)
+{
+	struct fs_store *st = arg;
+	struct aside_job *j = NULL;
+	bool more;
+
+	pthread_mutex_lock(&st->mu);
+	if (st->asides && !st->settling && (j = calloc(1, sizeof(*j))) != NULL) {
+		st->settling = true;
+		st->pending++; /* fs_close() waits for it */
+	}
 	more = st->asides != NULL || st->pending > 0;
 	pthread_mutex_unlock(&st->mu);
+	if (j) {
+		j->st = st;
+		j->job.work = aside_job_work;
+		j->job.done = j->job.discard = aside_job_free;
+		workq_submit(st->base.env.wq, &j->job);
+	}
 	if (more)
 		loop_timer_set(st->base.env.loop, &st->aside_timer, FS_ASIDE_GRACE_MS);
 }
@@ -1285,8 +1329,7 @@ static bool do_del_if(struct store_req *r)
 		return err_set(&r->err, ERR_TRANSIENT, "cancelled");
 	}
 	for (int i = 0; i < 100 && rc < 0; i++) {
-		snprintf(aside, sizeof(aside), ".%s" FS_TMP_TAG "%08x", name,
-			 (unsigned)random() ^ (unsigned)getpid() ^ (unsigned)i);
+		tmp_name(aside, sizeof(aside), name, i);
 		rc = renameat2(dirfd, name, dirfd, aside, RENAME_NOREPLACE);
 		if (rc < 0 && errno == EINVAL) /* a file system without NOREPLACE */
 			rc = renameat(dirfd, name, dirfd, aside);

@@ -206,7 +206,8 @@ struct s3_call {
 	struct buf resp;
 	size_t resp_max;
 	long status;
-	/* request body: from memory, or from fd at [off, off + len) */
+	/* request body: from memory (curl's POST data), or from fd at
+	 * [off, off + len) (on_read()) */
 	const unsigned char *mem;
 	char *post; /* a small POST body (XML), owned by the call */
 	int in_fd;
@@ -678,23 +679,18 @@ static size_t on_read(char *dst, size_t size, size_t nmemb, void *ud)
 		return 0;
 	if (want > c->len - c->pos)
 		want = (size_t)(c->len - c->pos);
-	if (c->mem) {
-		memcpy(dst, c->mem + c->pos, want);
-		n = (ssize_t)want;
-	} else {
-		do
-			n = pread(c->in_fd, dst, want, (off_t)(c->off + c->pos));
-		while (n < 0 && errno == EINTR);
-		if (n < 0) {
-			err_sys(&c->local, errno, "reading the source of \"%s\"", what_key(c->r));
-			return CURL_READFUNC_ABORT;
-		}
-		if (n == 0) {
-			err_set(&c->local, ERR_INTEGRITY,
-				"the source of \"%s\" is shorter than its size; did it change?",
-				what_key(c->r));
-			return CURL_READFUNC_ABORT;
-		}
+	do
+		n = pread(c->in_fd, dst, want, (off_t)(c->off + c->pos));
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		err_sys(&c->local, errno, "reading the source of \"%s\"", what_key(c->r));
+		return CURL_READFUNC_ABORT;
+	}
+	if (n == 0) {
+		err_set(&c->local, ERR_INTEGRITY,
+			"the source of \"%s\" is shorter than its size; did it change?",
+			what_key(c->r));
+		return CURL_READFUNC_ABORT;
 	}
 	if (c->md5)
 		EVP_DigestUpdate(c->md5, dst, (size_t)n);
@@ -896,7 +892,7 @@ static bool call_start(struct store_req *r, struct s3_call *c, const char *metho
 	/* a body held in memory goes as curl's POST data, with the method
 	 * PUT: sent from where it is, with no upload buffer of 64 KiB kept
 	 * by each easy handle (a PUT streamed from a file needs one) */
-	bool mem_put = strcmp(method, "PUT") == 0 && c->mem && !c->md5;
+	bool mem_put = c->mem != NULL;
 	if (strcmp(method, "POST") == 0 || mem_put) {
 		/* curl would add a form Content-Type to a POST without one */
 		bool given = false;

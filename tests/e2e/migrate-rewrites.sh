@@ -72,8 +72,7 @@ check "the catalog has each image on S3 only" \
 # and the daemon's lines about it
 explain() {
 	local h k
-	oracle_rgw verify "$D_BUCKET" "$D_DIR/manifest" --exact 2>&1 |
-		sed -n 's/^MISMATCH \([0-9a-f]*\) .*/\1/p' | head -3 | while read -r h; do
+	sed -n 's/^MISMATCH \([0-9a-f]*\) .*/\1/p' "$CHECK_BUCKET_LOG" | head -3 | while read -r h; do
 		k=$(py -c 'import sys; print(bytes.fromhex(sys.argv[1]).decode())' "$h")
 		echo "# $k: written (size, time):"
 		grep -h "^$k " "$D_DIR"/writes.* | sed 's/^/#   /'

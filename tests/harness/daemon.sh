@@ -167,10 +167,12 @@ wait_sql() {
 
 # check_bucket DESCRIPTION BUCKET MANIFEST [--exact]: every object of the
 # manifest ("KEYHEX SIZE SHA256" lines) byte-exact in the bucket, read by
-# the independent client; with --exact, nothing else in it; false when not
+# the independent client; with --exact, nothing else in it; false when not,
+# the client's report in $CHECK_BUCKET_LOG
 check_bucket() {
 	local d=$1 b=$2 m=$3 log="$D_DIR/verify.$RANDOM.log"
 	shift 3
+	CHECK_BUCKET_LOG=$log
 	if oracle_rgw verify "$b" "$m" "$@" >"$log" 2>&1; then
 		pass "$d ($(tail -1 "$log"))"
 	else
